@@ -1,0 +1,43 @@
+"""One typed settings object, read from the environment (and an optional ``.env`` file).
+
+Every endpoint and delay the bot uses is a setting so that tests and users can point it anywhere.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot import __version__
+
+DEFAULT_NEMO_API_BASE = "https://mega-api-prod.nemovideo.ai"
+
+
+class NemoSettings(BaseSettings):
+    """How to reach NemoVideo and how patiently to talk to it."""
+
+    model_config = SettingsConfigDict(env_prefix="NEMO_", env_file=".env", extra="ignore")
+
+    api_base: str = Field(DEFAULT_NEMO_API_BASE, description="NemoVideo API base URL.")
+    token: SecretStr | None = Field(
+        None, description="A NemoVideo token used as is for every chat; unset: one anonymous identity per chat."
+    )
+    web_base: str = Field("https://nemovideo.com", description="Base of NemoVideo's web links (claim, register).")
+    poll_seconds: float = Field(30.0, gt=0, description="Seconds between export status polls.")
+    retry_seconds: float = Field(30.0, ge=0, description="Wait before the one retry after a 429.")
+    backoff_seconds: float = Field(
+        1.0, ge=0, description="First wait before retrying a network error or 5xx on a safe call (doubles)."
+    )
+    network_retries: int = Field(3, ge=0, description="Retries of a safe call after network errors or 5xx.")
+    still_working_seconds: float = Field(120.0, gt=0, description="Silence before a 'still working' note.")
+    stream_timeout_seconds: float = Field(900.0, gt=0, description="Overall limit of one message's stream.")
+    heartbeat_timeout_seconds: float = Field(
+        600.0, gt=0, description="A stream with nothing but heartbeats for this long has timed out."
+    )
+    export_timeout_seconds: float = Field(1800.0, gt=0, description="Give up waiting for one export after this.")
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="TCP/TLS connect timeout.")
+    read_timeout_seconds: float = Field(60.0, gt=0, description="Read timeout of ordinary (non-stream) calls.")
+    skill_source: str = Field("nemobot", description="X-Skill-Source attribution header.")
+    skill_version: str = Field(__version__, description="X-Skill-Version attribution header.")
+    skill_platform: str = Field("unknown", description="X-Skill-Platform attribution header.")
+    max_upload_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Largest file the backend accepts.")
