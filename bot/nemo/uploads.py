@@ -1,0 +1,173 @@
+"""Files going to NemoVideo: checked for type and size before a byte is sent, then streamed.
+
+The multipart body is produced chunk by chunk from a path or an async byte stream, so memory stays flat
+whatever the file size, and ``Content-Length`` is sent whenever every size is known up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from bot.nemo.errors import ACCEPTED_FORMATS, FileTooLarge, UnsupportedFileType, accepted_formats_text
+
+CHUNK_SIZE = 1 << 20  # 1 MiB: large enough that per-chunk overhead vanishes, small enough to stay flat
+
+_KIND_BY_EXT = {ext: kind for kind, exts in ACCEPTED_FORMATS.items() for ext in exts}
+_EXTRA_MIME = {"mkv": "video/x-matroska", "m4a": "audio/mp4", "aac": "audio/aac", "webp": "image/webp"}
+
+
+def kind_of(filename: str) -> str | None:
+    """``video``, ``image`` or ``audio`` for an accepted extension, else ``None``."""
+    ext = PurePosixPath(filename.lower()).suffix.lstrip(".")
+    return _KIND_BY_EXT.get(ext)
+
+
+def mime_for(filename: str) -> str:
+    ext = PurePosixPath(filename.lower()).suffix.lstrip(".")
+    return _EXTRA_MIME.get(ext) or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+
+
+def format_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+def check_file(filename: str, content_type: str | None, size: int | None, limit: int) -> str:
+    """Refuse what the backend would refuse, before anything is read or sent. Returns the MIME type."""
+    kind = kind_of(filename)
+    if kind is None:
+        raise UnsupportedFileType(
+            f"{filename!r} is not a supported file type. Accepted: {accepted_formats_text()}.", filename=filename
+        )
+    mime = (content_type or "").split(";")[0].strip().lower()
+    if mime and mime != "application/octet-stream" and not mime.startswith(kind + "/"):
+        raise UnsupportedFileType(
+            f"{filename!r} is labelled {mime}, which does not match a {kind} file. "
+            f"Accepted: {accepted_formats_text()}.",
+            filename=filename,
+        )
+    if size is not None and size > limit:
+        raise FileTooLarge(
+            f"{filename!r} is {format_size(size)}; the limit is {format_size(limit)}.",
+            filename=filename, size=size, limit=limit,
+        )
+    return mime if mime and mime != "application/octet-stream" else mime_for(filename)
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UnsupportedFileType(f"{url!r} is not an http(s) link.")
+    name = PurePosixPath(unquote(parts.path)).name
+    if PurePosixPath(name).suffix and kind_of(name) is None:
+        raise UnsupportedFileType(
+            f"{name!r} is not a supported file type. Accepted: {accepted_formats_text()}.", filename=name
+        )
+
+
+@dataclass(frozen=True)
+class UploadSource:
+    """One file to upload. ``opener`` gives a fresh byte stream each time it is called (``None`` after a
+    one-shot stream was used), so an upload that the backend refused before reading can be retried."""
+
+    filename: str
+    size: int | None
+    content_type: str | None
+    opener: Callable[[], AsyncIterator[bytes]]
+    reopenable: bool = True
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], *, filename: str | None = None,
+                  content_type: str | None = None) -> UploadSource:
+        p = Path(path)
+        return cls(filename or p.name, p.stat().st_size, content_type, lambda: _read_file(p))
+
+    @classmethod
+    def from_stream(cls, filename: str, stream: AsyncIterable[bytes], *, size: int | None = None,
+                    content_type: str | None = None) -> UploadSource:
+        def opener() -> AsyncIterator[bytes]:
+            return aiter(stream)
+
+        return cls(filename, size, content_type, opener, reopenable=False)
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+            yield chunk
+    finally:
+        handle.close()
+
+
+def _quote(name: str) -> str:
+    # What browsers do (WHATWG multipart/form-data): UTF-8 as is, with quote, CR and LF escaped.
+    return name.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
+@dataclass(frozen=True)
+class MultipartBody:
+    """A streamed ``multipart/form-data`` body of repeated ``files`` fields."""
+
+    sources: Sequence[UploadSource]
+    mimes: Sequence[str]
+    limit: int
+    boundary: str = ""
+
+    @classmethod
+    def build(cls, sources: Sequence[UploadSource], limit: int) -> MultipartBody:
+        mimes = [check_file(s.filename, s.content_type, s.size, limit) for s in sources]
+        return cls(sources, mimes, limit, "nemobot-" + secrets.token_hex(16))
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def _head(self, source: UploadSource, mime: str) -> bytes:
+        return (
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="files"; filename="{_quote(source.filename)}"\r\n'
+            f"Content-Type: {mime}\r\n\r\n"
+        ).encode()
+
+    @property
+    def tail(self) -> bytes:
+        return f"--{self.boundary}--\r\n".encode()
+
+    @property
+    def content_length(self) -> int | None:
+        if any(s.size is None for s in self.sources):
+            return None
+        total = len(self.tail)
+        for source, mime in zip(self.sources, self.mimes, strict=True):
+            assert source.size is not None
+            total += len(self._head(source, mime)) + source.size + 2
+        return total
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        for source, mime in zip(self.sources, self.mimes, strict=True):
+            yield self._head(source, mime)
+            sent = 0
+            async for chunk in source.opener():
+                sent += len(chunk)
+                if sent > self.limit:
+                    raise FileTooLarge(
+                        f"{source.filename!r} is larger than the {format_size(self.limit)} limit.",
+                        filename=source.filename, limit=self.limit,
+                    )
+                yield chunk
+            if source.size is not None and sent != source.size:
+                # A Content-Length computed from the old size would now be a lie.
+                raise OSError(f"{source.filename!r} changed size while it was being uploaded")
+            yield b"\r\n"
+        yield self.tail
