@@ -1,0 +1,140 @@
+"""Upload benchmark: a 500 MB file streamed to localnemo by the nemobot client and by ``curl -F``,
+side by side in one run, alternating so that both see the same machine.
+
+Prints each run's throughput, the client/curl throughput ratio (target ≥ 0.8) and the client's peak RSS
+growth during its uploads (target < 64 MB).
+
+    .venv/bin/python bench/upload.py [--size-mb 500] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.config import NemoSettings
+from bot.nemo.auth import MemoryIdentityStore
+from bot.nemo.client import NemoClient
+from bot.nemo.uploads import UploadSource
+
+
+def rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(1 << 20)
+    with path.open("wb") as f:
+        for _ in range(size // len(block)):
+            f.write(block)
+        f.write(block[: size % len(block)])
+
+
+async def wait_until_up(base: str) -> None:
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                await http.get(base + "/api/credits/balance/simple")
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+def curl_upload(url: str, token: str, path: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["curl", "-sS", "-f", "-o", "/dev/null", "-H", f"Authorization: Bearer {token}",
+         "-H", "X-Skill-Source: bench", "-H", "X-Skill-Version: 0", "-H", "X-Skill-Platform: bench",
+         "-F", f"files=@{path};type=video/mp4", url],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("curl"):
+        sys.exit("curl is needed for the comparison (apt-get install curl)")
+
+    size = args.size_mb * 1024 * 1024
+    work = Path(tempfile.mkdtemp(prefix="nemobot-bench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LOCALNEMO_DATA_DIR": str(work / "server"), "NEMOBOT_LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot.main", "serve-local", "--port", str(port)],
+        env=env, cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        await wait_until_up(base)
+        source = work / "clip.mp4"
+        make_file(source, size)
+        settings = NemoSettings(_env_file=None, api_base=base, token=None)  # type: ignore[call-arg]
+        async with httpx.AsyncClient() as http:
+            account = NemoClient(http, settings, MemoryIdentityStore()).account("bench")
+            session = await account.create_session("bench", "en")
+            token = await account.client.token("bench")
+            url = f"{base}/api/upload-video/nemo_agent/me/{session.session_id}"
+            curl_times: list[float] = []
+            client_times: list[float] = []
+            peak_growth_kb = 0
+            for _ in range(args.rounds):
+                curl_times.append(curl_upload(url, token, source))
+                shutil.rmtree(work / "server" / "sessions", ignore_errors=True)  # keep the disk flat
+                baseline = rss_kb("VmRSS")
+                reset_peak_rss()
+                started = time.perf_counter()
+                await account.upload_files(session.session_id, [UploadSource.from_path(source)])
+                client_times.append(time.perf_counter() - started)
+                peak_growth_kb = max(peak_growth_kb, rss_kb("VmHWM") - baseline)
+                shutil.rmtree(work / "server" / "sessions", ignore_errors=True)
+        mb = size / 1e6
+        for i, (c, n) in enumerate(zip(curl_times, client_times, strict=True), 1):
+            print(f"round {i}: curl {mb / c:7.1f} MB/s ({c:.2f} s)   nemobot {mb / n:7.1f} MB/s ({n:.2f} s)")
+        curl_mbs = mb / statistics.median(curl_times)
+        client_mbs = mb / statistics.median(client_times)
+        print(f"file: {args.size_mb} MiB, rounds: {args.rounds}")
+        print(f"throughput (median): curl {curl_mbs:.1f} MB/s, nemobot client {client_mbs:.1f} MB/s")
+        print(f"ratio client/curl: {client_mbs / curl_mbs:.2f} (target >= 0.8)")
+        print(f"client peak RSS growth: {peak_growth_kb / 1024:.1f} MB (target < 64 MB)")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

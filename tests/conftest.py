@@ -1,0 +1,118 @@
+"""Shared fixtures: a real localnemo on 127.0.0.1 (port 0) and the real client pointed at it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.config import NemoSettings
+from bot.nemo.auth import MemoryIdentityStore
+from bot.nemo.client import NemoClient
+from localnemo.config import LocalNemoConfig
+from localnemo.server import LocalNemo
+
+
+def fast_localnemo_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "heartbeat_seconds": 0.05,
+        "event_delay_seconds": 0.0,
+        "render_steps": 3,
+        "render_step_seconds": 0.02,
+    }
+    values.update(overrides)
+    return LocalNemoConfig(**values)
+
+
+def fast_settings(api_base: str, **overrides: Any) -> NemoSettings:
+    values: dict[str, Any] = {
+        "api_base": api_base,
+        "token": None,
+        "poll_seconds": 0.05,
+        "retry_seconds": 0.01,
+        "backoff_seconds": 0.01,
+        "skill_platform": "tests",
+    }
+    values.update(overrides)
+    return NemoSettings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def localnemo_options() -> dict[str, Any]:
+    """Override per test (or per parametrised test) to configure the server."""
+    return {}
+
+
+@pytest.fixture
+async def localnemo(tmp_path: Path, localnemo_options: dict[str, Any]) -> AsyncIterator[LocalNemo]:
+    async with LocalNemo(fast_localnemo_config(tmp_path / "localnemo", **localnemo_options)) as server:
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+@pytest.fixture
+def settings(localnemo: LocalNemo) -> NemoSettings:
+    return fast_settings(localnemo.base_url)
+
+
+@pytest.fixture
+def identities() -> MemoryIdentityStore:
+    return MemoryIdentityStore()
+
+
+@pytest.fixture
+def nemo(http: httpx.AsyncClient, settings: NemoSettings, identities: MemoryIdentityStore) -> NemoClient:
+    return NemoClient(http, settings, identities)
+
+
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
+) -> None:
+    """Wait for a condition with a deadline (tests never sleep a fixed time)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def ffmpeg_exe() -> str:
+    import shutil
+
+    import imageio_ffmpeg
+
+    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="session")
+def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 2-second H.264/AAC clip, made once per test run."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("media") / "clip.mp4"
+    subprocess.run(
+        [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050",
+            "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(out),
+        ],
+        check=True,
+    )
+    return out

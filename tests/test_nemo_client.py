@@ -1,0 +1,463 @@
+"""The NemoVideo client against localnemo over real loopback HTTP and SSE."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.nemo import errors
+from bot.nemo.auth import MemoryIdentityStore
+from bot.nemo.client import NemoAccount, NemoClient
+from bot.nemo.draft import describe_changes
+from bot.nemo.events import ErrorEvent, HeartbeatEvent, StreamEvent, TextEvent, ToolCallEvent, ToolResultEvent
+from bot.nemo.models import RenderJob, SessionInfo
+from bot.nemo.uploads import UploadSource
+from localnemo.server import LocalNemo
+from tests.conftest import fast_settings
+
+
+async def collect(account: NemoAccount, session_id: str, text: str) -> list[StreamEvent]:
+    async with contextlib.aclosing(account.send_message(session_id, text)) as stream:
+        return [event async for event in stream]
+
+
+def texts(events: list[StreamEvent]) -> list[str]:
+    return [e.text for e in events if isinstance(e, TextEvent)]
+
+
+@pytest.fixture
+async def account(nemo: NemoClient) -> NemoAccount:
+    return nemo.account("tg:1")
+
+
+@pytest.fixture
+async def session_id(account: NemoAccount) -> str:
+    return (await account.create_session("project", "en")).session_id
+
+
+# -- every endpoint ---------------------------------------------------------------------------------
+
+
+async def test_identity_is_issued_once_and_persisted(
+    nemo: NemoClient, identities: MemoryIdentityStore, localnemo: LocalNemo
+) -> None:
+    account = nemo.account("tg:1")
+    credits = await account.credits()
+    assert credits.available == 100
+    assert credits.total == credits.available + credits.frozen
+    await account.credits()
+    assert localnemo.faults.count("token") == 1
+    record = identities.records["tg:1"]
+    assert record.token
+    assert record.token.startswith("nmv_usr_")
+    assert record.token not in repr(record)
+    # Every call carries the three attribution headers.
+    for call in localnemo.faults.calls:
+        headers = {k.lower(): v for k, v in call.headers.items()}
+        assert headers["x-skill-source"] == "nemobot"
+        assert headers["x-skill-platform"] == "tests"
+        assert headers["x-skill-version"]
+
+
+async def test_each_chat_identity_has_its_own_client_id(nemo: NemoClient, identities: MemoryIdentityStore) -> None:
+    await nemo.account("tg:1").credits()
+    await nemo.account("tg:2").credits()
+    assert identities.records["tg:1"].client_id != identities.records["tg:2"].client_id
+
+
+async def test_a_restarted_client_reuses_the_stored_token(
+    http: httpx.AsyncClient, settings: Any, identities: MemoryIdentityStore, localnemo: LocalNemo
+) -> None:
+    await NemoClient(http, settings, identities).account("tg:1").credits()
+    await NemoClient(http, settings, identities).account("tg:1").credits()
+    assert localnemo.faults.count("token") == 1
+
+
+async def test_session_state_and_claim_link(account: NemoAccount) -> None:
+    info = await account.create_session("holiday", "zh")
+    assert info.session_id.isdigit()
+    assert info.task_id
+    state = await account.state(info.session_id)
+    assert not state.draft.exportable
+    link = await account.claim_link(info.task_id, info.session_id)
+    assert link.startswith("https://nemovideo.com/workspace/claim?ct=")
+
+
+async def test_upload_files_from_path_and_stream_then_export_and_download(
+    account: NemoAccount, session_id: str, sample_video: Path, tmp_path: Path, nemo: NemoClient, localnemo: LocalNemo
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        with sample_video.open("rb") as f:
+            while block := f.read(4096):
+                yield block
+
+    result = await account.upload_files(
+        session_id,
+        [
+            UploadSource.from_path(sample_video),
+            UploadSource.from_stream("second clip.mp4", chunks(), content_type="video/mp4"),
+        ],
+    )
+    assert localnemo.faults.count("upload") == 1
+    assert [f.filename for f in result.files] == ["clip.mp4", "second clip.mp4"]
+    assert all(f.file_type == "video" for f in result.files)
+    assert result.files[0].duration == pytest.approx(2.0, abs=0.2)
+    state = await account.state(session_id)
+    assert state.draft.exportable
+    assert len(state.video_infos) == 2
+
+    job = await account.submit_export(session_id, state.draft)
+    assert job.id.startswith("render_")
+    seen: list[RenderJob] = []
+
+    async def on_progress(update: RenderJob) -> None:
+        seen.append(update)
+
+    done = await account.wait_for_export(job.id, on_progress)
+    assert done.done
+    assert done.url
+    assert any(update.status == "processing" for update in seen)
+    out = tmp_path / "result.mp4"
+    size = await nemo.download(done.url, out)
+    assert size == out.stat().st_size > 0
+    assert out.read_bytes() == sample_video.read_bytes()  # the placeholder renderer copies the first clip
+
+
+async def test_upload_by_url(account: NemoAccount, session_id: str, localnemo: LocalNemo, sample_video: Path) -> None:
+    first = await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
+    url = first.files[0].cdn_url
+    assert url
+    other = await account.create_session("second", "en")
+    result = await account.upload_urls(other.session_id, [url])
+    assert result.files[0].file_type == "video"
+    assert (await account.state(other.session_id)).draft.exportable
+
+
+async def test_cancel_export(account: NemoAccount, session_id: str, sample_video: Path, localnemo: LocalNemo) -> None:
+    localnemo.config.render_step_seconds = 5
+    await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
+    job = await account.submit_export(session_id, (await account.state(session_id)).draft)
+    await account.cancel_export(job.id)
+    with pytest.raises(errors.ExportFailed):
+        await account.wait_for_export(job.id)
+
+
+# -- the event stream ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("localnemo_options", [{"dialect": "adk"}, {"dialect": "simple"}])
+async def test_edit_in_both_dialects(
+    account: NemoAccount, session_id: str, sample_video: Path, localnemo_options: dict[str, Any]
+) -> None:
+    await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
+    events = await collect(account, session_id, "add background music")
+    assert any(isinstance(e, ToolCallEvent) and e.name == "edit_multitrack" for e in events)
+    assert any(isinstance(e, ToolResultEvent) for e in events)
+    assert len(texts(events)) == 1
+    assert "music" in texts(events)[0].lower()
+    draft = (await account.state(session_id)).draft
+    assert any(track.tt == 1 for track in draft.t)
+
+
+@pytest.mark.parametrize("localnemo_options", [{"dialect": "adk", "partial_text": True}])
+async def test_partial_chunks_are_shown_once(account: NemoAccount, session_id: str) -> None:
+    events = await collect(account, session_id, 'title "Urban Dreams"')
+    assert len(texts(events)) == 1
+    assert "Urban Dreams" in texts(events)[0]
+
+
+@pytest.mark.parametrize("localnemo_options", [{"silent_every": 1}])
+async def test_silent_completion_is_seen_through_state(account: NemoAccount, session_id: str) -> None:
+    before = (await account.state(session_id)).draft
+    events = await collect(account, session_id, 'title "Urban Dreams"')
+    assert texts(events) == []
+    after = (await account.state(session_id)).draft
+    assert describe_changes(before, after) == ["added the title 'Urban Dreams' (0–3 s)"]
+
+
+@pytest.mark.parametrize("localnemo_options", [{"heartbeat_seconds": 0.01, "event_delay_seconds": 0.05}])
+async def test_heartbeats_while_the_agent_works(account: NemoAccount, session_id: str) -> None:
+    events = await collect(account, session_id, "add background music")
+    assert any(isinstance(e, HeartbeatEvent) for e in events)
+    assert texts(events)
+
+
+async def test_dropped_stream_is_a_typed_error_and_not_resent(
+    account: NemoAccount, session_id: str, localnemo: LocalNemo
+) -> None:
+    localnemo.faults.stream("drop", after_events=1)
+    seen: list[StreamEvent] = []
+
+    async def consume() -> None:
+        async with contextlib.aclosing(account.send_message(session_id, "add background music")) as stream:
+            async for event in stream:
+                seen.append(event)
+
+    with pytest.raises(errors.StreamInterrupted):
+        await consume()
+    assert seen, "the events before the drop still reach the caller"
+    assert localnemo.faults.count("run_sse") == 1
+
+
+async def test_heartbeat_only_stream_times_out(
+    http: httpx.AsyncClient, localnemo: LocalNemo, identities: MemoryIdentityStore
+) -> None:
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, heartbeat_timeout_seconds=0.3), identities)
+    account = nemo.account("tg:1")
+    sid = (await account.create_session("p", "en")).session_id
+    localnemo.faults.stream("heartbeats_only")
+    with pytest.raises(errors.StreamTimeout, match="only heartbeats"):
+        await collect(account, sid, "add music")
+    assert localnemo.faults.count("run_sse") == 1
+
+
+async def test_hanging_stream_times_out(
+    http: httpx.AsyncClient, localnemo: LocalNemo, identities: MemoryIdentityStore
+) -> None:
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, heartbeat_timeout_seconds=0.3), identities)
+    account = nemo.account("tg:1")
+    sid = (await account.create_session("p", "en")).session_id
+    localnemo.faults.stream("hang", after_events=1)
+    with pytest.raises(errors.StreamTimeout):
+        await collect(account, sid, "add music")
+    assert localnemo.faults.count("run_sse") == 1
+
+
+async def test_slow_stream_hits_the_overall_limit(
+    http: httpx.AsyncClient, localnemo: LocalNemo, identities: MemoryIdentityStore
+) -> None:
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, stream_timeout_seconds=0.3), identities)
+    account = nemo.account("tg:1")
+    sid = (await account.create_session("p", "en")).session_id
+    localnemo.faults.stream("slow", delay=0.2, times=1)
+    with pytest.raises(errors.StreamTimeout, match="no result within"):
+        await collect(account, sid, "add music and a title")
+
+
+async def test_backend_error_inside_the_stream(account: NemoAccount, session_id: str) -> None:
+    events = await collect(account, session_id, "please fail this edit")
+    assert any(isinstance(e, ErrorEvent) for e in events) or texts(events)
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+async def test_token_expiry_is_renewed_invisibly(
+    account: NemoAccount, session_id: str, localnemo: LocalNemo, identities: MemoryIdentityStore
+) -> None:
+    old = identities.records["tg:1"].client_id
+    localnemo.expire_tokens()
+    assert (await account.state(session_id)).draft is not None  # same session: same user after renewal
+    events = await collect(account, session_id, "add background music")
+    assert texts(events)
+    assert localnemo.faults.count("token") == 2
+    assert identities.records["tg:1"].client_id == old
+
+
+async def test_1001_on_the_stream_is_renewed_before_anything_is_sent(
+    account: NemoAccount, session_id: str, localnemo: LocalNemo
+) -> None:
+    localnemo.expire_tokens()
+    events = await collect(account, session_id, "add background music")
+    assert texts(events)
+    accepted = [c for c in localnemo.faults.calls if c.endpoint == "run_sse"]
+    assert len(accepted) == 2  # one refused with 1001 before the stream, one processed
+    assert localnemo.state.max_concurrent_runs[session_id] == 1
+
+
+async def test_rate_limit_once_recovers_twice_fails(account: NemoAccount, localnemo: LocalNemo) -> None:
+    await account.credits()
+    localnemo.faults.fail("credits", 429, html=True)
+    assert (await account.credits()).available == 100
+    localnemo.faults.fail("credits", 429, times=2)
+    with pytest.raises(errors.RateLimited):
+        await account.credits()
+    assert localnemo.faults.count("credits") == 5
+
+
+async def test_rate_limit_on_the_stream_waits_and_sends_once(
+    account: NemoAccount, session_id: str, localnemo: LocalNemo
+) -> None:
+    localnemo.faults.fail("run_sse", 429)
+    assert texts(await collect(account, session_id, "add background music"))
+    localnemo.faults.fail("run_sse", 429, times=2)
+    with pytest.raises(errors.RateLimited):
+        await collect(account, session_id, "add background music")
+
+
+async def trigger(endpoint: str, account: NemoAccount, info: SessionInfo | None, video: Path) -> None:
+    """Make one call that reaches ``endpoint``."""
+    if endpoint in ("token", "credits"):
+        await account.credits()
+        return
+    if endpoint == "session":
+        await account.create_session("p", "en")
+        return
+    assert info is not None
+    sid = info.session_id
+    if endpoint == "run_sse":
+        await collect(account, sid, "add music")
+    elif endpoint == "upload":
+        await account.upload_files(sid, [UploadSource.from_path(video)])
+    elif endpoint == "render":
+        await account.submit_export(sid, (await account.state(sid)).draft)
+    elif endpoint == "state":
+        await account.state(sid)
+    else:
+        await account.claim_link(info.task_id, sid)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "code", "expected"),
+    [
+        ("session", 1002, errors.SessionNotFound),
+        ("run_sse", 1002, errors.SessionNotFound),
+        ("run_sse", 2001, errors.OutOfCredits),
+        ("upload", 4001, errors.UnsupportedFileType),
+        ("upload", 4002, errors.FileTooLarge),
+        ("token", 400, errors.MissingClientId),
+        ("render", 402, errors.ExportBlocked),
+        ("state", 429, errors.RateLimited),
+        ("credits", 503, errors.BackendUnavailable),
+        ("claim", 418, errors.BadRequest),
+    ],
+)
+async def test_every_error_code_is_typed(
+    nemo: NemoClient, localnemo: LocalNemo, sample_video: Path, endpoint: str, code: int,
+    expected: type[errors.NemoError],
+) -> None:
+    account = nemo.account("tg:9")
+    info = None
+    if endpoint != "token":
+        info = await account.create_session("p", "en")
+        await account.upload_files(info.session_id, [UploadSource.from_path(sample_video)])
+    localnemo.faults.fail(endpoint, code, message="injected failure", times=-1)
+    with pytest.raises(expected) as caught:
+        await trigger(endpoint, account, info, sample_video)
+    assert "Bearer" not in str(caught.value)
+    assert "nmv_usr_" not in str(caught.value)
+
+
+async def test_server_errors_retried_only_where_safe(
+    account: NemoAccount, session_id: str, localnemo: LocalNemo, sample_video: Path
+) -> None:
+    localnemo.faults.fail("state", 502, html=True, times=2)
+    await account.state(session_id)
+    assert localnemo.faults.count("state") == 3
+    localnemo.faults.fail("upload", 502, html=True)
+    with pytest.raises(errors.BackendUnavailable):
+        await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
+    assert localnemo.faults.count("upload") == 1  # not repeated: it may have been applied
+    localnemo.faults.fail("run_sse", 500)
+    with pytest.raises(errors.BackendUnavailable):
+        await collect(account, session_id, "add music")
+    assert localnemo.faults.count("run_sse") == 1
+
+
+async def test_unreachable_backend_is_a_typed_error(http: httpx.AsyncClient) -> None:
+    nemo = NemoClient(http, fast_settings("http://127.0.0.1:9"), MemoryIdentityStore())
+    with pytest.raises(errors.BackendUnavailable):
+        await nemo.account("tg:1").credits()
+
+
+async def test_another_identitys_session_is_not_found(nemo: NemoClient) -> None:
+    mine = await nemo.account("tg:1").create_session("p", "en")
+    with pytest.raises(errors.SessionNotFound):
+        await nemo.account("tg:2").state(mine.session_id)
+
+
+async def test_fixed_token_is_used_as_is(http: httpx.AsyncClient, localnemo: LocalNemo) -> None:
+    grant = await http.post(localnemo.base_url + "/api/auth/anonymous-token", headers={"X-Client-Id": "ops"})
+    token = grant.json()["data"]["token"]
+    before = localnemo.faults.count("token")
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, token=token), MemoryIdentityStore())
+    a, b = nemo.account("tg:1"), nemo.account("dc:2")
+    session = await a.create_session("p", "en")
+    await b.state(session.session_id)  # one shared identity for every chat
+    assert localnemo.faults.count("token") == before
+    localnemo.expire_tokens()
+    with pytest.raises(errors.TokenInvalid):
+        await a.credits()
+
+
+async def test_export_blocked_without_attribution(
+    http: httpx.AsyncClient, localnemo: LocalNemo, sample_video: Path
+) -> None:
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, skill_platform=""), MemoryIdentityStore())
+    account = nemo.account("tg:1")
+    sid = (await account.create_session("p", "en")).session_id
+    await account.upload_files(sid, [UploadSource.from_path(sample_video)])
+    with pytest.raises(errors.ExportBlocked):
+        await account.submit_export(sid, (await account.state(sid)).draft)
+
+
+@pytest.mark.parametrize("localnemo_options", [{"job_shape": "top"}, {"job_shape": "wrapped"}])
+async def test_export_in_both_job_shapes_and_a_taken_id(
+    account: NemoAccount, session_id: str, sample_video: Path, localnemo: LocalNemo, localnemo_options: dict[str, Any]
+) -> None:
+    await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
+    draft = (await account.state(session_id)).draft
+    localnemo.faults.fail("render", 409, message="render id already exists")
+    job = await account.submit_export(session_id, draft)
+    assert localnemo.faults.count("render") == 2
+    done = await account.wait_for_export(job.id)
+    assert done.done
+    assert done.progress == 100
+
+
+async def test_failed_export_carries_the_reason(account: NemoAccount, session_id: str) -> None:
+    job = await account.submit_export(session_id, {"t": [], "m": {}})
+    with pytest.raises(errors.ExportFailed, match="empty"):
+        await account.wait_for_export(job.id)
+
+
+# -- uploads are checked before a byte is sent --------------------------------------------------------------
+
+
+async def test_oversized_sparse_file_is_refused_before_any_request(
+    nemo: NemoClient, localnemo: LocalNemo, tmp_path: Path
+) -> None:
+    big = tmp_path / "huge.mp4"
+    with big.open("wb") as f:
+        f.truncate(600 * 1024 * 1024)  # sparse: costs no disk
+    with pytest.raises(errors.FileTooLarge) as caught:
+        await nemo.account("tg:1").upload_files("123", [UploadSource.from_path(big)])
+    assert "500.0 MB" in str(caught.value)
+    assert localnemo.faults.calls == []
+
+
+@pytest.mark.parametrize(
+    ("name", "ctype"), [("notes.txt", None), ("movie.exe", None), ("clip.mp4", "application/pdf")]
+)
+async def test_wrong_type_is_refused_before_any_request_listing_formats(
+    nemo: NemoClient, localnemo: LocalNemo, tmp_path: Path, name: str, ctype: str | None
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"x" * 10)
+    with pytest.raises(errors.UnsupportedFileType) as caught:
+        await nemo.account("tg:1").upload_files("123", [UploadSource.from_path(path, content_type=ctype)])
+    assert "mp4" in str(caught.value)
+    assert "mp3" in str(caught.value)
+    assert caught.value.accepted["video"]
+    assert localnemo.faults.calls == []
+
+
+async def test_backend_size_rule_holds_for_streams_of_unknown_size(
+    http: httpx.AsyncClient, localnemo: LocalNemo
+) -> None:
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, max_upload_bytes=1_000_000), MemoryIdentityStore())
+    account = nemo.account("tg:1")
+    sid = (await account.create_session("p", "en")).session_id
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            yield os.urandom(64 * 1024)
+
+    with pytest.raises(errors.FileTooLarge):
+        await account.upload_files(sid, [UploadSource.from_stream("big.mp4", endless())])

@@ -1,0 +1,31 @@
+"""The README stays true: its test command is what CI runs, and every setting is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bot.config import NemoSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quick_start_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_quick_start_is_two_commands_and_ci_runs_the_test_one() -> None:
+    commands = quick_start_commands()
+    assert len(commands) == 2
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[1].replace(" -q", "") in ci.replace(" -q", "")
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in NemoSettings.model_fields:
+        assert f"`NEMO_{name.upper()}`" in readme, name
+    for variable in re.findall(r"LOCALNEMO_[A-Z_]+", (ROOT / "localnemo" / "config.py").read_text()):
+        assert f"`{variable}`" in readme, variable
