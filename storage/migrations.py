@@ -1,0 +1,139 @@
+"""Numbered schema migrations: ``PRAGMA user_version`` records how many of :data:`MIGRATIONS` ran.
+
+Append a new script to :data:`MIGRATIONS` to change the schema; never edit one that has shipped, since
+databases in the field already ran it. Each script runs in its own transaction together with its
+version bump, so a failure leaves the database at the previous version rather than half-migrated.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Sequence
+from typing import Final
+
+import aiosqlite
+
+from storage.errors import SchemaVersionError
+
+log = logging.getLogger(__name__)
+
+# Deliberately no foreign keys between tables: rows are written by independent flows (an identity may be
+# re-keyed, and an export is still owed to a chat after /new replaced or deleted its session).
+# Timestamps are ISO 8601 UTC text with microseconds, one fixed width, so text order is time order.
+_V1_INITIAL: Final = """
+CREATE TABLE identities (
+    key         TEXT PRIMARY KEY NOT NULL,
+    client_id   TEXT NOT NULL,
+    token       TEXT,
+    expires_at  TEXT,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE chat_sessions (
+    chat_key      TEXT PRIMARY KEY NOT NULL,
+    identity_key  TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    task_id       TEXT,
+    language      TEXT NOT NULL,
+    last_draft    TEXT,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+CREATE TABLE exports (
+    render_id     TEXT PRIMARY KEY NOT NULL,
+    chat_key      TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    identity_key  TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN
+                      ('submitted', 'pending', 'processing', 'completed', 'failed', 'cancelled')),
+    progress      REAL NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    url           TEXT,
+    error         TEXT,
+    delivered     INTEGER NOT NULL DEFAULT 0 CHECK (delivered IN (0, 1)),
+    target        TEXT,
+    language      TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+
+-- What a restarted bot still owes: a small partial index, since delivered rows pile up over time.
+CREATE INDEX exports_owed ON exports (created_at) WHERE delivered = 0;
+CREATE INDEX exports_by_chat ON exports (chat_key, created_at);
+
+CREATE TABLE processed_messages (
+    chat_key      TEXT NOT NULL,
+    message_id    TEXT NOT NULL,
+    processed_at  TEXT NOT NULL,
+    PRIMARY KEY (chat_key, message_id)
+) WITHOUT ROWID;
+
+CREATE INDEX processed_messages_by_age ON processed_messages (processed_at);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL,)
+
+
+def split_statements(script: str) -> list[str]:
+    """Split an SQL script into statements, leaving ``;`` inside strings and trigger bodies alone.
+
+    ``executescript`` would be simpler, but it commits any open transaction first, which would break
+    the one-transaction-per-migration rule.
+    """
+    statements: list[str] = []
+    pending = ""
+    for chunk in script.split(";"):
+        pending += chunk + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:80]!r}")
+    return statements
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    """How many migrations this database has run."""
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS, *, name: str = "database") -> int:
+    """Run the migrations this database has not run yet; return how many ran.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) so that the explicit transactions
+    here are the only ones. ``name`` only labels errors and log lines.
+    Raises :class:`SchemaVersionError` if the database is newer than ``migrations``.
+    """
+    if conn.isolation_level is not None:
+        raise ValueError("migrate() needs a connection opened with isolation_level=None")
+    known = len(migrations)
+    current = await schema_version(conn)
+    if current > known:
+        raise SchemaVersionError(name, current, known)
+    start, ran = current, 0
+    while current < known:
+        # IMMEDIATE takes the write lock now, so another process migrating the same file waits for us
+        # (busy_timeout) instead of both reading the same version and running the same script twice.
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = await schema_version(conn)
+            if current > known:
+                raise SchemaVersionError(name, current, known)
+            if current < known:
+                for statement in split_statements(migrations[current]):
+                    await conn.execute(statement)
+                current += 1
+                ran += 1
+                # PRAGMA takes no bound parameters; ``current`` is an int we computed.
+                await conn.execute(f"PRAGMA user_version = {current:d}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.rollback()
+            raise
+    if ran:
+        log.info("storage.migrated db=%s from=%d to=%d ran=%d", name, start, current, ran)
+    return ran

@@ -1,0 +1,508 @@
+"""Tests of storage/: the SQLite repository, its migrations and its restart and concurrency promises."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from storage import (
+    MIGRATIONS,
+    ChatSessionRecord,
+    DuplicateExportError,
+    ExportRecord,
+    IdentityRecord,
+    Repository,
+    RepositoryClosedError,
+    SchemaVersionError,
+    migrate,
+    schema_version,
+)
+from storage.migrations import split_statements
+
+STORAGE_DIR = Path(__file__).resolve().parent.parent / "storage"
+T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+class FakeClock:
+    """A clock the test moves by hand, so time-based behaviour needs no sleeping."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    # A parent that does not exist yet: opening must create it.
+    return tmp_path / "state" / "nemobot.sqlite3"
+
+
+@pytest.fixture
+async def repo(db_path: Path, clock: FakeClock) -> AsyncIterator[Repository]:
+    async with Repository.open(db_path, clock=clock) as repository:
+        yield repository
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _raw(path: Path, sql: str) -> Any:
+    """Run one statement through plain sqlite3 (a second, independent connection)."""
+    with closing(sqlite3.connect(path)) as conn:
+        row = conn.execute(sql).fetchone()
+        conn.commit()
+        return row[0] if row is not None else None
+
+
+def _export(render_id: str, chat_key: str = "tg:1", **fields: Any) -> ExportRecord:
+    base: dict[str, Any] = {
+        "render_id": render_id,
+        "chat_key": chat_key,
+        "session_id": "s-1",
+        "identity_key": chat_key,
+        "language": "en",
+        "created_at": T0,
+    }
+    base.update(fields)
+    return ExportRecord(**base)
+
+
+# -- the file ----------------------------------------------------------------------------------------
+
+
+async def test_new_database_file_and_side_files_are_owner_only(db_path: Path) -> None:
+    async with Repository.open(db_path) as repo:
+        await repo.mark_processed("tg:1", 1)  # a write, so the -wal and -shm files exist
+        side_files = [Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
+        assert all(p.exists() for p in side_files)
+        assert _mode(db_path) == 0o600
+        for side in side_files:
+            assert _mode(side) & 0o077 == 0, side
+    assert db_path.parent.is_dir()
+
+
+def _create_file(path: Path, mode: int) -> None:
+    path.parent.mkdir(parents=True)
+    path.touch()
+    path.chmod(mode)
+
+
+async def test_existing_file_mode_is_left_alone(db_path: Path) -> None:
+    _create_file(db_path, 0o640)
+    async with Repository.open(db_path):
+        pass
+    assert _mode(db_path) == 0o640
+
+
+async def test_connection_pragmas(repo: Repository, db_path: Path) -> None:
+    # journal_mode=WAL is stored in the file, so an independent connection sees it.
+    assert _raw(db_path, "PRAGMA journal_mode") == "wal"
+    # The others are per connection: look at the repository's own.
+    conn = repo._db()
+    pragmas = {}
+    for name in ("foreign_keys", "busy_timeout", "synchronous"):
+        async with conn.execute(f"PRAGMA {name}") as cursor:
+            row = await cursor.fetchone()
+            assert row is not None
+            pragmas[name] = row[0]
+    assert pragmas == {"foreign_keys": 1, "busy_timeout": 5000, "synchronous": 1}  # 1 = NORMAL
+
+
+# -- migrations --------------------------------------------------------------------------------------
+
+
+async def test_migrations_set_user_version_and_run_once(db_path: Path) -> None:
+    async with Repository.open(db_path):
+        pass
+    assert _raw(db_path, "PRAGMA user_version") == len(MIGRATIONS)
+    async with aiosqlite.connect(db_path, isolation_level=None) as conn:
+        assert await migrate(conn) == 0
+        assert await schema_version(conn) == len(MIGRATIONS)
+    # Reopening an up-to-date database changes nothing either.
+    async with Repository.open(db_path):
+        pass
+    assert _raw(db_path, "PRAGMA user_version") == len(MIGRATIONS)
+
+
+async def test_migrate_runs_only_missing_scripts(tmp_path: Path) -> None:
+    scripts = ["CREATE TABLE a (x);", "CREATE TABLE b (x); INSERT INTO b VALUES (';');"]
+    async with aiosqlite.connect(tmp_path / "m.sqlite3", isolation_level=None) as conn:
+        assert await migrate(conn, scripts[:1]) == 1
+        assert await migrate(conn, scripts) == 1
+        assert await migrate(conn, scripts) == 0
+        assert await schema_version(conn) == 2
+        assert list(await conn.execute_fetchall("SELECT x FROM b")) == [(";",)]
+
+
+async def test_failed_migration_rolls_back_with_its_version(tmp_path: Path) -> None:
+    scripts = [
+        "CREATE TABLE a (x);",
+        "CREATE TABLE half (x); INSERT INTO no_such_table VALUES (1);",
+    ]
+    path = tmp_path / "m.sqlite3"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+            await migrate(conn, scripts)
+        assert not conn.in_transaction
+    assert _raw(path, "PRAGMA user_version") == 1
+    assert _raw(path, "SELECT count(*) FROM sqlite_master WHERE name = 'half'") == 0
+
+
+async def test_migrate_needs_autocommit_connection(tmp_path: Path) -> None:
+    async with aiosqlite.connect(tmp_path / "m.sqlite3") as conn:
+        with pytest.raises(ValueError, match="isolation_level=None"):
+            await migrate(conn)
+
+
+def test_split_statements_respects_strings_and_trigger_bodies() -> None:
+    script = """
+    CREATE TABLE t (x TEXT);
+    -- a comment; with a semicolon
+    INSERT INTO t VALUES ('a;b');
+    CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+        UPDATE t SET x = x || ';';
+    END;
+    """
+    statements = split_statements(script)
+    # The comment runs to the end of its line, so its ";" ends nothing; it rides with the INSERT.
+    assert len(statements) == 3
+    assert statements[1].endswith("INSERT INTO t VALUES ('a;b');")
+    assert statements[2].startswith("CREATE TRIGGER")
+    assert statements[2].endswith("END;")
+    with pytest.raises(ValueError, match="incomplete"):
+        split_statements("CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('open")
+
+
+async def test_newer_database_refuses_to_open(db_path: Path) -> None:
+    async with Repository.open(db_path):
+        pass
+    newer = len(MIGRATIONS) + 5
+    _raw(db_path, f"PRAGMA user_version = {newer}")
+    with pytest.raises(SchemaVersionError, match=rf"schema version {newer}.*upgrade nemobot") as info:
+        async with Repository.open(db_path):
+            pass
+    assert (info.value.found, info.value.known) == (newer, len(MIGRATIONS))
+    assert _raw(db_path, "PRAGMA user_version") == newer
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------
+
+
+async def test_reopening_keeps_data(db_path: Path) -> None:
+    async with Repository.open(db_path) as repo:
+        await repo.save_identity(IdentityRecord(key="shared", client_id="c-1", token="secret"))
+        await repo.save_chat_session(ChatSessionRecord(chat_key="tg:1", identity_key="shared", session_id="s"))
+        await repo.add_export(_export("r-1"))
+        await repo.mark_processed("tg:1", 7)
+    async with Repository.open(db_path) as repo:
+        identity = await repo.get_identity("shared")
+        assert identity is not None
+        assert identity.token == "secret"
+        assert await repo.get_chat_session("tg:1") is not None
+        assert await repo.get_export("r-1") is not None
+        assert await repo.mark_processed("tg:1", 7) is False
+
+
+async def test_closed_repository_refuses_work_and_closes_twice(db_path: Path) -> None:
+    repo = await Repository.connect(db_path)
+    assert not repo.closed
+    await repo.close()
+    await repo.close()
+    assert repo.closed
+    with pytest.raises(RepositoryClosedError):
+        await repo.get_identity("shared")
+
+
+async def test_repository_is_its_own_context_manager(db_path: Path) -> None:
+    async with await Repository.connect(db_path) as repo:
+        await repo.mark_processed("tg:1", 1)
+    assert repo.closed
+
+
+# -- identities --------------------------------------------------------------------------------------
+
+
+async def test_identity_round_trip_and_upsert(repo: Repository, clock: FakeClock) -> None:
+    assert await repo.get_identity("tg:1") is None
+    expires = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    saved = await repo.save_identity(IdentityRecord(key="tg:1", client_id="c-1", token="tok-1", expires_at=expires))
+    assert saved == IdentityRecord(key="tg:1", client_id="c-1", token="tok-1", expires_at=expires, updated_at=T0)
+    assert await repo.get_identity("tg:1") == saved
+
+    clock.advance(timedelta(minutes=5))
+    updated = await repo.save_identity(replace(saved, token=None, expires_at=None))
+    assert updated.token is None
+    assert updated.expires_at is None
+    assert updated.updated_at == T0 + timedelta(minutes=5)
+    assert await repo.get_identity("tg:1") == updated
+
+
+async def test_identity_repr_hides_the_token() -> None:
+    record = IdentityRecord(key="shared", client_id="c", token="very-secret-token")
+    assert "very-secret-token" not in repr(record)
+
+
+async def test_timestamps_in_other_zones_come_back_as_utc(repo: Repository) -> None:
+    plus8 = datetime(2030, 1, 1, 20, 0, tzinfo=UTC).astimezone(datetime.now(UTC).astimezone().tzinfo)
+    saved = await repo.save_identity(IdentityRecord(key="k", client_id="c", expires_at=plus8))
+    assert saved.expires_at == plus8
+    assert saved.expires_at is not None
+    assert saved.expires_at.tzinfo == UTC
+
+
+def test_naive_timestamps_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        IdentityRecord(key="k", client_id="c", expires_at=datetime(2030, 1, 1))
+
+
+# -- chat sessions -----------------------------------------------------------------------------------
+
+
+async def test_chat_session_round_trip(repo: Repository, clock: FakeClock) -> None:
+    draft = {"tracks": [{"clip": "a.mp4", "in": 0.5}], "title": "旅行 vlog"}
+    record = ChatSessionRecord(
+        chat_key="tg:-100:u:42",
+        identity_key="shared",
+        session_id="s-1",
+        task_id="t-1",
+        language="zh",
+        last_draft=draft,
+        created_at=T0 - timedelta(days=1),
+    )
+    saved = await repo.save_chat_session(record)
+    assert saved == replace(record, updated_at=T0)
+    assert await repo.get_chat_session("tg:-100:u:42") == saved
+    assert await repo.get_chat_session("tg:-100:u:43") is None
+
+
+async def test_chat_session_upsert_keeps_created_at_of_the_same_session(repo: Repository, clock: FakeClock) -> None:
+    first = await repo.save_chat_session(
+        ChatSessionRecord(chat_key="tg:1", identity_key="tg:1", session_id="s-1", created_at=T0)
+    )
+    clock.advance(timedelta(hours=1))
+    same = await repo.save_chat_session(replace(first, task_id="t-2", created_at=clock.now))
+    assert same.created_at == T0
+    assert same.task_id == "t-2"
+    assert same.updated_at == clock.now
+
+    new = await repo.save_chat_session(replace(same, session_id="s-2", created_at=clock.now))
+    assert new.session_id == "s-2"
+    assert new.created_at == clock.now
+
+
+async def test_update_last_draft_and_delete(repo: Repository, clock: FakeClock) -> None:
+    assert await repo.update_last_draft("tg:1", {"a": 1}) is False
+    await repo.save_chat_session(ChatSessionRecord(chat_key="tg:1", identity_key="tg:1", session_id="s"))
+    clock.advance(timedelta(seconds=3))
+    assert await repo.update_last_draft("tg:1", {"clips": [1, 2, 3]}) is True
+    stored = await repo.get_chat_session("tg:1")
+    assert stored is not None
+    assert stored.last_draft == {"clips": [1, 2, 3]}
+    assert stored.updated_at == clock.now
+    assert await repo.update_last_draft("tg:1", None) is True
+    stored = await repo.get_chat_session("tg:1")
+    assert stored is not None
+    assert stored.last_draft is None
+
+    assert await repo.delete_chat_session("tg:1") is True
+    assert await repo.delete_chat_session("tg:1") is False
+    assert await repo.get_chat_session("tg:1") is None
+
+
+# -- exports -----------------------------------------------------------------------------------------
+
+
+async def test_export_round_trip(repo: Repository) -> None:
+    record = _export("r-1", target={"chat_id": -100, "reply_to": 55, "thread": None}, language="zh")
+    saved = await repo.add_export(record)
+    assert saved == replace(record, updated_at=T0)
+    assert saved.status == "submitted"
+    assert saved.progress == 0.0
+    assert saved.delivered is False
+    assert await repo.get_export("r-1") == saved
+    assert await repo.get_export("r-2") is None
+
+
+async def test_add_export_twice_is_an_error(repo: Repository) -> None:
+    await repo.add_export(_export("r-1"))
+    with pytest.raises(DuplicateExportError, match="r-1"):
+        await repo.add_export(_export("r-1", chat_key="tg:2"))
+    stored = await repo.get_export("r-1")
+    assert stored is not None
+    assert stored.chat_key == "tg:1"
+
+
+async def test_update_export_changes_only_given_fields(repo: Repository, clock: FakeClock) -> None:
+    await repo.add_export(_export("r-1"))
+    clock.advance(timedelta(seconds=30))
+    updated = await repo.update_export("r-1", status="processing", progress=42.5)
+    assert updated is not None
+    assert (updated.status, updated.progress, updated.url, updated.error) == ("processing", 42.5, None, None)
+    assert updated.updated_at == clock.now
+    assert updated.created_at == T0
+
+    updated = await repo.update_export("r-1", status="completed", progress=100, url="https://x/v.mp4")
+    assert updated is not None
+    assert updated.url == "https://x/v.mp4"
+    updated = await repo.update_export("r-1", error="upload to chat failed")
+    assert updated is not None
+    assert (updated.status, updated.progress, updated.url) == ("completed", 100.0, "https://x/v.mp4")
+    assert updated.error == "upload to chat failed"
+    # None is a value, not "not given": it clears the field.
+    updated = await repo.update_export("r-1", url=None)
+    assert updated is not None
+    assert updated.url is None
+    assert updated.error == "upload to chat failed"
+    assert await repo.get_export("r-1") == updated
+
+    assert await repo.update_export("r-unknown", status="failed") is None
+
+
+async def test_export_values_are_checked(repo: Repository) -> None:
+    await repo.add_export(_export("r-1"))
+    with pytest.raises(ValueError, match="unknown export status"):
+        await repo.update_export("r-1", status="done")  # type: ignore[arg-type]
+    for bad in (-1.0, 100.5, float("nan")):
+        with pytest.raises(ValueError, match="0-100"):
+            await repo.update_export("r-1", progress=bad)
+    with pytest.raises(ValueError, match="unknown export status"):
+        _export("r-2", status="rendering")
+
+
+async def test_unfinished_exports_survive_a_restart(db_path: Path) -> None:
+    minute = timedelta(minutes=1)
+    async with Repository.open(db_path) as repo:
+        await repo.add_export(_export("tg-late", "tg:1", created_at=T0 + 3 * minute))
+        await repo.add_export(_export("tg-early", "tg:2", created_at=T0 + minute))
+        await repo.add_export(_export("dc-mid", "dc:9", created_at=T0 + 2 * minute))
+        for render_id, status in [("tg-done", "completed"), ("tg-failed", "failed"), ("tg-cancel", "cancelled")]:
+            await repo.add_export(_export(render_id, "tg:1"))
+            await repo.update_export(render_id, status=status)  # type: ignore[arg-type]
+        await repo.add_export(_export("tg-completed-undelivered", "tg:3", created_at=T0 + 4 * minute))
+        await repo.update_export("tg-completed-undelivered", status="completed", url="https://x/1.mp4")
+        await repo.update_export("tg-early", status="processing", progress=10)
+        assert await repo.claim_delivery("tg-done")
+
+    async with Repository.open(db_path) as repo:
+        owed = await repo.unfinished_exports()
+        assert [e.render_id for e in owed] == ["tg-early", "dc-mid", "tg-late", "tg-completed-undelivered"]
+        assert owed[0].status == "processing"
+        assert owed[0].progress == 10.0
+        telegram = await repo.unfinished_exports("tg:")
+        assert [e.render_id for e in telegram] == ["tg-early", "tg-late", "tg-completed-undelivered"]
+        assert [e.render_id for e in await repo.unfinished_exports("dc:")] == ["dc-mid"]
+
+
+async def test_unfinished_exports_prefix_is_literal(repo: Repository) -> None:
+    await repo.add_export(_export("a", "tg:1"))
+    await repo.add_export(_export("b", "TG:1"))
+    await repo.add_export(_export("c", "tgx1"))
+    assert [e.render_id for e in await repo.unfinished_exports("tg:")] == ["a"]
+    assert [e.render_id for e in await repo.unfinished_exports("t_:")] == []
+    assert [e.render_id for e in await repo.unfinished_exports("%")] == []
+
+
+async def test_claim_delivery_is_true_exactly_once_under_concurrency(repo: Repository) -> None:
+    await repo.add_export(_export("r-1"))
+    results = await asyncio.gather(*(repo.claim_delivery("r-1") for _ in range(50)))
+    assert results.count(True) == 1
+    stored = await repo.get_export("r-1")
+    assert stored is not None
+    assert stored.delivered is True
+    assert await repo.unfinished_exports() == []
+    assert await repo.claim_delivery("r-unknown") is False
+
+
+async def test_claim_delivery_once_across_two_connections(db_path: Path) -> None:
+    # Two repositories on one file stand in for two bot processes racing to deliver.
+    async with Repository.open(db_path) as first, Repository.open(db_path) as second:
+        await first.add_export(_export("r-1"))
+        claims = [repo.claim_delivery("r-1") for _ in range(20) for repo in (first, second)]
+        results = await asyncio.gather(*claims)
+        assert results.count(True) == 1
+
+
+async def test_release_delivery_allows_another_claim(repo: Repository) -> None:
+    await repo.add_export(_export("r-1"))
+    assert await repo.release_delivery("r-1") is False
+    assert await repo.claim_delivery("r-1") is True
+    assert await repo.release_delivery("r-1") is True
+    assert [e.render_id for e in await repo.unfinished_exports()] == ["r-1"]
+    assert await repo.claim_delivery("r-1") is True
+
+
+async def test_exports_for_chat_newest_first(repo: Repository) -> None:
+    for i in range(5):
+        await repo.add_export(_export(f"r-{i}", "tg:1", created_at=T0 + timedelta(minutes=i)))
+    await repo.add_export(_export("other", "tg:2"))
+    latest = await repo.exports_for_chat("tg:1", limit=3)
+    assert [e.render_id for e in latest] == ["r-4", "r-3", "r-2"]
+    assert len(await repo.exports_for_chat("tg:1")) == 5
+    assert await repo.exports_for_chat("tg:9") == []
+
+
+# -- processed messages ------------------------------------------------------------------------------
+
+
+async def test_mark_processed_is_true_only_the_first_time(repo: Repository) -> None:
+    assert await repo.mark_processed("tg:1", 100) is True
+    assert await repo.mark_processed("tg:1", 100) is False
+    assert await repo.mark_processed("tg:1", "100") is False  # the same id, as text
+    assert await repo.mark_processed("tg:2", 100) is True
+    assert await repo.mark_processed("tg:1", 101) is True
+
+
+async def test_mark_processed_concurrent_redeliveries(repo: Repository) -> None:
+    results = await asyncio.gather(*(repo.mark_processed("dc:5", 9) for _ in range(30)))
+    assert results.count(True) == 1
+
+
+async def test_prune_processed(repo: Repository, clock: FakeClock) -> None:
+    await repo.mark_processed("tg:1", 1)
+    clock.advance(timedelta(hours=2))
+    await repo.mark_processed("tg:1", 2)
+    clock.advance(timedelta(hours=2))
+    assert await repo.prune_processed(timedelta(hours=3)) == 1
+    assert await repo.mark_processed("tg:1", 1) is True  # forgotten, so new again
+    assert await repo.mark_processed("tg:1", 2) is False
+    assert await repo.prune_processed(timedelta(days=1)) == 0
+
+
+# -- layering ----------------------------------------------------------------------------------------
+
+
+def test_storage_imports_nothing_above_it() -> None:
+    forbidden = {"bot", "adapters", "localnemo"}
+    for source in STORAGE_DIR.glob("*.py"):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in forbidden, f"{source.name} imports {name}"
