@@ -5,6 +5,8 @@ Every endpoint and delay the bot uses is a setting so that tests and users can p
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -41,3 +43,19 @@ class NemoSettings(BaseSettings):
     skill_version: str = Field(__version__, description="X-Skill-Version attribution header.")
     skill_platform: str = Field("unknown", description="X-Skill-Platform attribution header.")
     max_upload_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Largest file the backend accepts.")
+
+
+class BotSettings(BaseSettings):
+    """The bot itself: where it keeps its memory and how it shares work between chats."""
+
+    model_config = SettingsConfigDict(env_prefix="NEMOBOT_", env_file=".env", extra="ignore")
+
+    db: str = Field("./nemobot.sqlite3", description="SQLite database file (created with mode 0600).")
+    group_sessions: Literal["user", "shared"] = Field(
+        "user", description="In group chats: one NemoVideo session per user, or one shared by the group."
+    )
+    max_in_flight: int = Field(
+        32, ge=1, description="Backend operations running at once across all chats (the rest wait their turn)."
+    )
+    temp_dir: str | None = Field(None, description="Where downloads are staged (default: the system temp dir).")
+    log_level: str = Field("INFO", description="Log level.")

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
+import socket
 import sys
-from collections.abc import Sequence
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
 
 from bot import __version__
+from bot.config import DEFAULT_NEMO_API_BASE, BotSettings, NemoSettings
+from bot.engine import Engine, RepositoryIdentities
+from bot.nemo.client import NemoClient
+from storage import Repository
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +42,74 @@ def _configure_logging() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+_SETTINGS_HELP = (
+    "Settings (environment or ./.env): NEMO_API_BASE, NEMO_TOKEN, NEMO_POLL_SECONDS, NEMO_RETRY_SECONDS, "
+    "NEMO_STILL_WORKING_SECONDS, NEMO_STREAM_TIMEOUT_SECONDS, NEMO_SKILL_PLATFORM and the other NEMO_* "
+    "settings; NEMOBOT_DB (default ./nemobot.sqlite3), NEMOBOT_GROUP_SESSIONS, NEMOBOT_MAX_IN_FLIGHT, "
+    "NEMOBOT_TEMP_DIR, NEMOBOT_LOG_LEVEL. The README lists them all."
+)
+
+
+def _add_backend_choice(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--local", action="store_true",
+        help="start localnemo inside this process on a free loopback port and use it as the backend",
+    )
+    group.add_argument(
+        "--remote", action="store_true", help="use NEMO_API_BASE (the hosted NemoVideo) even if it looks unreachable"
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nemobot",
         description="Edit and generate videos by chatting, through NemoVideo or the local localnemo server.",
-        epilog="Settings are read from the environment (and ./.env); see the README for the full list.",
+        epilog=_SETTINGS_HELP,
     )
     parser.add_argument("--version", action="version", version=f"nemobot {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat with the bot in this terminal",
+        description=(
+            "A terminal chat with the bot. Each line is a message; '/upload PATH|URL ...' sends files. "
+            "Interactive on a terminal; with piped input each line is handled after the previous one "
+            "finished, and the command exits once all work is done. Unfinished exports of the terminal "
+            "chat are resumed on start. Without --local/--remote the hosted NemoVideo is used when it can "
+            "be reached (or NEMO_API_BASE is set), else localnemo."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(chat)
+    chat.add_argument("--out", type=Path, help="save finished videos in this folder (else only links are shown)")
+    chat.add_argument("--sample", action="store_true", help="start by uploading a generated 10-second sample clip")
+
+    edit = commands.add_parser(
+        "edit",
+        help="one shot: upload, instruct, export, download",
+        description=(
+            "Upload INPUT files, send PROMPT, export and download the result. Exits non-zero with a plain "
+            "message on failure. Backend choice as for 'chat'."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    edit.add_argument("inputs", nargs="+", metavar="INPUT", help="video, image or audio files (or http(s) links)")
+    edit.add_argument("-p", "--prompt", required=True, help='what to do, e.g. "cut the pauses, add music"')
+    edit.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to save (default out.mp4)")
+    _add_backend_choice(edit)
+
+    run = commands.add_parser(
+        "run",
+        help="run every chat platform whose token is set",
+        description=(
+            "Run the bot on every platform whose token is set (TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN), "
+            "sharing one engine and database."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(run)
 
     serve = commands.add_parser(
         "serve-local",
@@ -54,6 +127,142 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
+    parts = urlsplit(base)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def backend(args: argparse.Namespace, settings: NemoSettings) -> AsyncIterator[NemoSettings]:
+    """The settings to use: as configured, or pointed at a localnemo started in this process."""
+    explicit = "NEMO_API_BASE" in os.environ or settings.api_base != DEFAULT_NEMO_API_BASE
+    use_local = getattr(args, "local", False)
+    if not use_local and not getattr(args, "remote", False) and not explicit:
+        use_local = not await asyncio.to_thread(_hosted_reachable, settings.api_base)
+        if use_local:
+            print("NemoVideo is out of reach from here: using localnemo, the offline backend.", file=sys.stderr)
+    if not use_local:
+        yield settings
+        return
+    from localnemo.config import LocalNemoConfig
+    from localnemo.server import LocalNemo
+
+    with tempfile.TemporaryDirectory(prefix="localnemo-") as data:
+        async with LocalNemo(LocalNemoConfig(data_dir=Path(data))) as server:
+            log.info("localnemo.started base=%s", server.base_url)
+            yield settings.model_copy(update={"api_base": server.base_url, "token": None})
+
+
+@contextlib.asynccontextmanager
+async def runtime(args: argparse.Namespace) -> AsyncIterator[Engine]:
+    """The composition root: HTTP client, database and engine, closed in reverse order."""
+    bot_settings = BotSettings()
+    async with contextlib.AsyncExitStack() as stack:
+        nemo_settings = await stack.enter_async_context(backend(args, NemoSettings()))
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        )
+        repo = await stack.enter_async_context(Repository.open(bot_settings.db))
+        engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings)
+        stack.push_async_callback(engine.close)
+        yield engine
+
+
+def make_sample(path: Path, seconds: int = 10) -> Path:
+    """A test-pattern clip with a tone, made with FFmpeg (the imageio-ffmpeg build unless one is installed)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    ffmpeg = shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}",
+         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
+        check=True,
+    )
+    return path
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from adapters.console import run_console
+
+    async with runtime(args) as engine:
+        first: list[str] = []
+        if args.sample:
+            sample_dir = Path(tempfile.mkdtemp(prefix="nemobot-sample-"))
+            sample = await asyncio.to_thread(make_sample, sample_dir / "sample.mp4")
+            first.append(f"/upload {sample}")
+        await run_console(engine, out_dir=args.out, first_lines=first)
+    return 0
+
+
+async def _edit(args: argparse.Namespace) -> int:
+    from adapters.console import ConsoleFiles, ConsoleReplies, parse_line
+    from bot.messages import ChatKey
+
+    missing = await asyncio.to_thread(
+        lambda: [i for i in args.inputs if not i.startswith(("http://", "https://")) and not Path(i).is_file()]
+    )
+    if missing:
+        print(f"nemobot: file not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    chat = ChatKey("edit", uuid.uuid4().hex[:12])
+    out_dir = Path(tempfile.mkdtemp(prefix="nemobot-edit-"))
+    replies = ConsoleReplies(sys.stderr, out_dir)
+    async with runtime(args) as engine:
+        upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)
+        if isinstance(upload, str):
+            print(f"nemobot: {upload}", file=sys.stderr)
+            return 2
+        files = ConsoleFiles()
+        await engine.handle(upload, replies, files)
+        await engine.join(chat)
+        for text in (args.prompt, "export"):
+            message = parse_line(text, chat)
+            assert not isinstance(message, str)
+            await engine.handle(message, replies, files)
+            await engine.join(chat)
+    if not replies.videos:
+        print("nemobot: no video was produced (see the messages above).", file=sys.stderr)
+        return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(replies.videos[-1]), args.output)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    print(str(args.output))
+    return 0
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    platforms = [name for name, var in (("telegram", "TELEGRAM_BOT_TOKEN"), ("discord", "DISCORD_BOT_TOKEN"))
+                 if os.environ.get(var)]
+    if not platforms:
+        print(
+            "nemobot run: no platform token is set (TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN). "
+            "For the terminal chat use 'nemobot chat'.",
+            file=sys.stderr,
+        )
+        return 2
+    print(
+        f"nemobot run: the {' and '.join(platforms)} adapter is not part of this version yet; "
+        "use 'nemobot chat' for now.",
+        file=sys.stderr,
+    )
+    return 2
+
+
 async def _serve_local(host: str, port: int) -> None:
     from localnemo.config import LocalNemoConfig
     from localnemo.server import serve_forever
@@ -67,9 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve-local":
             asyncio.run(_serve_local(args.host, args.port))
+            return 0
+        handler = {"chat": _chat, "edit": _edit, "run": _run}[args.command]
+        return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130
-    return 0
 
 
 if __name__ == "__main__":

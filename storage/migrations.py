@@ -72,7 +72,12 @@ CREATE TABLE processed_messages (
 CREATE INDEX processed_messages_by_age ON processed_messages (processed_at);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL,)
+# The backend's user id of an anonymous identity: its registration link binds to it (``?bind=<id>``).
+_V2_IDENTITY_USER_ID: Final = """
+ALTER TABLE identities ADD COLUMN user_id TEXT;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_IDENTITY_USER_ID)
 
 
 def split_statements(script: str) -> list[str]:

@@ -39,6 +39,7 @@ class IdentityRecord:
     # A bearer credential: kept out of repr so a logged record never leaks it.
     token: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
+    user_id: str | None = None
     updated_at: datetime = field(default_factory=utc_now)
 
     def __post_init__(self) -> None:

@@ -38,6 +38,9 @@ from storage.records import (
 )
 
 log = logging.getLogger(__name__)
+# aiosqlite logs every statement *with its parameters* at DEBUG, and those include NemoVideo tokens:
+# a debugging session must never write a credential to the log.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 BUSY_TIMEOUT_MS: Final = 5000
 
@@ -139,16 +142,17 @@ class Repository:
         """Insert or replace the identity under ``record.key``; return it as stored."""
         row = await self._fetch_written(
             """
-            INSERT INTO identities (key, client_id, token, expires_at, updated_at)
-            VALUES (?, ?, ?, ?, ?)
+            INSERT INTO identities (key, client_id, token, expires_at, user_id, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (key) DO UPDATE SET
                 client_id = excluded.client_id,
                 token = excluded.token,
                 expires_at = excluded.expires_at,
+                user_id = excluded.user_id,
                 updated_at = excluded.updated_at
             RETURNING *
             """,
-            (record.key, record.client_id, record.token, _opt_ts(record.expires_at), self._now()),
+            (record.key, record.client_id, record.token, _opt_ts(record.expires_at), record.user_id, self._now()),
         )
         return _identity(row)
 
@@ -476,6 +480,7 @@ def _identity(row: sqlite3.Row) -> IdentityRecord:
         client_id=row["client_id"],
         token=row["token"],
         expires_at=_opt_parse_ts(row["expires_at"]),
+        user_id=row["user_id"],
         updated_at=_parse_ts(row["updated_at"]),
     )
 

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -271,7 +271,7 @@ class NemoClient:
 
     # -- streaming --------------------------------------------------------------------------------
 
-    async def stream_message(self, identity: str, session_id: str, text: str) -> AsyncIterator[StreamEvent]:
+    async def stream_message(self, identity: str, session_id: str, text: str) -> AsyncGenerator[StreamEvent, None]:
         """Send one message and yield what the agent does, until the stream closes.
 
         Refusals that arrive *before* the stream starts (1001, 429) are retried as for any call, because
@@ -480,7 +480,7 @@ class NemoAccount:
         )
         return UploadResult.model_validate(data)
 
-    def send_message(self, session_id: str, text: str) -> AsyncIterator[StreamEvent]:
+    def send_message(self, session_id: str, text: str) -> AsyncGenerator[StreamEvent, None]:
         """The agent's answer as typed events. Use with ``contextlib.aclosing``; never resent."""
         return self.client.stream_message(self.identity, session_id, text)
 

@@ -1,0 +1,177 @@
+"""The terminal chat: each line is a message; ``/upload PATH|URL …`` attaches files.
+
+Interactive on a TTY. With piped input every line is handled after the previous one has finished
+(exports included), and the chat ends once all work is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import shlex
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.engine import Engine
+from bot.messages import Attachment, Button, Capabilities, ChatKey, IncomingMessage, Replies, WorkingAction
+from bot.nemo.uploads import UploadSource, kind_of, mime_for
+
+log = logging.getLogger(__name__)
+
+CHAT = ChatKey("console", "local")
+_UNLIMITED = 1 << 62
+
+
+class ConsoleReplies:
+    """Prints what the bot says. Status edits are printed as new lines (a terminal has no message to edit)."""
+
+    def __init__(self, out: TextIO, out_dir: Path | None = None) -> None:
+        self._out = out
+        self.out_dir = out_dir
+        self._ids = itertools.count(1)
+        self._texts: dict[int, str] = {}
+        self.transcript: list[str] = []
+        self.videos: list[Path] = []
+        self._caps = Capabilities(
+            max_upload_bytes=_UNLIMITED if out_dir is not None else 0,
+            max_message_length=100_000,
+            max_caption_length=100_000,
+            can_edit=True,
+            edit_interval_seconds=0.5,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    def _print(self, text: str) -> None:
+        self.transcript.append(text)
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    @staticmethod
+    def _hint(buttons: Sequence[Button]) -> str:
+        return f"\n   [{'  '.join(b.command for b in buttons)}]" if buttons else ""
+
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> int:
+        handle = next(self._ids)
+        self._texts[handle] = text
+        self._print(f"nemobot> {text}{self._hint(buttons)}")
+        return handle
+
+    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        if self._texts.get(handle) == text:
+            return
+        self._texts[handle] = text
+        self._print(f"nemobot> {text}{self._hint(buttons)}")
+
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> int:
+        assert self.out_dir is not None, "capabilities say no files without --out"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        target = self.out_dir / f"nemobot-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4"
+        await asyncio.to_thread(shutil.copyfile, path, target)
+        self.videos.append(target)
+        return await self.send_text(f"🎞️ {caption} saved to {target}", buttons=buttons)
+
+    async def show_working(self, action: WorkingAction) -> None:
+        return None
+
+
+class ConsoleFiles:
+    """Local files are streamed from disk; nothing is copied first."""
+
+    async def open(self, attachment: Attachment) -> UploadSource:
+        path = Path(attachment.ref)
+        return UploadSource.from_path(path, content_type=attachment.mime_type)
+
+
+class ConsolePlatform:
+    name = "console"
+
+    def __init__(self, replies: Replies) -> None:
+        self._replies = replies
+
+    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> Replies:
+        return self._replies
+
+
+def parse_line(line: str, chat: ChatKey = CHAT) -> IncomingMessage | str:
+    """A message, or a plain-language complaint about the line (a missing file, say)."""
+    text = line.strip()
+    message_id = uuid.uuid4().hex
+    if not text.lower().startswith("/upload"):
+        return IncomingMessage(chat=chat, user_id="local", message_id=message_id, text=text)
+    try:
+        tokens = shlex.split(text[len("/upload"):])
+    except ValueError as exc:
+        return f"I couldn't read that line ({exc})."
+    if not tokens:
+        return "Usage: /upload PATH|URL … (then tell me what to do with them)"
+    attachments: list[Attachment] = []
+    for token in tokens:
+        if token.lower().startswith(("http://", "https://")):
+            name = token.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "link"
+            kind = kind_of(name) or "document"
+            attachments.append(Attachment(kind=kind, filename=name, url=token))  # type: ignore[arg-type]
+            continue
+        path = Path(token).expanduser()
+        if not path.is_file():
+            return f"File not found: {token}"
+        kind = kind_of(path.name) or "document"
+        attachments.append(Attachment(
+            kind=kind, filename=path.name, mime_type=mime_for(path.name),  # type: ignore[arg-type]
+            size=path.stat().st_size, ref=str(path.resolve()),
+        ))
+    return IncomingMessage(chat=chat, user_id="local", message_id=message_id, attachments=tuple(attachments))
+
+
+async def run_console(
+    engine: Engine,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    out_dir: Path | None = None,
+    interactive: bool | None = None,
+    first_lines: Sequence[str] = (),
+) -> ConsoleReplies:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    if interactive is None:
+        interactive = stdin.isatty()
+    replies = ConsoleReplies(stdout, out_dir)
+    files = ConsoleFiles()
+    resumed = await engine.resume(ConsolePlatform(replies))
+    if resumed:
+        log.info("console.resumed exports=%d", resumed)
+    if interactive:
+        stdout.write(
+            "nemobot — type what you want; /upload PATH|URL … to send clips, /export, /status, /help. "
+            "Ctrl-D to quit.\n"
+        )
+        stdout.flush()
+
+    async def submit(line: str) -> None:
+        parsed = parse_line(line)
+        if isinstance(parsed, str):
+            await replies.send_text(parsed)
+            return
+        await engine.handle(parsed, replies, files)
+        if not interactive:
+            await engine.join(CHAT)
+
+    for line in first_lines:
+        await submit(line)
+    while True:
+        line = await asyncio.to_thread(stdin.readline)
+        if not line:
+            break
+        if line.strip():
+            await submit(line)
+    await engine.join()
+    return replies
