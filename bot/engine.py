@@ -116,6 +116,11 @@ class Engine:
 
     # -- the adapters' entry points -------------------------------------------------------------
 
+    def chat_key(self, platform: str, chat: str, user: str, *, is_group: bool) -> ChatKey:
+        """The session a message belongs to: in groups one per user unless NEMOBOT_GROUP_SESSIONS=shared."""
+        per_user = is_group and self.settings.group_sessions == "user"
+        return ChatKey(platform, chat, user if per_user else None)
+
     def add_platform(self, platform: Platform) -> None:
         self._platforms[platform.name] = platform
 
@@ -503,6 +508,12 @@ class Engine:
             await self.repo.update_export(record.render_id, status="failed", error="timed out")
             await status.finish(t("export_timeout", lang))
         except errors.NemoError as exc:
+            if isinstance(exc, errors.BadRequest) and exc.code == 404:
+                # The backend no longer knows the job (localnemo restarted, say): nothing left to wait for.
+                await self.repo.update_export(record.render_id, status="failed", error="unknown to the backend")
+                await status.finish(t("export_failed", lang, reason=t("export_lost", lang)),
+                                    buttons=buttons(lang, "/export", "/status"))
+                return
             # Left unfinished in storage: the next start tries again.
             log.warning("engine.export.poll_failed render=%s kind=%s", record.render_id, type(exc).__name__)
             await status.finish(await self._explain(exc, lang, None))

@@ -54,6 +54,9 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "export_caption": ("Your video ✨", "你的视频 ✨"),
     "export_resumed": ("🎬 Picking up your export from before the restart…", "🎬 继续处理重启前的导出…"),
     "export_failed": ("❌ The export failed: {reason}", "❌ 导出失败：{reason}"),
+    "export_lost": (
+        "NemoVideo no longer knows this export; please export again", "NemoVideo 已找不到这次导出，请重新导出"
+    ),
     "export_timeout": (
         "❌ The export is taking far too long; I stopped waiting. Try /export again later.",
         "❌ 导出时间过长，已停止等待。请稍后再试 /export。",
@@ -177,7 +180,7 @@ _GUI_REWRITES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"\bdrag( and drop)? (the |your )?(clips?|files?|videos?|images?)"
                 r"(\s+(into|onto|to|in)\s+(the\s+)?(timeline|editor|canvas|upload area))?", re.I),
      "send the clips here", "直接把视频发到这里"),
-    (re.compile(r"点击(“|\")?导出(”|\")?(按钮)?"), "", "说“导出”"),
+    (re.compile(r"点击(“|\")?导出(”|\")?(按钮)?"), "", "说“导出”（或 /export）"),
     (re.compile(r"在时间线(中|里|上)?预览"), "", "用 /status 查看时间线"),
     (re.compile(r"拖(动|拽)(视频|片段|文件)?到(时间线|画布)(上|中)?"), "", "直接把视频发到这里"),
 ]

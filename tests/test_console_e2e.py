@@ -331,7 +331,9 @@ async def test_the_token_never_reaches_a_reply_or_a_log_line(
     assert "Bearer" not in everything
 
 
-async def test_cancel_stops_a_running_export(bot: Bot, localnemo: LocalNemo, sample_video: Path, tmp_path: Path) -> None:
+async def test_cancel_stops_a_running_export(
+    bot: Bot, localnemo: LocalNemo, sample_video: Path, tmp_path: Path
+) -> None:
     assert bot.engine is not None
     replies = console(tmp_path)
     await say(bot.engine, replies, f"/upload {sample_video}")
