@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bot.config import NemoSettings
+from bot.config import BotSettings, NemoSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,5 +27,7 @@ def test_every_setting_is_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in NemoSettings.model_fields:
         assert f"`NEMO_{name.upper()}`" in readme, name
+    for name in BotSettings.model_fields:
+        assert f"`NEMOBOT_{name.upper()}`" in readme, name
     for variable in re.findall(r"LOCALNEMO_[A-Z_]+", (ROOT / "localnemo" / "config.py").read_text()):
         assert f"`{variable}`" in readme, variable

@@ -1,0 +1,24 @@
+# nemobot: the chat bot, with Debian's FFmpeg for localnemo's offline engine.
+FROM python:3.11-slim
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 10001 nemobot \
+    && mkdir /data && chown nemobot:nemobot /data
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY adapters ./adapters
+COPY storage ./storage
+COPY localnemo ./localnemo
+RUN pip install --no-cache-dir .
+
+USER nemobot
+ENV NEMOBOT_DB=/data/nemobot.sqlite3 \
+    NEMOBOT_TEMP_DIR=/tmp \
+    PYTHONUNBUFFERED=1
+VOLUME ["/data"]
+ENTRYPOINT ["nemobot"]
+CMD ["run"]

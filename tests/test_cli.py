@@ -1,0 +1,71 @@
+"""The command line as a user runs it: real processes, localnemo started in-process with --local."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def nemobot(*args: str, cwd: Path, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
+    env["NEMOBOT_LOG_LEVEL"] = "WARNING"
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "bot.main", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
+
+
+def test_help_names_commands_and_settings(tmp_path: Path) -> None:
+    top = nemobot("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    for command in ("chat", "edit", "run", "serve-local"):
+        assert command in top.stdout
+    assert "NEMO_API_BASE" in top.stdout
+    for command in ("chat", "edit", "run", "serve-local"):
+        sub = nemobot(command, "--help", cwd=tmp_path)
+        assert sub.returncode == 0
+        assert "NEMO" in sub.stdout
+
+
+def test_one_shot_edit(tmp_path: Path, sample_video: Path) -> None:
+    out = tmp_path / "result" / "out.mp4"
+    done = nemobot("edit", str(sample_video), "-p", "add background music", "-o", str(out), "--local", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file()
+    assert out.stat().st_size > 0
+    assert "music" in done.stderr
+    assert (tmp_path / "nemobot.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_one_shot_edit_failure_is_plain_and_non_zero(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a video")
+    refused = nemobot("edit", str(notes), "-p", "add music", "--local", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "I can't use notes.txt" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    missing = nemobot("edit", "nope.mp4", "-p", "x", "--local", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "file not found: nope.mp4" in missing.stderr
+
+
+def test_piped_chat_runs_each_line_in_turn_and_exits_zero(tmp_path: Path, sample_video: Path) -> None:
+    lines = f"/upload {sample_video}\nadd background music\nexport\n"
+    chat = nemobot("chat", "--local", "--out", str(tmp_path / "videos"), cwd=tmp_path, stdin=lines)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.index("Got clip.mp4") < chat.stdout.index("music") < chat.stdout.index("ready")
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+
+
+@pytest.mark.parametrize("var", ["TELEGRAM_BOT_TOKEN"])
+def test_run_without_tokens_says_what_to_do(tmp_path: Path, var: str) -> None:
+    result = nemobot("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert var in result.stderr
