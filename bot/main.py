@@ -31,8 +31,8 @@ from storage import Repository
 log = logging.getLogger(__name__)
 
 
-def _configure_logging() -> None:
-    level = os.environ.get("NEMOBOT_LOG_LEVEL", "INFO").upper()
+def _configure_logging(default: str) -> None:
+    level = os.environ.get("NEMOBOT_LOG_LEVEL", default).upper()
     logging.basicConfig(
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -40,6 +40,8 @@ def _configure_logging() -> None:
     )
     # httpx logs every request URL at INFO; keep those out of the bot's log unless debugging.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One line per request of the embedded localnemo would drown the bot's own log.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 _SETTINGS_HELP = (
@@ -272,7 +274,8 @@ async def _serve_local(host: str, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    _configure_logging()
+    # In the terminal chat the log shares the screen with the conversation: only problems by default.
+    _configure_logging("WARNING" if args.command in ("chat", "edit") else "INFO")
     try:
         if args.command == "serve-local":
             asyncio.run(_serve_local(args.host, args.port))
