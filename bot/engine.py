@@ -140,11 +140,14 @@ class Engine:
         if routed.intent not in _MUTATING and not (routed.intent is Intent.HELP and message.attachments):
             self._track(chat.reads, self._guarded(self._answer_read(message, replies, routed, lang), replies, lang))
             return
-        if chat.busy:
-            await replies.send_text(t("queued", lang))
+        # Queue first, then speak: the job's place must not depend on how long the notice takes to send,
+        # and a notice that fails to send must not lose the job.
+        was_busy = chat.busy
         chat.queue.append(_Job(message, replies, files, routed, lang))
-        if not chat.busy:
+        if not was_busy:
             chat.worker = asyncio.create_task(self._work(str(message.chat), chat))
+        else:
+            await self._safe_send(replies, t("queued", lang))
 
     async def join(self, chat: ChatKey | None = None) -> None:
         """Wait until the chat (or every chat) has nothing running, queued or being exported."""

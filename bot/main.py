@@ -102,6 +102,19 @@ def _build_parser() -> argparse.ArgumentParser:
     edit.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to save (default out.mp4)")
     _add_backend_choice(edit)
 
+    telegram = commands.add_parser(
+        "telegram",
+        help="run the Telegram bot",
+        description=(
+            "Run the Telegram bot (long polling, or a webhook when TELEGRAM_WEBHOOK_URL is set). Reads "
+            "TELEGRAM_BOT_TOKEN, TELEGRAM_API_BASE, TELEGRAM_FILE_API_BASE, TELEGRAM_LOCAL_MODE, "
+            "TELEGRAM_ALLOWED_IDS, TELEGRAM_WEBHOOK_URL, TELEGRAM_WEBHOOK_LISTEN, TELEGRAM_WEBHOOK_PORT, "
+            "TELEGRAM_WEBHOOK_SECRET, TELEGRAM_ALBUM_SECONDS."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(telegram)
+
     run = commands.add_parser(
         "run",
         help="run every chat platform whose token is set",
@@ -247,22 +260,44 @@ def _quote(text: str) -> str:
     return shlex.quote(text)
 
 
-async def _run(args: argparse.Namespace) -> int:
-    platforms = [name for name, var in (("telegram", "TELEGRAM_BOT_TOKEN"), ("discord", "DISCORD_BOT_TOKEN"))
-                 if os.environ.get(var)]
-    if not platforms:
+async def _run(args: argparse.Namespace, only: str | None = None) -> int:
+    """Run the platforms whose tokens are set (or just ``only``) until interrupted."""
+    from adapters.telegram import TelegramAdapter, TelegramSettings
+
+    telegram_settings = TelegramSettings()
+    wanted = {
+        "telegram": telegram_settings.bot_token is not None and only in (None, "telegram"),
+    }
+    if only is not None and not wanted.get(only):
+        print(f"nemobot {only}: {only.upper()}_BOT_TOKEN is not set.", file=sys.stderr)
+        return 2
+    if not any(wanted.values()):
         print(
             "nemobot run: no platform token is set (TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN). "
             "For the terminal chat use 'nemobot chat'.",
             file=sys.stderr,
         )
         return 2
-    print(
-        f"nemobot run: the {' and '.join(platforms)} adapter is not part of this version yet; "
-        "use 'nemobot chat' for now.",
-        file=sys.stderr,
-    )
-    return 2
+    async with runtime(args) as engine, contextlib.AsyncExitStack() as adapters:
+        http = engine.nemo.http
+        if wanted["telegram"]:
+            telegram = TelegramAdapter(engine, http, telegram_settings)
+            await telegram.start()
+            adapters.push_async_callback(telegram.stop)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("nemobot.stopping")
+    return 0
+
+
+async def _telegram(args: argparse.Namespace) -> int:
+    return await _run(args, only="telegram")
 
 
 async def _serve_local(host: str, port: int) -> None:
@@ -280,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve-local":
             asyncio.run(_serve_local(args.host, args.port))
             return 0
-        handler = {"chat": _chat, "edit": _edit, "run": _run}[args.command]
+        handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram}[args.command]
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130

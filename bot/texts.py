@@ -77,6 +77,12 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "{name} is {size}; the limit is {limit}. Trim or compress it, or send a link to it.",
         "{name} 大小为 {size}，上限是 {limit}。请裁剪或压缩，或发送链接。",
     ),
+    "telegram_too_big": (
+        "{name} is {size}, and Telegram lets bots download at most {limit}. Send a link to the file instead, "
+        "trim it or send it compressed, or run the bot with a local Bot API server (no limit).",
+        "{name} 大小为 {size}，Telegram 只允许机器人下载不超过 {limit} 的文件。请改为发送文件链接、裁剪或压缩后再发，"
+        "或使用本地 Bot API 服务器运行机器人（无此限制）。",
+    ),
     "session_lost": (
         "⚠️ Your previous project expired on NemoVideo, so its timeline is gone. I started a new one: "
         "please send your clips again.",

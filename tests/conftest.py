@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.config import NemoSettings
+from bot.config import BotSettings, NemoSettings
+from bot.engine import Engine, RepositoryIdentities
 from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoClient
 from localnemo.config import LocalNemoConfig
 from localnemo.server import LocalNemo
+from storage import Repository
 
 
 def fast_localnemo_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
@@ -116,3 +118,24 @@ def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     )
     return out
+
+
+class Bot:
+    """One engine over one database, as a process would run it; ``restart`` makes a new one."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: NemoSettings, db: Path) -> None:
+        self.http, self.settings, self.db = http, settings, db
+        self.repo: Repository | None = None
+        self.engine: Engine | None = None
+
+    async def start(self) -> Engine:
+        self.repo = await Repository.connect(self.db)
+        nemo = NemoClient(self.http, self.settings, RepositoryIdentities(self.repo))
+        self.engine = Engine(nemo, self.repo, BotSettings(_env_file=None, db=str(self.db)))  # type: ignore[call-arg]
+        return self.engine
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.close()
+        if self.repo is not None:
+            await self.repo.close()

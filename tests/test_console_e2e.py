@@ -13,34 +13,11 @@ import httpx
 import pytest
 
 from adapters.console import CHAT, ConsoleFiles, ConsoleReplies, parse_line, run_console
-from bot.config import BotSettings, NemoSettings
-from bot.engine import Engine, RepositoryIdentities
+from bot.config import NemoSettings
+from bot.engine import Engine
 from bot.messages import Attachment, ChatKey, IncomingMessage
-from bot.nemo.client import NemoClient
 from localnemo.server import LocalNemo
-from storage import Repository
-from tests.conftest import fast_settings, wait_for
-
-
-class Bot:
-    """One engine over one database, as a process would run it; ``restart`` makes a new one."""
-
-    def __init__(self, http: httpx.AsyncClient, settings: NemoSettings, db: Path) -> None:
-        self.http, self.settings, self.db = http, settings, db
-        self.repo: Repository | None = None
-        self.engine: Engine | None = None
-
-    async def start(self) -> Engine:
-        self.repo = await Repository.connect(self.db)
-        nemo = NemoClient(self.http, self.settings, RepositoryIdentities(self.repo))
-        self.engine = Engine(nemo, self.repo, BotSettings(_env_file=None, db=str(self.db)))  # type: ignore[call-arg]
-        return self.engine
-
-    async def stop(self) -> None:
-        if self.engine is not None:
-            await self.engine.close()
-        if self.repo is not None:
-            await self.repo.close()
+from tests.conftest import Bot, fast_settings, wait_for
 
 
 @pytest.fixture

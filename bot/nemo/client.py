@@ -56,8 +56,14 @@ Sleep = Callable[[float], Awaitable[None]]
 ProgressCallback = Callable[[RenderJob], Awaitable[None]]
 
 
+_last_render_ms = 0
+
+
 def new_render_id() -> str:
-    return f"render_{int(time.time() * 1000)}"
+    """``render_<ms>``, as the doc shows; never the same twice in one process, however many chats export."""
+    global _last_render_ms
+    _last_render_ms = max(int(time.time() * 1000), _last_render_ms + 1)
+    return f"render_{_last_render_ms}"
 
 
 @dataclass
@@ -104,6 +110,11 @@ class NemoClient:
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._base = settings.api_base.rstrip("/")
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared HTTP client (adapters reuse it for their own downloads)."""
+        return self._http
 
     @property
     def uses_fixed_token(self) -> bool:
@@ -502,7 +513,7 @@ class NemoAccount:
                 )
             except RenderIdTaken:
                 log.info("nemo.render.duplicate-id id=%s", render_id)
-                render_id = f"render_{max(int(time.time() * 1000), int(render_id.split('_')[1]) + 1)}"
+                render_id = new_render_id()
                 continue
             return RenderJob.parse(data, render_id)
         raise RenderIdTaken("the backend refused three export ids in a row")

@@ -1,0 +1,488 @@
+"""Telegram: python-telegram-bot 22 ⇄ the engine's normalised messages and replies.
+
+Limits and conventions come from ../shared/docs/platforms.md: 20 MB downloads and 50 MB uploads on the
+cloud Bot API (none and 2000 MB with a local ``telegram-bot-api --local`` server), albums arriving as
+separate updates with one ``media_group_id``, edits throttled per chat, ``RetryAfter`` obeyed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.engine import Engine
+from bot.intents import Intent, route
+from bot.messages import Attachment, AttachmentKind, Button, Capabilities, ChatKey, IncomingMessage, WorkingAction
+from bot.nemo.errors import FileTooLarge
+from bot.nemo.uploads import CHUNK_SIZE, UploadSource, format_size, kind_of
+from bot.texts import t
+
+# python-telegram-bot 22 warns on every read of a time period (RetryAfter.retry_after, Video.duration)
+# unless this opt-in is set; with it, those values are datetime.timedelta (telegram/_utils/datetime.py).
+os.environ.setdefault("PTB_TIMEDELTA", "true")
+
+from telegram import (
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatAction, ChatType, MessageEntityType
+from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+CLOUD_DOWNLOAD_LIMIT = 20 * MB
+CLOUD_UPLOAD_LIMIT = 50 * MB
+LOCAL_UPLOAD_LIMIT = 2000 * MB
+MAX_MESSAGE = 4096
+MAX_CAPTION = 1024
+
+COMMANDS = [
+    ("start", "What I can do"),
+    ("new", "Start a new project"),
+    ("export", "Render and send the video"),
+    ("status", "Show the timeline"),
+    ("credits", "Show your credits"),
+    ("cancel", "Stop the current job"),
+    ("help", "Help"),
+]
+
+
+class TelegramSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELEGRAM_", env_file=".env", extra="ignore")
+
+    bot_token: SecretStr | None = Field(None, description="The bot's token from @BotFather.")
+    api_base: str = Field("https://api.telegram.org/bot", description="Bot API base ({token} is appended).")
+    file_api_base: str = Field("https://api.telegram.org/file/bot", description="Bot API file base.")
+    local_mode: bool = Field(False, description="The Bot API server runs with --local: big files, local paths.")
+    allowed_ids: list[int] = Field(
+        default_factory=list, description="Only these user or chat ids may use the bot (comma-separated)."
+    )
+    webhook_url: str | None = Field(None, description="Public HTTPS URL of the webhook; unset: long polling.")
+    webhook_listen: str = Field("0.0.0.0", description="Address the webhook server listens on.")
+    webhook_port: int = Field(8443, description="Port the webhook server listens on.")
+    webhook_secret: SecretStr | None = Field(None, description="Secret token Telegram sends with each update.")
+    album_seconds: float = Field(1.5, gt=0, description="How long to wait for the rest of an album.")
+
+    @field_validator("allowed_ids", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
+        return value
+
+    @property
+    def download_limit(self) -> int | None:
+        return None if self.local_mode else CLOUD_DOWNLOAD_LIMIT
+
+    @property
+    def upload_limit(self) -> int:
+        return LOCAL_UPLOAD_LIMIT if self.local_mode else CLOUD_UPLOAD_LIMIT
+
+
+def _seconds(value: dt.timedelta | float | int) -> float:
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
+
+def split_text(text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    """Telegram refuses messages over 4096 characters: split at paragraph, line or word boundaries."""
+    parts: list[str] = []
+    rest = text
+    while len(rest) > limit:
+        cut = max(rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit), rest.rfind(" ", 0, limit))
+        if cut <= 0:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    parts.append(rest)
+    return parts
+
+
+def _keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    row = [InlineKeyboardButton(b.label, callback_data=b.command) for b in buttons]
+    return InlineKeyboardMarkup([row[:2], row[2:]] if len(row) > 2 else [row])
+
+
+class TelegramReplies:
+    """Speaks in one Telegram chat. Flood control is obeyed here so the engine never sees it."""
+
+    def __init__(self, application: Application[Any, Any, Any, Any, Any, Any], chat_id: int, *, group: bool,
+                 settings: TelegramSettings, reply_to: int | None = None) -> None:
+        self._app = application
+        self.chat_id = chat_id
+        self._reply_to = reply_to
+        self._caps = Capabilities(
+            max_upload_bytes=settings.upload_limit,
+            max_message_length=MAX_MESSAGE,
+            max_caption_length=MAX_CAPTION,
+            can_edit=True,
+            # platforms.md: about 1 message per second per chat and 20 per minute in groups.
+            edit_interval_seconds=10.0 if group else 3.0,
+            buttons=True,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    async def _obeying_flood_control(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        for _ in range(5):
+            try:
+                return await call(*args, **kwargs)
+            except RetryAfter as exc:
+                wait = _seconds(exc.retry_after)
+                log.info("telegram.retry_after chat=%s wait=%.1fs", self.chat_id, wait)
+                await asyncio.sleep(wait)
+        return await call(*args, **kwargs)
+
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> int:
+        parts = split_text(text)
+        message: Message | None = None
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            message = await self._obeying_flood_control(
+                self._app.bot.send_message, self.chat_id, part,
+                reply_markup=_keyboard(buttons) if last else None,
+                reply_to_message_id=self._reply_to if i == 0 else None,
+            )
+        self._reply_to = None  # quote the user's message once, not every status line
+        assert message is not None
+        return message.message_id
+
+    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        parts = split_text(text)
+        try:
+            await self._obeying_flood_control(
+                self._app.bot.edit_message_text, parts[0], chat_id=self.chat_id, message_id=int(handle),
+                reply_markup=_keyboard(buttons) if len(parts) == 1 else None,
+            )
+        except BadRequest as exc:
+            if "not modified" not in str(exc).lower():
+                raise
+        for i, part in enumerate(parts[1:], 1):
+            await self._obeying_flood_control(
+                self._app.bot.send_message, self.chat_id, part,
+                reply_markup=_keyboard(buttons) if i == len(parts) - 1 else None,
+            )
+
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> int:
+        message = await self._obeying_flood_control(
+            self._app.bot.send_video, self.chat_id, path, caption=caption[:MAX_CAPTION], supports_streaming=True,
+            reply_markup=_keyboard(buttons), read_timeout=600, write_timeout=600,
+        )
+        return int(message.message_id)
+
+    async def show_working(self, action: WorkingAction) -> None:
+        kind = ChatAction.UPLOAD_VIDEO if action == "upload_video" else ChatAction.TYPING
+        with contextlib.suppress(TelegramError):
+            await self._app.bot.send_chat_action(self.chat_id, kind)
+
+
+class TelegramFiles:
+    """Opens a user's file: local mode reads the server's path; the cloud API streams to a temp file."""
+
+    def __init__(self, application: Application[Any, Any, Any, Any, Any, Any], http: httpx.AsyncClient,
+                 settings: TelegramSettings, temp_dir: str | None) -> None:
+        self._app = application
+        self._http = http
+        self._settings = settings
+        self._temp_dir = temp_dir
+
+    async def open(self, attachment: Attachment) -> UploadSource:
+        limit = self._settings.download_limit
+        if limit is not None and attachment.size is not None and attachment.size > limit:
+            raise FileTooLarge("over the Bot API download limit", filename=attachment.filename,
+                               size=attachment.size, limit=limit)
+        tg_file = await self._app.bot.get_file(str(attachment.ref))
+        if self._settings.local_mode and tg_file.file_path and Path(tg_file.file_path).is_absolute():
+            return UploadSource.from_path(tg_file.file_path, filename=attachment.filename,
+                                          content_type=attachment.mime_type)
+        url = tg_file.file_path or ""
+        # An unnamed temporary file: gone from disk as soon as it is closed, even if the bot dies.
+        handle = tempfile.TemporaryFile(dir=self._temp_dir)
+        size = 0
+        try:
+            async with self._http.stream("GET", url, timeout=httpx.Timeout(120, connect=15)) as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    size += len(chunk)
+                    await asyncio.to_thread(handle.write, chunk)
+        except BaseException:
+            handle.close()
+            raise
+        return UploadSource(attachment.filename, size, attachment.mime_type, lambda: _read_open_file(handle))
+
+
+async def _read_open_file(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    await asyncio.to_thread(handle.seek, 0)
+    while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+        yield chunk
+
+
+def _attachment(message: Message) -> Attachment | None:
+    """The file a message carries, if any; photos come in several sizes: take the largest."""
+    kind: AttachmentKind
+    if message.video:
+        v = message.video
+        return Attachment("video", v.file_name or f"video_{message.message_id}.mp4", v.mime_type or "video/mp4",
+                          v.file_size, v.file_id)
+    if message.animation:
+        a = message.animation
+        return Attachment("video", a.file_name or f"animation_{message.message_id}.mp4",
+                          a.mime_type or "video/mp4", a.file_size, a.file_id)
+    if message.video_note:
+        n = message.video_note
+        return Attachment("video", f"video_note_{message.message_id}.mp4", "video/mp4", n.file_size, n.file_id)
+    if message.photo:
+        p = message.photo[-1]
+        return Attachment("image", f"photo_{message.message_id}.jpg", "image/jpeg", p.file_size, p.file_id)
+    if message.audio:
+        a2 = message.audio
+        return Attachment("audio", a2.file_name or f"audio_{message.message_id}.mp3", a2.mime_type or "audio/mpeg",
+                          a2.file_size, a2.file_id)
+    if message.voice:
+        vo = message.voice
+        # Voice notes are OGG/Opus, which the backend does not list: named as such so the refusal is honest.
+        return Attachment("audio", f"voice_{message.message_id}.ogg", vo.mime_type or "audio/ogg", vo.file_size,
+                          vo.file_id)
+    if message.document:
+        d = message.document
+        name = d.file_name or f"file_{message.message_id}"
+        by_name = kind_of(name)
+        mime = (d.mime_type or "").split("/")[0]
+        kind = by_name or (mime if mime in ("video", "image", "audio") else "document")  # type: ignore[assignment]
+        return Attachment(kind, name, d.mime_type, d.file_size, d.file_id)
+    return None
+
+
+@dataclass
+class _Album:
+    messages: list[Message] = field(default_factory=list)
+    flusher: asyncio.Task[None] | None = None
+
+
+class TelegramAdapter:
+    """Runs the Application (polling or webhook) and feeds the engine."""
+
+    name = "tg"
+
+    def __init__(self, engine: Engine, http: httpx.AsyncClient, settings: TelegramSettings) -> None:
+        if settings.bot_token is None:
+            raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+        self.engine = engine
+        self.settings = settings
+        self._http = http
+        self._albums: dict[str, _Album] = {}
+        self.username: str | None = None
+        builder = (
+            ApplicationBuilder()
+            .token(settings.bot_token.get_secret_value())
+            .base_url(settings.api_base)
+            .base_file_url(settings.file_api_base)
+            .local_mode(settings.local_mode)
+            .read_timeout(30)
+            .write_timeout(120)
+        )
+        # Updates are handled one at a time, in order: engine.handle only queues work, so this stays fast,
+        # and a chat's messages reach the engine in the order they were sent.
+        self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
+        self.app.add_handler(CallbackQueryHandler(self._on_callback))
+        self.app.add_error_handler(self._on_error)
+        self._files = TelegramFiles(self.app, http, settings, engine.settings.temp_dir)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        me = self.app.bot.bot
+        self.username = me.username
+        self.engine.bot_username = me.username
+        await self.app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+        await self.app.start()
+        assert self.app.updater is not None
+        if self.settings.webhook_url:
+            secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
+            path = self.settings.webhook_url.split("://", 1)[-1].partition("/")[2]
+            await self.app.updater.start_webhook(
+                listen=self.settings.webhook_listen, port=self.settings.webhook_port, url_path=path,
+                webhook_url=self.settings.webhook_url, secret_token=secret,
+                allowed_updates=["message", "callback_query"],
+            )
+        else:
+            await self.app.updater.start_polling(allowed_updates=["message", "callback_query"])
+        resumed = await self.engine.resume(self)
+        log.info("telegram.started username=%s resumed_exports=%d webhook=%s", me.username, resumed,
+                 bool(self.settings.webhook_url))
+
+    async def stop(self) -> None:
+        for album in self._albums.values():
+            if album.flusher is not None:
+                album.flusher.cancel()
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    # -- the engine's Platform side ---------------------------------------------------------------
+
+    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> TelegramReplies:
+        chat_id = int(target.get("chat_id", chat.chat))
+        return TelegramReplies(self.app, chat_id, group=bool(target.get("group")), settings=self.settings)
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    def _allowed(self, user_id: int | None, chat_id: int) -> bool:
+        allowed = self.settings.allowed_ids
+        return not allowed or chat_id in allowed or (user_id is not None and user_id in allowed)
+
+    def _addressed_to_me(self, message: Message) -> bool:
+        """In groups the bot answers only commands, mentions and replies to its own messages."""
+        if message.chat.type == ChatType.PRIVATE:
+            return True
+        me = (self.username or "").lower()
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and replied.from_user.id == self.app.bot.id:
+            return True
+        text = message.text or message.caption or ""
+        entities = message.entities or message.caption_entities or ()
+        for entity in entities:
+            chunk = text[entity.offset : entity.offset + entity.length]  # offsets: PTB parses UTF-16 for us
+            if entity.type == MessageEntityType.MENTION and chunk.lower() == f"@{me}":
+                return True
+            if entity.type == MessageEntityType.BOT_COMMAND and entity.offset == 0:
+                _, _, target = chunk.partition("@")
+                if not target or target.lower() == me:
+                    return True
+        return False
+
+    def _strip_mention(self, text: str) -> str:
+        if self.username:
+            text = text.replace(f"@{self.username}", " ")
+        return " ".join(text.split()) if text.strip() else ""
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or message.from_user is None or message.from_user.is_bot:
+            return
+        if not self._allowed(message.from_user.id, message.chat.id):
+            log.info("telegram.not_allowed chat=%s", message.chat.id)
+            return
+        if message.media_group_id:
+            self._gather_album(message)
+            return
+        if not self._addressed_to_me(message):
+            return
+        await self._dispatch([message])
+
+    def _gather_album(self, message: Message) -> None:
+        """An album arrives as one update per item: wait briefly for the rest, then make one request."""
+        key = f"{message.chat.id}:{message.media_group_id}"
+        album = self._albums.setdefault(key, _Album())
+        album.messages.append(message)
+        if album.flusher is not None:
+            album.flusher.cancel()
+
+        async def flush() -> None:
+            await asyncio.sleep(self.settings.album_seconds)
+            self._albums.pop(key, None)
+            messages = sorted(album.messages, key=lambda m: m.message_id)
+            if any(self._addressed_to_me(m) for m in messages) or messages[0].chat.type == ChatType.PRIVATE:
+                await self._dispatch(messages)
+
+        album.flusher = asyncio.create_task(flush())
+
+    async def _dispatch(self, messages: list[Message]) -> None:
+        first = messages[0]
+        assert first.from_user is not None
+        user = first.from_user
+        chat = first.chat
+        is_group = chat.type != ChatType.PRIVATE
+        lang = "zh" if (user.language_code or "").lower().startswith("zh") else "en"
+        text = next((m.text or m.caption for m in messages if m.text or m.caption), "") or ""
+        text = self._strip_mention(text)
+        replies = TelegramReplies(self.app, chat.id, group=is_group, settings=self.settings,
+                                  reply_to=first.message_id if is_group else None)
+        attachments: list[Attachment] = []
+        refusals: list[str] = []
+        limit = self.settings.download_limit
+        for m in messages:
+            attachment = _attachment(m)
+            if attachment is None:
+                continue
+            if limit is not None and attachment.size is not None and attachment.size > limit:
+                # Refused from the size in the update itself: no getFile, no download (platforms.md).
+                refusals.append(t("telegram_too_big", lang, name=attachment.filename,
+                                  size=format_size(attachment.size), limit=format_size(limit)))
+                continue
+            attachments.append(attachment)
+        if refusals:
+            await replies.send_text("\n\n".join(refusals))
+            if not attachments and (not text or route(text).intent is Intent.UPLOAD):
+                return
+        incoming = IncomingMessage(
+            chat=self.engine.chat_key(self.name, str(chat.id), str(user.id), is_group=is_group),
+            user_id=str(user.id),
+            message_id=f"{chat.id}:{first.message_id}",
+            text=text,
+            attachments=tuple(attachments),
+            locale=user.language_code,
+            user_name=user.username or user.first_name,
+            is_group=is_group,
+            target={"chat_id": chat.id, "group": is_group},
+        )
+        await self.engine.handle(incoming, replies, self._files)
+
+    async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None or query.from_user is None:
+            return
+        with contextlib.suppress(TelegramError):
+            await query.answer()
+        message = query.message
+        if message is None or not query.data or not self._allowed(query.from_user.id, message.chat.id):
+            return
+        chat = message.chat
+        is_group = chat.type != ChatType.PRIVATE
+        incoming = IncomingMessage(
+            chat=self.engine.chat_key(self.name, str(chat.id), str(query.from_user.id), is_group=is_group),
+            user_id=str(query.from_user.id),
+            message_id=f"cb:{query.id}",
+            text=query.data,
+            locale=query.from_user.language_code,
+            is_group=is_group,
+            target={"chat_id": chat.id, "group": is_group},
+        )
+        replies = TelegramReplies(self.app, chat.id, group=is_group, settings=self.settings)
+        await self.engine.handle(incoming, replies, self._files)
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("telegram.handler_error error=%s", type(context.error).__name__, exc_info=context.error)
