@@ -86,6 +86,9 @@ class TelegramSettings(BaseSettings):
     webhook_port: int = Field(8443, description="Port the webhook server listens on.")
     webhook_secret: SecretStr | None = Field(None, description="Secret token Telegram sends with each update.")
     album_seconds: float = Field(1.5, gt=0, description="How long to wait for the rest of an album.")
+    # platforms.md: about 1 message a second per chat and 20 a minute in a group; edits count as sends.
+    private_edit_seconds: float = Field(3.0, ge=0, description="Least time between status edits, private chats.")
+    group_edit_seconds: float = Field(10.0, ge=0, description="Least time between status edits, groups.")
 
     @field_validator("allowed_ids", mode="before")
     @classmethod
@@ -143,8 +146,7 @@ class TelegramReplies:
             max_message_length=MAX_MESSAGE,
             max_caption_length=MAX_CAPTION,
             can_edit=True,
-            # platforms.md: about 1 message per second per chat and 20 per minute in groups.
-            edit_interval_seconds=10.0 if group else 3.0,
+            edit_interval_seconds=settings.group_edit_seconds if group else settings.private_edit_seconds,
             buttons=True,
         )
 
@@ -237,7 +239,8 @@ class TelegramFiles:
         except BaseException:
             handle.close()
             raise
-        return UploadSource(attachment.filename, size, attachment.mime_type, lambda: _read_open_file(handle))
+        return UploadSource(attachment.filename, size, attachment.mime_type, lambda: _read_open_file(handle),
+                            release=handle.close)
 
 
 async def _read_open_file(handle: IO[bytes]) -> AsyncIterator[bytes]:

@@ -379,6 +379,9 @@ class Engine:
                     # The backend's refusal names no file; the user should know which.
                     exc.filename = exc.filename or ", ".join(s.filename for s in sources)
                     raise
+                finally:
+                    for source in sources:
+                        source.close()
                 names += [f.filename or s.filename for f, s in zip(result.files, sources, strict=False)]
         if by_url or links:
             result = await account.upload_urls(session.session_id, [*by_url, *links])

@@ -29,5 +29,9 @@ def test_every_setting_is_in_the_readme() -> None:
         assert f"`NEMO_{name.upper()}`" in readme, name
     for name in BotSettings.model_fields:
         assert f"`NEMOBOT_{name.upper()}`" in readme, name
+    from adapters.telegram import TelegramSettings
+
+    for name in TelegramSettings.model_fields:
+        assert f"`TELEGRAM_{name.upper()}`" in readme, name
     for variable in re.findall(r"LOCALNEMO_[A-Z_]+", (ROOT / "localnemo" / "config.py").read_text()):
         assert f"`{variable}`" in readme, variable

@@ -85,6 +85,11 @@ class UploadSource:
     content_type: str | None
     opener: Callable[[], AsyncIterator[bytes]]
     reopenable: bool = True
+    release: Callable[[], None] | None = None  # frees what backs the stream (a temp file) once it is sent
+
+    def close(self) -> None:
+        if self.release is not None:
+            self.release()
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], *, filename: str | None = None,

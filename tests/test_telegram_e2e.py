@@ -1,0 +1,212 @@
+"""The Telegram adapter end to end: the real python-telegram-bot Application against the Bot API stand-in,
+the real engine and storage, and localnemo as the backend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.telegram import TelegramAdapter, TelegramSettings, split_text
+from bot.config import NemoSettings
+from localnemo.server import LocalNemo
+from tests.conftest import Bot, wait_for
+from tests.fakes.telegram_server import MB, FakeTelegram
+
+CHAT = 4242
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+
+
+@pytest.fixture
+async def fake(tmp_path: Path) -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(tmp_dir=tmp_path / "telegram") as server:
+        yield server
+
+
+def tg_settings(fake: FakeTelegram, **overrides: Any) -> TelegramSettings:
+    values: dict[str, Any] = {
+        "bot_token": fake.token, "api_base": fake.api_base, "file_api_base": fake.file_base,
+        "album_seconds": 0.3, "private_edit_seconds": 0.05, "group_edit_seconds": 0.05,
+    }
+    values.update(overrides)
+    return TelegramSettings(_env_file=None, **values)
+
+
+class Running:
+    """The bot process: engine + adapter over one database; ``restart`` is a new process on the same file."""
+
+    def __init__(self, http: httpx.AsyncClient, settings: NemoSettings, db: Path, fake: FakeTelegram) -> None:
+        self.bot = Bot(http, settings, db)
+        self.http, self.settings, self.db, self.fake = http, settings, db, fake
+        self.adapter: TelegramAdapter | None = None
+
+    async def start(self, **overrides: Any) -> TelegramAdapter:
+        engine = await self.bot.start()
+        self.adapter = TelegramAdapter(engine, self.http, tg_settings(self.fake, **overrides))
+        await self.adapter.start()
+        return self.adapter
+
+    async def stop(self) -> None:
+        if self.adapter is not None:
+            await self.adapter.stop()
+        await self.bot.stop()
+
+
+@pytest.fixture
+async def running(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeTelegram
+) -> AsyncIterator[Running]:
+    r = Running(http, settings, tmp_path / "bot.sqlite3", fake)
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def texts(fake: FakeTelegram, chat: int = CHAT) -> list[str]:
+    return [m.text or "" for m in fake.chat_messages(chat)]
+
+
+async def test_private_chat_edit_then_export_by_send_video(
+    running: Running, fake: FakeTelegram, sample_video: Path, localnemo: LocalNemo
+) -> None:
+    fake.user_video(CHAT, content=sample_video, caption="cut the pauses, add background music")
+    status = await fake.wait_for(
+        lambda: next((m for m in fake.chat_messages(CHAT) if "music" in (m.text or "")), None),
+        what="the edit's reply",
+    )
+    assert status.edit_count >= 1  # one status message, edited in place
+    assert status.history[0] is not None
+    assert "Uploading" in status.history[0]
+    assert "Click" not in (status.text or "")
+    assert status.reply_markup is not None  # Export / Status / Credits / New buttons
+    fake.user_text(CHAT, "export")
+    await fake.wait_for(lambda: fake.sent_videos(CHAT), what="the video")
+    await fake.wait_for(lambda: any("Your video is ready: http" in t for t in texts(fake)), what="the link")
+    video = fake.sent_videos(CHAT)[0]
+    assert video.upload is not None
+    assert video.upload.size == sample_video.stat().st_size
+    assert "upload_video" in fake.chat_actions(CHAT)
+    assert localnemo.faults.count("upload") == 1
+
+
+async def test_over_the_download_limit_is_refused_without_get_file(running: Running, fake: FakeTelegram) -> None:
+    fake.user_video(CHAT, file_size=25 * MB, caption="add music")
+    await fake.wait_for(lambda: any("Telegram lets bots download at most 20.0 MB" in t for t in texts(fake)),
+                        what="the refusal")
+    assert fake.calls_to("getFile") == []
+    text = next(t for t in texts(fake) if "20.0 MB" in t)
+    assert "link" in text
+    assert "local Bot API server" in text
+
+
+async def test_album_of_three_clips_is_one_upload(
+    running: Running, fake: FakeTelegram, sample_video: Path, localnemo: LocalNemo
+) -> None:
+    for i in range(3):
+        fake.user_video(CHAT, content=sample_video, media_group_id="album-1", file_name=f"clip{i}.mp4",
+                        caption="make a reel" if i == 0 else None)
+    await fake.wait_for(lambda: any("Got clip0.mp4, clip1.mp4, clip2.mp4" in t or "Uploaded clip0.mp4" in t
+                                    for t in texts(fake)), what="the album's upload")
+    await wait_for(lambda: localnemo.faults.count("run_sse") == 1, what="the album's caption as one edit")
+    assert localnemo.faults.count("upload") == 1
+    (session,) = localnemo.state.sessions.values()
+    assert len(session.video_infos) == 3
+
+
+async def test_in_a_group_only_mentions_commands_and_replies_are_answered(
+    running: Running, fake: FakeTelegram, localnemo: LocalNemo
+) -> None:
+    group = -100777
+    fake.add_chat(group, chat_type="supergroup", title="Clips")
+    fake.user_text(group, "what a nice day", user_id=11)
+    fake.user_text(group, "@nemo_test_bot add background music", user_id=11)
+    await fake.wait_for(lambda: any("music" in t for t in texts(fake, group)), what="the answer to the mention")
+    assert localnemo.faults.count("run_sse") == 1  # the plain message was not sent anywhere
+    fake.user_text(group, "/credits@nemo_test_bot", user_id=12)
+    await fake.wait_for(lambda: any("Credits" in t for t in texts(fake, group)), what="the command's answer")
+    # Sessions are per user in a group: user 12's credits answer did not create user 11's session twice.
+    assert len(localnemo.state.sessions) == 1
+
+
+async def test_flood_control_on_edits_is_obeyed_and_the_final_state_shown(
+    running: Running, fake: FakeTelegram, localnemo: LocalNemo
+) -> None:
+    fake.fail("editMessageText", error_code=429, retry_after=1, times=1)
+    fake.user_text(CHAT, "add background music")
+    final = await fake.wait_for(
+        lambda: next((m for m in fake.chat_messages(CHAT) if "music" in (m.text or "")), None), within=15,
+        what="the final status",
+    )
+    edits = fake.calls_to("editMessageText")
+    assert [c.status for c in edits][:2] == [429, 200]
+    assert edits[1].at - edits[0].at >= 0.95
+    assert final.text is not None
+
+
+async def test_export_button_and_restart_mid_export_delivers_once(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeTelegram, sample_video: Path,
+    localnemo: LocalNemo,
+) -> None:
+    first = Running(http, settings, tmp_path / "bot.sqlite3", fake)
+    await first.start()
+    fake.user_video(CHAT, content=sample_video)
+    got = await fake.wait_for(
+        lambda: next((m for m in fake.chat_messages(CHAT) if "Got" in (m.text or "")), None), what="upload"
+    )
+    assert got.reply_markup is not None
+    localnemo.config.render_step_seconds = 0.4
+    fake.callback_query(CHAT, got.message_id, "/export")
+    await fake.wait_for(lambda: any("Exporting" in t for t in texts(fake)), what="the export to start")
+    assert fake.calls_to("answerCallbackQuery")
+    await first.stop()  # the bot process goes down mid-export
+    assert not fake.sent_videos(CHAT)
+
+    second = Running(http, settings, tmp_path / "bot.sqlite3", fake)
+    await second.start()
+    try:
+        await fake.wait_for(lambda: fake.sent_videos(CHAT), within=20, what="the video after the restart")
+        assert second.bot.engine is not None
+        await second.bot.engine.join()
+        assert len(fake.sent_videos(CHAT)) == 1
+        assert sum("Your video is ready" in t for t in texts(fake)) == 1
+    finally:
+        await second.stop()
+
+
+def test_long_text_is_split_at_4096() -> None:
+    parts = split_text(("word " * 2000).strip())
+    assert all(len(p) <= 4096 for p in parts)
+    assert " ".join(parts) == ("word " * 2000).strip()
+
+
+async def test_nemobot_telegram_starts_with_only_token_and_base_urls(fake: FakeTelegram, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_"))}
+    env.update({
+        "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base,
+        "TELEGRAM_FILE_API_BASE": fake.file_base, "PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING",
+    })
+    process = subprocess.Popen(  # noqa: ASYNC220 - the bot must run as its own process
+        [sys.executable, "-m", "bot.main", "telegram"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        await fake.wait_for(lambda: fake.calls_to("setMyCommands"), within=30, what="the bot to start")
+        fake.user_text(CHAT, "/start")
+        await fake.wait_for(lambda: any("I edit videos for you" in t for t in texts(fake)), within=30,
+                            what="the answer to /start")
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert fake.token not in err
