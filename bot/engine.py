@@ -535,24 +535,26 @@ class Engine:
             return
         lang = record.language
         url = job.url or ""
+        # An adapter may ask for its own words with the result (a reel credits its clips' authors).
+        caption = str((record.target or {}).get("caption") or "")
         try:
             limit = replies.capabilities.max_upload_bytes
             sent = False
             if limit > 0 and (job.size is None or job.size <= limit):
-                sent = await self._send_file(url, limit, replies, lang)
+                sent = await self._send_file(url, limit, replies, caption or t("export_caption", lang))
             if sent:
-                await status.finish(t("export_done", lang, url=url), buttons=buttons(lang))
+                text = t("export_done", lang, url=url)
             else:
                 size = format_size(job.size) if job.size else "?"
                 text = t("export_link_only", lang, url=url, size=size) if limit > 0 else t(
                     "export_done", lang, url=url)
-                await status.finish(text, buttons=buttons(lang))
+            await status.finish(_join(caption, text) if caption and not sent else text, buttons=buttons(lang))
             log.info("engine.export.delivered render=%s file=%s", record.render_id, sent)
         except BaseException:
             await self.repo.release_delivery(record.render_id)
             raise
 
-    async def _send_file(self, url: str, limit: int, replies: Replies, lang: str) -> bool:
+    async def _send_file(self, url: str, limit: int, replies: Replies, caption: str) -> bool:
         with tempfile.TemporaryDirectory(prefix="nemobot-", dir=self.settings.temp_dir) as tmp:
             path = Path(tmp) / "video.mp4"
             await replies.show_working("upload_video")
@@ -563,7 +565,11 @@ class Engine:
                 return False
             keep_alive = asyncio.create_task(_repeat(lambda: replies.show_working("upload_video"), 4.0))
             try:
-                await replies.send_video(path, caption=t("export_caption", lang))
+                await replies.send_video(path, caption=caption)
+            except Exception:
+                # The platform refused the file (too large after all, say): the link still goes out.
+                log.warning("engine.export.send_video_failed", exc_info=True)
+                return False
             finally:
                 keep_alive.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,6 +44,10 @@ def _configure_logging(default: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # One line per request of the embedded localnemo would drown the bot's own log.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The bot has no voice features: discord.py's warnings about missing voice libraries are noise.
+    logging.getLogger("discord.client").addFilter(
+        lambda record: "voice will NOT be supported" not in record.getMessage()
+    )
 
 
 _SETTINGS_HELP = (
@@ -114,6 +120,19 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_SETTINGS_HELP,
     )
     _add_backend_choice(telegram)
+
+    discord_cmd = commands.add_parser(
+        "discord",
+        help="run the Discord bot",
+        description=(
+            "Run the Discord bot (slash commands /edit /export /status /credits /new /help /reel and the "
+            "'Add to reel' message command). Reads DISCORD_BOT_TOKEN, DISCORD_API_BASE, DISCORD_GATEWAY_URL, "
+            "DISCORD_GUILD_IDS, DISCORD_MODERATOR_ROLE_IDS, DISCORD_ALLOWED_CHANNEL_IDS, "
+            "DISCORD_COOLDOWN_SECONDS, DISCORD_MESSAGE_CONTENT, DISCORD_EDIT_SECONDS."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(discord_cmd)
 
     run = commands.add_parser(
         "run",
@@ -262,11 +281,14 @@ def _quote(text: str) -> str:
 
 async def _run(args: argparse.Namespace, only: str | None = None) -> int:
     """Run the platforms whose tokens are set (or just ``only``) until interrupted."""
+    from adapters.discord import DiscordAdapter, DiscordSettings
     from adapters.telegram import TelegramAdapter, TelegramSettings
 
     telegram_settings = TelegramSettings()
+    discord_settings = DiscordSettings()
     wanted = {
         "telegram": telegram_settings.bot_token is not None and only in (None, "telegram"),
+        "discord": discord_settings.bot_token is not None and only in (None, "discord"),
     }
     if only is not None and not wanted.get(only):
         print(f"nemobot {only}: {only.upper()}_BOT_TOKEN is not set.", file=sys.stderr)
@@ -278,26 +300,49 @@ async def _run(args: argparse.Namespace, only: str | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     async with runtime(args) as engine, contextlib.AsyncExitStack() as adapters:
         http = engine.nemo.http
+        starters: list[Any] = []
         if wanted["telegram"]:
-            telegram = TelegramAdapter(engine, http, telegram_settings)
-            await telegram.start()
-            adapters.push_async_callback(telegram.stop)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+            starters.append(TelegramAdapter(engine, http, telegram_settings))
+        if wanted["discord"]:
+            starters.append(DiscordAdapter(engine, http, discord_settings))
+        for adapter in starters:
+            adapters.push_async_callback(adapter.stop)
+            # A stop request must not wait for a platform that is slow to answer its first call.
+            if not await _until_stopped(adapter.start(), stop):
+                break
         await stop.wait()
         log.info("nemobot.stopping")
     return 0
 
 
+async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first; True when it finished."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
+
+
 async def _telegram(args: argparse.Namespace) -> int:
     return await _run(args, only="telegram")
+
+
+async def _discord(args: argparse.Namespace) -> int:
+    return await _run(args, only="discord")
 
 
 async def _serve_local(host: str, port: int) -> None:
@@ -315,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve-local":
             asyncio.run(_serve_local(args.host, args.port))
             return 0
-        handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram}[args.command]
+        handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram,
+                   "discord": _discord}[args.command]
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130

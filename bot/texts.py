@@ -83,6 +83,31 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "{name} 大小为 {size}，Telegram 只允许机器人下载不超过 {limit} 的文件。请改为发送文件链接、裁剪或压缩后再发，"
         "或使用本地 Bot API 服务器运行机器人（无此限制）。",
     ),
+    "discord_channel_not_allowed": (
+        "I don't work in this channel; ask a moderator where I'm enabled.", "我未在此频道启用，请询问管理员。"
+    ),
+    "discord_cooldown": ("Easy there — try again in {seconds} s.", "请稍等 {seconds} 秒再试。"),
+    "discord_reel_not_moderator": (
+        "Only moderators can make highlight reels (Manage Messages, or a moderator role).",
+        "只有管理员可以制作精彩集锦（需要“管理消息”权限或管理员角色）。",
+    ),
+    "discord_reel_no_channel": ("Pick a text channel for the reel.", "请选择一个文字频道。"),
+    "discord_reel_bad_since": (
+        "I don't understand since: {since}. Use 24h, 7d, 30m or a date like 2026-11-01.",
+        "无法理解 since：{since}。请用 24h、7d、30m 或 2026-11-01 这样的日期。",
+    ),
+    "discord_reel_empty": (
+        "No video or image clips in the last {count} messages of {channel}, nor any marked with “Add to reel”.",
+        "{channel} 最近 {count} 条消息里没有视频或图片，也没有用“Add to reel”标记的片段。",
+    ),
+    "discord_reel_credits": (
+        "🎬 Highlight reel of {channel} — clips by {authors}", "🎬 {channel} 精彩集锦——素材来自 {authors}"
+    ),
+    "discord_pick_no_clip": ("That message has no video or image.", "这条消息里没有视频或图片。"),
+    "discord_picked": (
+        "Added to the reel ({count} marked in this channel). Run /reel to make it.",
+        "已加入集锦（本频道已标记 {count} 条）。使用 /reel 生成。",
+    ),
     "session_lost": (
         "⚠️ Your previous project expired on NemoVideo, so its timeline is gone. I started a new one: "
         "please send your clips again.",

@@ -29,9 +29,19 @@ def test_every_setting_is_in_the_readme() -> None:
         assert f"`NEMO_{name.upper()}`" in readme, name
     for name in BotSettings.model_fields:
         assert f"`NEMOBOT_{name.upper()}`" in readme, name
+    from adapters.discord import DiscordSettings
     from adapters.telegram import TelegramSettings
 
     for name in TelegramSettings.model_fields:
         assert f"`TELEGRAM_{name.upper()}`" in readme, name
+    for name in DiscordSettings.model_fields:
+        assert f"`DISCORD_{name.upper()}`" in readme, name
     for variable in re.findall(r"LOCALNEMO_[A-Z_]+", (ROOT / "localnemo" / "config.py").read_text()):
         assert f"`{variable}`" in readme, variable
+
+
+def test_quick_start_runs_the_terminal_chat_and_every_command_is_listed() -> None:
+    assert "nemobot chat" in quick_start_commands()[0]
+    readme = (ROOT / "README.md").read_text()
+    for command in ("chat", "edit", "telegram", "discord", "run", "serve-local"):
+        assert f"`nemobot {command}" in readme, command

@@ -1,0 +1,586 @@
+"""Discord: discord.py 2 slash commands ⇄ the engine, and moderators' highlight reels.
+
+Conventions from ../shared/docs/platforms.md: every interaction is deferred at once (3 s to answer),
+progress edits the original response, results go out as a follow-up file within the interaction's
+``attachment_size_limit`` (else the link), and after 15 minutes the interaction token is dead, so a late
+result is posted in the channel mentioning the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import discord
+import httpx
+from discord import app_commands
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.engine import Engine
+from bot.messages import Attachment, AttachmentKind, Button, Capabilities, ChatKey, IncomingMessage, WorkingAction
+from bot.nemo.uploads import CHUNK_SIZE, UploadSource, kind_of
+from bot.texts import t
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 2000
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # since January 2025, without boosts (platforms.md)
+INTERACTION_LIFETIME = dt.timedelta(minutes=15)
+# Stop using the interaction a little before Discord does, rather than lose a reply to a dead token.
+_TOKEN_MARGIN = dt.timedelta(seconds=30)
+DEFAULT_REEL_PROMPT = (
+    "Make a highlight reel of about 60 seconds from these clips: keep the best moments, cut the pauses, "
+    "and add background music."
+)
+
+
+def _ids(value: Any) -> Any:
+    if isinstance(value, str):
+        return [int(part) for part in re.split(r"[,;\s]+", value) if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class DiscordSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISCORD_", env_file=".env", extra="ignore")
+
+    bot_token: SecretStr | None = Field(None, description="The bot's token (Developer Portal → Bot).")
+    api_base: str | None = Field(None, description="REST API base, e.g. a proxy; unset: Discord's.")
+    gateway_url: str | None = Field(None, description="Gateway URL, e.g. a proxy; unset: Discord's.")
+    guild_ids: list[int] = Field(default_factory=list, description="Sync commands to these guilds at once.")
+    moderator_role_ids: list[int] = Field(
+        default_factory=list, description="Roles that may make reels; unset: members with Manage Messages."
+    )
+    allowed_channel_ids: list[int] = Field(default_factory=list, description="Only these channels; unset: all.")
+    cooldown_seconds: float = Field(3.0, ge=0, description="Least time between one user's commands.")
+    message_content: bool = Field(
+        False, description="The Message Content intent is enabled: DMs and mentions with attachments work."
+    )
+    edit_seconds: float = Field(1.5, ge=0, description="Least time between progress edits of one response.")
+
+    @field_validator("guild_ids", "moderator_role_ids", "allowed_channel_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return _ids(value)
+
+
+def point_discord_py_at(settings: DiscordSettings) -> None:
+    """discord.py has no constructor option for its hosts: large bots set these class attributes to put a
+    proxy in front of the API (platforms.md), and tests use them to reach a local stand-in."""
+    if settings.api_base:
+        discord.http.Route.BASE = settings.api_base.rstrip("/")
+    if settings.gateway_url:
+        import yarl
+
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+
+
+def _split(text: str, limit: int = MAX_MESSAGE) -> list[str]:
+    parts: list[str] = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit))
+        cut = cut if cut > 0 else limit
+        parts.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    parts.append(text)
+    return parts
+
+
+# -- replies ------------------------------------------------------------------------------------------
+
+
+class ChannelReplies:
+    """Ordinary channel messages that mention the user: for results after a restart or a dead token."""
+
+    def __init__(self, client: discord.Client, channel_id: int, user_id: int | None, *, edit_seconds: float,
+                 upload_limit: int | None = None) -> None:
+        self._client = client
+        self.channel_id = channel_id
+        self.user_id = user_id
+        self._mentioned = False
+        self._caps = Capabilities(
+            max_upload_bytes=upload_limit or DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
+            max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._caps
+
+    async def channel(self) -> discord.abc.Messageable:
+        channel = self._client.get_channel(self.channel_id) or await self._client.fetch_channel(self.channel_id)
+        assert isinstance(channel, discord.abc.Messageable)
+        guild = getattr(channel, "guild", None)
+        if guild is not None:
+            self._caps = Capabilities(**{**self._caps.__dict__, "max_upload_bytes": guild.filesize_limit})
+        return channel
+
+    def _mention(self, text: str) -> str:
+        if self.user_id is None or self._mentioned:
+            return text
+        self._mentioned = True
+        return f"<@{self.user_id}> {text}"
+
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any:
+        channel = await self.channel()
+        message: discord.Message | None = None
+        for part in _split(self._mention(text)):
+            message = await channel.send(part, allowed_mentions=discord.AllowedMentions(users=True))
+        return message
+
+    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        if isinstance(handle, discord.Message):
+            await handle.edit(content=_split(text)[0])
+        else:
+            await self.send_text(text)
+
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
+        channel = await self.channel()
+        return await channel.send(self._mention(caption)[:MAX_MESSAGE], file=discord.File(path),
+                                  allowed_mentions=discord.AllowedMentions(users=True))
+
+    async def show_working(self, action: WorkingAction) -> None:
+        with contextlib.suppress(discord.HTTPException):
+            channel = await self.channel()
+            if isinstance(channel, discord.abc.Messageable) and hasattr(channel, "typing"):
+                await channel.typing()
+
+
+class InteractionReplies:
+    """Speaks through one deferred interaction: the first message edits the original response, later ones
+    are follow-ups; once the token is (nearly) dead everything goes to the channel instead."""
+
+    def __init__(self, interaction: discord.Interaction[Any], *, edit_seconds: float,
+                 video_channel: ChannelReplies | None = None) -> None:
+        self._interaction = interaction
+        self._used_original = False
+        self._late = ChannelReplies(
+            interaction.client, interaction.channel_id or 0, interaction.user.id, edit_seconds=edit_seconds
+        )
+        self._video_channel = video_channel
+        self._caps = Capabilities(
+            max_upload_bytes=interaction.filesize_limit, max_message_length=MAX_MESSAGE,
+            max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._video_channel is not None:
+            return self._video_channel.capabilities
+        return self._late.capabilities if self._expired() else self._caps
+
+    def _expired(self) -> bool:
+        return dt.datetime.now(dt.UTC) >= self._interaction.expires_at - _TOKEN_MARGIN
+
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any:
+        if self._expired():
+            return await self._late.send_text(text)
+        parts = _split(text)
+        try:
+            if not self._used_original:
+                self._used_original = True
+                await self._interaction.edit_original_response(content=parts[0])
+                handle: Any = "original"
+            else:
+                handle = await self._interaction.followup.send(parts[0], wait=True)
+            for part in parts[1:]:
+                await self._interaction.followup.send(part, wait=True)
+            return handle
+        except (discord.NotFound, discord.Forbidden, discord.HTTPException) as exc:
+            if not _token_dead(exc):
+                raise
+            log.info("discord.interaction.expired id=%s", self._interaction.id)
+            return await self._late.send_text(text)
+
+    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        if self._expired() or not isinstance(handle, str | discord.WebhookMessage):
+            await self._late.edit_text(handle, text)
+            return
+        content = _split(text)[0]
+        try:
+            if handle == "original":
+                await self._interaction.edit_original_response(content=content)
+            else:
+                assert isinstance(handle, discord.WebhookMessage)
+                await handle.edit(content=content)
+        except discord.HTTPException as exc:
+            if not _token_dead(exc):
+                raise
+            await self._late.send_text(text)
+
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
+        if self._video_channel is not None:
+            return await self._video_channel.send_video(path, caption=caption)
+        if self._expired():
+            return await self._late.send_video(path, caption=caption)
+        try:
+            return await self._interaction.followup.send(caption[:MAX_MESSAGE], file=discord.File(path), wait=True)
+        except discord.HTTPException as exc:
+            if not _token_dead(exc):
+                raise
+            return await self._late.send_video(path, caption=caption)
+
+    async def show_working(self, action: WorkingAction) -> None:
+        return None  # the deferred response already shows "thinking…"
+
+
+def _token_dead(exc: discord.HTTPException) -> bool:
+    # 50027: Invalid Webhook Token (expired interaction); 10015: Unknown Webhook.
+    return exc.code in (50027, 10015) or exc.status == 401
+
+
+# -- files --------------------------------------------------------------------------------------------
+
+
+class DiscordFiles:
+    """Attachment URLs are signed and expire (platforms.md): download promptly, to a temp file."""
+
+    def __init__(self, http: httpx.AsyncClient, temp_dir: str | None) -> None:
+        self._http = http
+        self._temp_dir = temp_dir
+
+    async def open(self, attachment: Attachment) -> UploadSource:
+        handle = tempfile.TemporaryFile(dir=self._temp_dir)
+        size = 0
+        try:
+            async with self._http.stream("GET", str(attachment.ref), timeout=httpx.Timeout(120, connect=15),
+                                         follow_redirects=True) as response:
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    size += len(chunk)
+                    await asyncio.to_thread(handle.write, chunk)
+        except BaseException:
+            handle.close()
+            raise
+        return UploadSource(attachment.filename, size, attachment.mime_type, lambda: _read(handle),
+                            release=handle.close)
+
+
+async def _read(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    await asyncio.to_thread(handle.seek, 0)
+    while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+        yield chunk
+
+
+def _attachment(a: discord.Attachment) -> Attachment:
+    mime = (a.content_type or "").split(";")[0] or None
+    kind: AttachmentKind
+    by_name = kind_of(a.filename)
+    major = (mime or "").split("/")[0]
+    kind = by_name or (major if major in ("video", "image", "audio") else "document")  # type: ignore[assignment]
+    return Attachment(kind, a.filename, mime, a.size, a.url)
+
+
+def _is_clip(a: discord.Attachment) -> bool:
+    return _attachment(a).kind in ("video", "image")
+
+
+# -- the bot ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Picks:
+    """Clips moderators marked with "Add to reel", per channel (kept in memory)."""
+
+    by_channel: dict[int, dict[int, discord.Message]] = field(default_factory=dict)
+
+
+class NemoDiscordClient(discord.Client):
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = adapter.settings.message_content
+        super().__init__(intents=intents, guild_ready_timeout=adapter.guild_ready_timeout)
+        self.adapter = adapter
+        self.tree = app_commands.CommandTree(self)
+
+    async def setup_hook(self) -> None:
+        # discord.py examples/advanced_startup.py: sync in setup_hook; to listed guilds at once for development.
+        if self.adapter.settings.guild_ids:
+            for guild_id in self.adapter.settings.guild_ids:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                await self.tree.sync(guild=guild)
+        else:
+            await self.tree.sync()
+        resumed = await self.adapter.engine.resume(self.adapter)
+        log.info("discord.ready resumed_exports=%d", resumed)
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.adapter.on_message(message)
+
+
+class DiscordAdapter:
+    name = "dc"
+
+    def __init__(self, engine: Engine, http: httpx.AsyncClient, settings: DiscordSettings, *,
+                 guild_ready_timeout: float = 2.0) -> None:
+        if settings.bot_token is None:
+            raise ValueError("DISCORD_BOT_TOKEN is not set")
+        self.engine = engine
+        self.settings = settings
+        self.guild_ready_timeout = guild_ready_timeout
+        self.files = DiscordFiles(http, engine.settings.temp_dir)
+        self.picks = _Picks()
+        self._last_command: dict[int, float] = {}
+        point_discord_py_at(settings)
+        self.client = NemoDiscordClient(self)
+        self._runner: asyncio.Task[None] | None = None
+        _install_commands(self)
+
+    async def start(self) -> None:
+        assert self.settings.bot_token is not None
+        await self.client.login(self.settings.bot_token.get_secret_value())
+        self._runner = asyncio.create_task(self.client.connect(reconnect=True))
+        ready = asyncio.create_task(self.client.wait_until_ready())
+        done, _ = await asyncio.wait({ready, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        if self._runner in done:
+            ready.cancel()
+            self._runner.result()  # surfaces a login or gateway failure
+        log.info("discord.started user=%s", self.client.user)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._runner, 10)
+
+    # -- the engine's Platform side ---------------------------------------------------------------
+
+    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> ChannelReplies:
+        channel_id = int(target.get("channel_id", chat.chat))
+        user_id = target.get("user_id")
+        return ChannelReplies(self.client, channel_id, int(user_id) if user_id else None,
+                              edit_seconds=self.settings.edit_seconds)
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def chat_for(self, channel_id: int, user_id: int, *, in_guild: bool) -> ChatKey:
+        return self.engine.chat_key(self.name, str(channel_id), str(user_id), is_group=in_guild)
+
+    def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        member = interaction.user
+        if not isinstance(member, discord.Member):
+            return False
+        if self.settings.moderator_role_ids:
+            return any(role.id in self.settings.moderator_role_ids for role in member.roles)
+        return member.guild_permissions.manage_messages
+
+    async def gate(self, interaction: discord.Interaction[Any]) -> bool:
+        """Allowed channel and cooldown, answered at once (ephemeral) when refused."""
+        lang = _lang(interaction.locale)
+        allowed = self.settings.allowed_channel_ids
+        if allowed and interaction.channel_id not in allowed:
+            await interaction.response.send_message(t("discord_channel_not_allowed", lang), ephemeral=True)
+            return False
+        now = time.monotonic()
+        last = self._last_command.get(interaction.user.id, -1e9)
+        if now - last < self.settings.cooldown_seconds:
+            wait = self.settings.cooldown_seconds - (now - last)
+            await interaction.response.send_message(t("discord_cooldown", lang, seconds=f"{wait:.0f}"),
+                                                    ephemeral=True)
+            return False
+        self._last_command[interaction.user.id] = now
+        return True
+
+    async def run_command(
+        self, interaction: discord.Interaction[Any], text: str, attachments: Sequence[discord.Attachment] = (),
+        *, chat: ChatKey | None = None, replies: InteractionReplies | None = None,
+        target: dict[str, Any] | None = None,
+    ) -> None:
+        """Defer at once, then hand the request to the engine."""
+        if not await self.gate(interaction):
+            return
+        await interaction.response.defer(thinking=True)
+        in_guild = interaction.guild_id is not None
+        channel_id = interaction.channel_id or 0
+        incoming = IncomingMessage(
+            chat=chat or self.chat_for(channel_id, interaction.user.id, in_guild=in_guild),
+            user_id=str(interaction.user.id),
+            message_id=f"i:{interaction.id}",
+            text=text,
+            attachments=tuple(_attachment(a) for a in attachments),
+            locale=str(interaction.locale),
+            user_name=interaction.user.display_name,
+            is_group=in_guild,
+            target=target or {"channel_id": channel_id, "user_id": interaction.user.id},
+        )
+        await self.engine.handle(
+            incoming, replies or InteractionReplies(interaction, edit_seconds=self.settings.edit_seconds), self.files
+        )
+
+    async def on_message(self, message: discord.Message) -> None:
+        """DMs, and mentions of the bot in guilds: only with the Message Content intent (else slash commands)."""
+        user = self.client.user
+        if user is None or message.author.bot or not self.settings.message_content:
+            return
+        in_guild = message.guild is not None
+        if in_guild and user not in message.mentions:
+            return
+        allowed = self.settings.allowed_channel_ids
+        if in_guild and allowed and message.channel.id not in allowed:
+            return
+        text = re.sub(rf"<@!?{user.id}>", " ", message.content).strip()
+        incoming = IncomingMessage(
+            chat=self.chat_for(message.channel.id, message.author.id, in_guild=in_guild),
+            user_id=str(message.author.id),
+            message_id=f"m:{message.id}",
+            text=" ".join(text.split()),
+            attachments=tuple(_attachment(a) for a in message.attachments),
+            user_name=message.author.display_name,
+            is_group=in_guild,
+            target={"channel_id": message.channel.id, "user_id": message.author.id},
+        )
+        replies = ChannelReplies(self.client, message.channel.id, message.author.id if in_guild else None,
+                                 edit_seconds=self.settings.edit_seconds)
+        await self.engine.handle(incoming, replies, self.files)
+
+    async def make_reel(
+        self, interaction: discord.Interaction[Any], channel: discord.TextChannel | None, messages: int,
+        since: str | None, prompt: str | None,
+    ) -> None:
+        lang = _lang(interaction.locale)
+        if not self.is_moderator(interaction):
+            await interaction.response.send_message(t("discord_reel_not_moderator", lang), ephemeral=True)
+            return
+        if not await self.gate(interaction):
+            return
+        await interaction.response.defer(thinking=True)
+        source = channel or interaction.channel
+        if not isinstance(source, discord.TextChannel | discord.Thread):
+            await interaction.edit_original_response(content=t("discord_reel_no_channel", lang))
+            return
+        after = _since(since)
+        if since and after is None:
+            await interaction.edit_original_response(content=t("discord_reel_bad_since", lang, since=since))
+            return
+        clips: list[discord.Attachment] = []
+        authors: list[str] = []
+        seen: set[int] = set()
+        picked = list(self.picks.by_channel.pop(source.id, {}).values())
+        history = [m async for m in source.history(limit=max(1, min(messages, 500)), after=after)]
+        for message in sorted([*history, *picked], key=lambda m: m.id):  # snowflakes grow with time
+            if message.id in seen or message.author.bot:
+                continue
+            seen.add(message.id)
+            for attachment in message.attachments:
+                if _is_clip(attachment):
+                    clips.append(attachment)
+                    mention = message.author.mention
+                    if mention not in authors:
+                        authors.append(mention)
+        if not clips:
+            await interaction.edit_original_response(
+                content=t("discord_reel_empty", lang, channel=source.mention, count=messages))
+            return
+        credits = t("discord_reel_credits", lang, channel=source.mention, authors=", ".join(authors))
+        reel_chat = ChatKey(self.name, str(source.id), scope=f"reel-{interaction.id}")
+        target = {"channel_id": source.id, "user_id": interaction.user.id, "caption": credits}
+        replies = InteractionReplies(
+            interaction, edit_seconds=self.settings.edit_seconds,
+            video_channel=ChannelReplies(self.client, source.id, None, edit_seconds=self.settings.edit_seconds),
+        )
+        base = IncomingMessage(
+            chat=reel_chat, user_id=str(interaction.user.id), message_id=f"i:{interaction.id}",
+            text=prompt or DEFAULT_REEL_PROMPT, attachments=tuple(_attachment(a) for a in clips),
+            locale=str(interaction.locale), is_group=True, target=target,
+        )
+        log.info("discord.reel channel=%s clips=%d", source.id, len(clips))
+        await self.engine.handle(base, replies, self.files)
+        # The export follows once the clips are in and cut (not queued beside them: nothing to announce).
+        await self.engine.join(reel_chat)
+        export = IncomingMessage(
+            chat=reel_chat, user_id=str(interaction.user.id), message_id=f"i:{interaction.id}:export",
+            text="/export", locale=str(interaction.locale), is_group=True, target=target,
+        )
+        await self.engine.handle(export, replies, self.files)
+
+
+def _lang(locale: Any) -> str:
+    return "zh" if str(locale).lower().startswith("zh") else "en"
+
+
+def _since(text: str | None) -> discord.abc.Snowflake | dt.datetime | None:
+    """``24h``, ``7d``, ``30m`` or an ISO date: where the reel's history starts."""
+    if not text:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text.lower())
+    if match:
+        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
+        return dt.datetime.now(dt.UTC) - dt.timedelta(**{unit: int(match.group(1))})
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _install_commands(adapter: DiscordAdapter) -> None:
+    tree = adapter.client.tree
+
+    @tree.command(name="edit", description="Edit your video: attach clips and say what you want")
+    @app_commands.describe(prompt="What to do, e.g. 'cut the pauses, add music, make it 9:16'",
+                           url="A link to a clip instead of (or besides) attachments")
+    async def edit(
+        interaction: discord.Interaction[Any], prompt: str, clip1: discord.Attachment | None = None,
+        clip2: discord.Attachment | None = None, clip3: discord.Attachment | None = None,
+        clip4: discord.Attachment | None = None, clip5: discord.Attachment | None = None, url: str | None = None,
+    ) -> None:
+        clips = [c for c in (clip1, clip2, clip3, clip4, clip5) if c is not None]
+        text = f"{prompt} {url}" if url else prompt
+        await adapter.run_command(interaction, text, clips)
+
+    @tree.command(name="export", description="Render your video and send it")
+    async def export(interaction: discord.Interaction[Any]) -> None:
+        await adapter.run_command(interaction, "/export")
+
+    @tree.command(name="status", description="Show your timeline")
+    async def status(interaction: discord.Interaction[Any]) -> None:
+        await adapter.run_command(interaction, "/status")
+
+    @tree.command(name="credits", description="Show your NemoVideo credits")
+    async def credits(interaction: discord.Interaction[Any]) -> None:
+        await adapter.run_command(interaction, "/credits")
+
+    @tree.command(name="new", description="Start a new project")
+    async def new(interaction: discord.Interaction[Any]) -> None:
+        await adapter.run_command(interaction, "/new")
+
+    @tree.command(name="help", description="What this bot does")
+    async def help_(interaction: discord.Interaction[Any]) -> None:
+        await adapter.run_command(interaction, "/help")
+
+    @tree.command(name="reel", description="Moderators: make a highlight reel from a channel's recent clips")
+    @app_commands.describe(channel="Where the clips are (default: here)", messages="How many recent messages",
+                           since="Only clips newer than this: 24h, 7d or a date", prompt="How to cut the reel")
+    async def reel(
+        interaction: discord.Interaction[Any], channel: discord.TextChannel | None = None,
+        messages: app_commands.Range[int, 1, 500] = 50, since: str | None = None, prompt: str | None = None,
+    ) -> None:
+        await adapter.make_reel(interaction, channel, messages, since, prompt)
+
+    @app_commands.context_menu(name="Add to reel")
+    async def add_to_reel(interaction: discord.Interaction[Any], message: discord.Message) -> None:
+        lang = _lang(interaction.locale)
+        if not adapter.is_moderator(interaction):
+            await interaction.response.send_message(t("discord_reel_not_moderator", lang), ephemeral=True)
+            return
+        clips = [a for a in message.attachments if _is_clip(a)]
+        if not clips:
+            await interaction.response.send_message(t("discord_pick_no_clip", lang), ephemeral=True)
+            return
+        adapter.picks.by_channel.setdefault(message.channel.id, {})[message.id] = message
+        count = len(adapter.picks.by_channel[message.channel.id])
+        await interaction.response.send_message(t("discord_picked", lang, count=count), ephemeral=True)
+
+    tree.add_command(add_to_reel)
