@@ -147,7 +147,9 @@ class ChannelReplies:
 
     async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
         channel = await self.channel()
-        return await channel.send(self._mention(caption)[:MAX_MESSAGE], file=discord.File(path),
+        # The result itself always names the user: that is the notification that matters.
+        caption = f"<@{self.user_id}> {caption}" if self.user_id is not None else caption
+        return await channel.send(caption[:MAX_MESSAGE], file=discord.File(path),
                                   allowed_mentions=discord.AllowedMentions(users=True))
 
     async def show_working(self, action: WorkingAction) -> None:

@@ -208,3 +208,77 @@ async def test_nemobot_discord_starts_and_syncs_with_only_token_and_endpoints(
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert fake.token not in err
+
+
+async def test_restart_mid_export_delivers_once_in_the_channel(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeDiscord, sample_video: Path,
+    localnemo: LocalNemo,
+) -> None:
+    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
+    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake), guild_ready_timeout=0.05)
+    await adapter.start()
+    edit = await fake.slash("edit", {"prompt": "add music"}, user=fake.user, attachments=[clip(sample_video)])
+    await finished(fake, edit, "music")
+    localnemo.config.render_step_seconds = 0.3
+    export = await fake.slash("export", {}, user=fake.user)
+    await finished(fake, export, "Exporting")
+    await adapter.stop()  # the bot goes down mid-export
+    await bot.stop()
+
+    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
+    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake), guild_ready_timeout=0.05)
+    await adapter.start()
+    try:
+        posted = await fake.wait_for(
+            lambda: next((m for m in fake.channel_messages(fake.channel)
+                          if m.author.id == fake.bot_user_id and m.attachments), None),
+            within=30, what="the video after the restart",
+        )
+        assert f"<@{fake.user.id}>" in posted.content
+        assert bot.engine is not None
+        await bot.engine.join()
+        videos = [m for m in fake.channel_messages(fake.channel) if m.attachments]
+        videos += [m for log in fake.interactions.values() for m in fake.interaction_responses(log).followups
+                   if m.attachments]
+        assert len([m for m in videos if m.author.id == fake.bot_user_id]) == 1
+    finally:
+        await adapter.stop()
+        await bot.stop()
+
+
+async def test_mention_with_an_attachment_when_message_content_is_enabled(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeDiscord, sample_video: Path,
+    localnemo: LocalNemo,
+) -> None:
+    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
+    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake, message_content=True),
+                             guild_ready_timeout=0.05)
+    await adapter.start()
+    try:
+        await fake.user_message(fake.channel, "no mention, no answer", [clip(sample_video)], author=fake.user)
+        await fake.user_message(fake.channel, f"<@{fake.bot_user_id}> add background music", [clip(sample_video)],
+                                author=fake.user)
+        await fake.wait_for(lambda: any("music" in m.content for m in fake.channel_messages(fake.channel)
+                                        if m.author.id == fake.bot_user_id), within=15, what="the answer")
+        assert localnemo.faults.count("upload") == 1
+    finally:
+        await adapter.stop()
+        await bot.stop()
+
+
+async def test_cooldown_refuses_a_second_command_at_once(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeDiscord
+) -> None:
+    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
+    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake, cooldown_seconds=60),
+                             guild_ready_timeout=0.05)
+    await adapter.start()
+    try:
+        first = await fake.slash("credits", {}, user=fake.user)
+        await finished(fake, first, "Credits")
+        second = await fake.slash("credits", {}, user=fake.user)
+        await fake.wait_for(lambda: fake.interaction_responses(second).callback_type is not None, what="answer")
+        assert "try again in" in str(fake.interaction_responses(second).callback_data)
+    finally:
+        await adapter.stop()
+        await bot.stop()
