@@ -13,12 +13,11 @@ import contextlib
 import datetime as dt
 import logging
 import re
-import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import discord
 import httpx
@@ -28,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.engine import Engine
 from bot.messages import Attachment, AttachmentKind, Button, Capabilities, ChatKey, IncomingMessage, WorkingAction
-from bot.nemo.uploads import CHUNK_SIZE, UploadSource, kind_of
+from bot.nemo.uploads import UploadSource, kind_of, spool_download
 from bot.texts import t
 
 log = logging.getLogger(__name__)
@@ -248,31 +247,16 @@ def _token_dead(exc: discord.HTTPException) -> bool:
 class DiscordFiles:
     """Attachment URLs are signed and expire (platforms.md): download promptly, to a temp file."""
 
-    def __init__(self, http: httpx.AsyncClient, temp_dir: str | None) -> None:
+    def __init__(self, http: httpx.AsyncClient, temp_dir: str | None, max_bytes: int) -> None:
         self._http = http
         self._temp_dir = temp_dir
+        self._max_bytes = max_bytes
 
     async def open(self, attachment: Attachment) -> UploadSource:
-        handle = tempfile.TemporaryFile(dir=self._temp_dir)
-        size = 0
-        try:
-            async with self._http.stream("GET", str(attachment.ref), timeout=httpx.Timeout(120, connect=15),
-                                         follow_redirects=True) as response:
-                response.raise_for_status()
-                async for chunk in response.aiter_bytes(CHUNK_SIZE):
-                    size += len(chunk)
-                    await asyncio.to_thread(handle.write, chunk)
-        except BaseException:
-            handle.close()
-            raise
-        return UploadSource(attachment.filename, size, attachment.mime_type, lambda: _read(handle),
-                            release=handle.close)
-
-
-async def _read(handle: IO[bytes]) -> AsyncIterator[bytes]:
-    await asyncio.to_thread(handle.seek, 0)
-    while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
-        yield chunk
+        return await spool_download(
+            self._http, str(attachment.ref), filename=attachment.filename, content_type=attachment.mime_type,
+            max_bytes=self._max_bytes, temp_dir=self._temp_dir,
+        )
 
 
 def _attachment(a: discord.Attachment) -> Attachment:
@@ -332,7 +316,7 @@ class DiscordAdapter:
         self.engine = engine
         self.settings = settings
         self.guild_ready_timeout = guild_ready_timeout
-        self.files = DiscordFiles(http, engine.settings.temp_dir)
+        self.files = DiscordFiles(http, engine.settings.temp_dir, engine.nemo.settings.max_upload_bytes)
         self.picks = _Picks()
         self._last_command: dict[int, float] = {}
         point_discord_py_at(settings)

@@ -12,11 +12,10 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 from pydantic import Field, SecretStr, field_validator
@@ -26,7 +25,7 @@ from bot.engine import Engine
 from bot.intents import Intent, route
 from bot.messages import Attachment, AttachmentKind, Button, Capabilities, ChatKey, IncomingMessage, WorkingAction
 from bot.nemo.errors import FileTooLarge
-from bot.nemo.uploads import CHUNK_SIZE, UploadSource, format_size, kind_of
+from bot.nemo.uploads import UploadSource, format_size, kind_of, spool_download
 from bot.texts import t
 
 # python-telegram-bot 22 warns on every read of a time period (RetryAfter.retry_after, Video.duration)
@@ -211,11 +210,12 @@ class TelegramFiles:
     """Opens a user's file: local mode reads the server's path; the cloud API streams to a temp file."""
 
     def __init__(self, application: Application[Any, Any, Any, Any, Any, Any], http: httpx.AsyncClient,
-                 settings: TelegramSettings, temp_dir: str | None) -> None:
+                 settings: TelegramSettings, temp_dir: str | None, max_bytes: int) -> None:
         self._app = application
         self._http = http
         self._settings = settings
         self._temp_dir = temp_dir
+        self._max_bytes = max_bytes
 
     async def open(self, attachment: Attachment) -> UploadSource:
         limit = self._settings.download_limit
@@ -226,27 +226,10 @@ class TelegramFiles:
         if self._settings.local_mode and tg_file.file_path and Path(tg_file.file_path).is_absolute():
             return UploadSource.from_path(tg_file.file_path, filename=attachment.filename,
                                           content_type=attachment.mime_type)
-        url = tg_file.file_path or ""
-        # An unnamed temporary file: gone from disk as soon as it is closed, even if the bot dies.
-        handle = tempfile.TemporaryFile(dir=self._temp_dir)
-        size = 0
-        try:
-            async with self._http.stream("GET", url, timeout=httpx.Timeout(120, connect=15)) as response:
-                response.raise_for_status()
-                async for chunk in response.aiter_bytes(CHUNK_SIZE):
-                    size += len(chunk)
-                    await asyncio.to_thread(handle.write, chunk)
-        except BaseException:
-            handle.close()
-            raise
-        return UploadSource(attachment.filename, size, attachment.mime_type, lambda: _read_open_file(handle),
-                            release=handle.close)
-
-
-async def _read_open_file(handle: IO[bytes]) -> AsyncIterator[bytes]:
-    await asyncio.to_thread(handle.seek, 0)
-    while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
-        yield chunk
+        return await spool_download(
+            self._http, tg_file.file_path or "", filename=attachment.filename, content_type=attachment.mime_type,
+            max_bytes=limit or self._max_bytes, temp_dir=self._temp_dir,
+        )
 
 
 def _attachment(message: Message) -> Attachment | None:
@@ -319,7 +302,8 @@ class TelegramAdapter:
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_callback))
         self.app.add_error_handler(self._on_error)
-        self._files = TelegramFiles(self.app, http, settings, engine.settings.temp_dir)
+        self._files = TelegramFiles(self.app, http, settings, engine.settings.temp_dir,
+                                   engine.nemo.settings.max_upload_bytes)
 
     # -- lifecycle ------------------------------------------------------------------------------
 

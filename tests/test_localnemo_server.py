@@ -18,6 +18,7 @@ from localnemo.config import LocalNemoConfig
 from localnemo.media import ffmpeg_exe, probe
 from localnemo.server import LocalNemo
 from localnemo.state import SessionRecord
+from tests.conftest import wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nemo"
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
@@ -28,15 +29,7 @@ ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platf
 
 async def until(condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0) -> None:
     """Wait for a condition with a deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.01)
+    await wait_for(condition, within=within)
 
 
 @pytest.fixture(scope="module")

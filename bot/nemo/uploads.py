@@ -10,12 +10,22 @@ import asyncio
 import mimetypes
 import os
 import secrets
+import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
-from bot.nemo.errors import ACCEPTED_FORMATS, FileTooLarge, UnsupportedFileType, accepted_formats_text
+import httpx
+
+from bot.nemo.errors import (
+    ACCEPTED_FORMATS,
+    BackendUnavailable,
+    FileTooLarge,
+    UnsupportedFileType,
+    accepted_formats_text,
+)
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough that per-chunk overhead vanishes, small enough to stay flat
 
@@ -104,6 +114,43 @@ class UploadSource:
             return aiter(stream)
 
         return cls(filename, size, content_type, opener, reopenable=False)
+
+
+async def spool_download(
+    http: httpx.AsyncClient, url: str, *, filename: str, content_type: str | None, max_bytes: int,
+    temp_dir: str | None = None,
+) -> UploadSource:
+    """Download a platform's file into an unnamed temporary file (gone from disk once closed, even if the
+    bot dies) and return it as a re-readable upload source; ``UploadSource.close`` frees it.
+
+    Platforms' file URLs are short-lived (Discord signs and expires them), so the file is fetched at once,
+    streamed chunk by chunk, and cut off past ``max_bytes`` rather than trusted to be the size announced.
+    """
+    handle = tempfile.TemporaryFile(dir=temp_dir)
+    size = 0
+    try:
+        async with http.stream("GET", url, timeout=httpx.Timeout(120, connect=15), follow_redirects=True) as resp:
+            if resp.status_code >= 400:
+                raise BackendUnavailable(f"{filename!r} could not be downloaded (HTTP {resp.status_code})")
+            async for chunk in resp.aiter_bytes(CHUNK_SIZE):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FileTooLarge(f"{filename!r} is larger than {format_size(max_bytes)}",
+                                       filename=filename, limit=max_bytes)
+                await asyncio.to_thread(handle.write, chunk)
+    except httpx.TransportError as exc:
+        handle.close()
+        raise BackendUnavailable(f"{filename!r} could not be downloaded") from exc
+    except BaseException:
+        handle.close()
+        raise
+    return UploadSource(filename, size, content_type, lambda: _read_handle(handle), release=handle.close)
+
+
+async def _read_handle(handle: IO[bytes]) -> AsyncIterator[bytes]:
+    await asyncio.to_thread(handle.seek, 0)
+    while chunk := await asyncio.to_thread(handle.read, CHUNK_SIZE):
+        yield chunk
 
 
 async def _read_file(path: Path) -> AsyncIterator[bytes]:
