@@ -210,3 +210,35 @@ async def test_nemobot_telegram_starts_with_only_token_and_base_urls(fake: FakeT
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert fake.token not in err
+
+
+async def test_webhook_mode_checks_the_secret_and_answers(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeTelegram
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = Running(http, settings, tmp_path / "bot.sqlite3", fake)
+    await r.start(webhook_url="https://bot.example.test/tg-hook", webhook_listen="127.0.0.1",
+                  webhook_port=port, webhook_secret="s3cret")
+    try:
+        (set_webhook,) = fake.calls_to("setWebhook")
+        assert set_webhook.params["url"] == "https://bot.example.test/tg-hook"
+        assert set_webhook.params["secret_token"] == "s3cret"
+        update = {"update_id": 1, "message": {
+            "message_id": 7, "date": 1_700_000_000, "text": "/start", "chat": {"id": CHAT, "type": "private"},
+            "from": {"id": CHAT, "is_bot": False, "first_name": "T", "language_code": "en"},
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+        }}
+        fake.add_chat(CHAT)
+        hook = f"http://127.0.0.1:{port}/tg-hook"
+        refused = await http.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"})
+        assert refused.status_code == 403
+        accepted = await http.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"})
+        assert accepted.status_code == 200
+        await fake.wait_for(lambda: any("I edit videos for you" in t for t in texts(fake)), what="the answer")
+        assert sum("I edit videos for you" in t for t in texts(fake)) == 1
+    finally:
+        await r.stop()
