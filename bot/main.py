@@ -18,6 +18,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -202,6 +203,8 @@ async def runtime(args: argparse.Namespace) -> AsyncIterator[Engine]:
             httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         )
         repo = await stack.enter_async_context(Repository.open(bot_settings.db))
+        # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
+        await repo.prune_processed(timedelta(days=30))
         engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings)
         stack.push_async_callback(engine.close)
         yield engine
