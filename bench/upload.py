@@ -4,7 +4,7 @@ side by side in one run, alternating so that both see the same machine.
 Prints each run's throughput, the client/curl throughput ratio (target ≥ 0.8) and the client's peak RSS
 growth during its uploads (target < 64 MB).
 
-    .venv/bin/python bench/upload.py [--size-mb 500] [--rounds 2]
+    .venv/bin/python bench/upload.py [--size-mb 500] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def curl_upload(url: str, token: str, path: Path) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     if not shutil.which("curl"):
         sys.exit("curl is needed for the comparison (apt-get install curl)")
@@ -128,7 +128,9 @@ async def main() -> None:
         client_mbs = mb / statistics.median(client_times)
         print(f"file: {args.size_mb} MiB, rounds: {args.rounds}")
         print(f"throughput (median): curl {curl_mbs:.1f} MB/s, nemobot client {client_mbs:.1f} MB/s")
-        print(f"ratio client/curl: {client_mbs / curl_mbs:.2f} (target >= 0.8)")
+        print(f"ratio client/curl (median): {client_mbs / curl_mbs:.2f} (target >= 0.8)")
+        # The best round of each is the least disturbed by whatever else the machine is doing.
+        print(f"ratio client/curl (best round): {min(curl_times) / min(client_times):.2f}")
         print(f"client peak RSS growth: {peak_growth_kb / 1024:.1f} MB (target < 64 MB)")
     finally:
         server.terminate()
