@@ -294,7 +294,7 @@ class Engine:
                 await replies.send_text(t("status_empty", lang))
                 return
             draft = await self._draft(message.chat, record)
-            text = summarize(draft) if draft.exportable else t("status_empty", lang)
+            text = summarize(draft, lang) if draft.exportable else t("status_empty", lang)
             await replies.send_text(text, buttons=buttons(lang) if draft.exportable else ())
 
     # -- operations -----------------------------------------------------------------------------
@@ -437,8 +437,10 @@ class Engine:
         await progress.finish(_join(prefix, self._changes_text(before, after, lang)), buttons=buttons(lang))
 
     def _changes_text(self, before: Draft | None, after: Draft, lang: str) -> str:
-        changes = describe_changes(before, after)
-        return t("done_changes", lang, changes="; ".join(changes)) if changes else t("done_nothing", lang)
+        changes = describe_changes(before, after, lang)
+        if not changes:
+            return t("done_nothing", lang)
+        return t("done_changes", lang, changes=("；" if lang == "zh" else "; ").join(changes))
 
     async def _after_drop(
         self, job: _Job, session: ChatSessionRecord, before: Draft | None, progress: Progress, prefix: str

@@ -191,3 +191,13 @@ def test_change_summary_in_words() -> None:
     retitled.t[0].sg[0].d = 8000
     assert describe_changes(after, retitled) == ["video now 0–8 s (was 0–10 s)", "title now 'City Nights'"]
     assert describe_changes(after, after) == []
+
+
+def test_summary_and_changes_in_chinese() -> None:
+    after = _state().draft
+    assert summarize(after, "zh") == (
+        "时间线（3 条轨道）：1. 视频：city timelapse（0–10 秒） 2. 音乐：Lo-fi（0–10 秒，35%） "
+        "3. 标题：“Urban Dreams”（0–3 秒）"
+    )
+    before = Draft.model_validate({"t": [after.t[0].model_dump()], "m": dict(after.m)})
+    assert describe_changes(before, after, "zh") == ["添加了音乐轨道 0–10 秒", "添加了标题“Urban Dreams”（0–3 秒）"]

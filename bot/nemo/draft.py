@@ -10,14 +10,46 @@ from dataclasses import dataclass
 
 from bot.nemo.models import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, Segment, Track
 
+# Phrases in English and Chinese; {placeholders} are filled by the functions below.
+_PHRASES: dict[str, tuple[str, str]] = {
+    "span": ("{a}–{b} s", "{a}–{b} 秒"),
+    "Video": ("Video", "视频"), "Music": ("Music", "音乐"), "Audio": ("Audio", "音频"), "Title": ("Title", "标题"),
+    "Captions": ("Captions", "字幕"), "Track": ("Track", "轨道"),
+    "clips": ("{n} clips", "{n} 个片段"), "lines": ("{n} lines", "{n} 行"), "type": ("type {n}", "类型 {n}"),
+    "empty": ("Timeline: empty", "时间线：空"),
+    "timeline": ("Timeline ({n} {noun}): ", "时间线（{n} 条轨道）："),
+    "added_title": ("added the title '{name}' ({span})", "添加了标题“{name}”（{span}）"),
+    "added_untitled": ("added a title ({span})", "添加了标题（{span}）"),
+    "added_captions": ("added captions ({n} lines, {span})", "添加了字幕（{n} 行，{span}）"),
+    "added_track": ("added a {kind} track {span}", "添加了{kind}轨道 {span}"),
+    "title_now": ("title now '{name}'", "标题改为“{name}”"),
+    "captions_now": ("captions now {n} lines (were {m})", "字幕现为 {n} 行（原 {m} 行）"),
+    "clips_now": ("video now has {n} clips (was {m})", "视频现有 {n} 个片段（原 {m} 个）"),
+    "named_now": ("{noun} now '{name}'", "{noun}改为“{name}”"),
+    "span_now": ("{noun} now {span} (was {old})", "{noun}现为 {span}（原 {old}）"),
+    "title_shown": ("title now shown {span}", "标题显示时间改为 {span}"),
+    "volume_now": ("{noun} volume now {p}%", "{noun}音量改为 {p}%"),
+    "removed": ("removed the {noun}", "删除了{noun}"),
+    "removed_track": ("removed the {noun} track", "删除了{noun}轨道"),
+    "frame_now": ("frame now {w}×{h}", "画面改为 {w}×{h}"),
+    "output_now": ("output now {v}", "输出改为 {v}"),
+    "aspect_now": ("aspect ratio now {v}", "画面比例改为 {v}"),
+    "updated": ("the timeline was updated", "时间线已更新"),
+}
+
+
+def _w(key: str, lang: str, **values: object) -> str:
+    en, zh = _PHRASES[key]
+    return (zh if lang == "zh" else en).format(**values)
+
 
 def _seconds(ms: float) -> str:
     s = ms / 1000
     return f"{s:.0f}" if abs(s - round(s)) < 0.05 else f"{s:.1f}"
 
 
-def span_text(start_ms: float, end_ms: float) -> str:
-    return f"{_seconds(start_ms)}–{_seconds(end_ms)} s"
+def span_text(start_ms: float, end_ms: float, lang: str = "en") -> str:
+    return _w("span", lang, a=_seconds(start_ms), b=_seconds(end_ms))
 
 
 def _number(value: object) -> float | None:
@@ -28,16 +60,28 @@ def _number(value: object) -> float | None:
 class TrackView:
     """What a person would call a track: its kind, name and time span."""
 
-    kind: str  # "Video", "Music", "Audio", "Title", "Captions", "Text", or "Track"
-    name: str | None
+    kind: str  # "Video", "Music", "Audio", "Title", "Captions", or "Track"
+    name: str | None  # a title or clip name, as the backend gave it
     start_ms: float
     end_ms: float
     segments: int
     volume: float | None
+    counted: str | None = None  # instead of a name: "clips", "lines" or "type", with ``count``
+    count: int = 0
+
+    def display_name(self, lang: str) -> str | None:
+        return _w(self.counted, lang, n=self.count) if self.counted else self.name
 
     @property
     def span(self) -> str:
         return span_text(self.start_ms, self.end_ms)
+
+    def span_in(self, lang: str) -> str:
+        return span_text(self.start_ms, self.end_ms, lang)
+
+    def noun(self, lang: str) -> str:
+        word = _w(self.kind, lang)
+        return word if lang == "zh" else word.lower()
 
 
 def _segment_spans(segments: list[Segment]) -> list[tuple[float, float]]:
@@ -68,45 +112,50 @@ def view_track(track: Track) -> TrackView:
     first = track.sg[0] if track.sg else None
     name = _segment_label(first) if first else None
     volume = _number(first.m.get("volume")) if first else None
+    role = str(first.m.get("role", "")) if first else ""
+    counted: str | None = None
+    count = len(track.sg)
     if track.tt == TRACK_VIDEO:
         kind = "Video"
-        if len(track.sg) > 1:
-            name = f"{len(track.sg)} clips"
+        counted = "clips" if len(track.sg) > 1 else None
     elif track.tt == TRACK_AUDIO:
-        role = str(first.m.get("role", "")) if first else ""
         kind = "Audio" if role in ("voice", "voiceover", "audio") else "Music"
     elif track.tt == TRACK_TEXT:
-        role = str(first.m.get("role", "")) if first else ""
-        if len(track.sg) > 1 or role in ("caption", "subtitle"):
-            kind = "Captions"
-            name = f"{len(track.sg)} lines"
-        else:
-            kind = "Title"
+        is_captions = len(track.sg) > 1 or role in ("caption", "subtitle")
+        kind = "Captions" if is_captions else "Title"
+        counted = "lines" if is_captions else None
     else:
         kind = "Track"
-        name = name or f"type {track.tt}"
-    return TrackView(kind, name, start, end, len(track.sg), volume)
+        if name is None:
+            counted, count = "type", track.tt
+    return TrackView(kind, name, start, end, len(track.sg), volume, counted, count)
 
 
-def _describe(view: TrackView) -> str:
-    details = [view.span]
+def _percent(volume: float) -> str:
+    return f"{volume * 100:.0f}%" if volume <= 1 else f"{volume:.0f}%"
+
+
+def _describe(view: TrackView, lang: str) -> str:
+    details = [view.span_in(lang)]
     if view.kind in ("Music", "Audio") and view.volume is not None:
-        details.append(f"{view.volume * 100:.0f}%" if view.volume <= 1 else f"{view.volume:.0f}%")
-    name = view.name
+        details.append(_percent(view.volume))
+    name = view.display_name(lang)
     if view.kind == "Title" and name:
-        name = f'"{name}"'
-    label = f"{view.kind}: {name}" if name else view.kind
-    return f"{label} ({', '.join(details)})"
+        name = f"“{name}”" if lang == "zh" else f'"{name}"'
+    kind = _w(view.kind, lang)
+    if lang == "zh":
+        return f"{kind}：{name}（{'，'.join(details)}）" if name else f"{kind}（{'，'.join(details)}）"
+    return f"{kind}: {name} ({', '.join(details)})" if name else f"{kind} ({', '.join(details)})"
 
 
-def summarize(draft: Draft | None) -> str:
+def summarize(draft: Draft | None, lang: str = "en") -> str:
     """``Timeline (3 tracks): 1. Video: city timelapse (0–10 s) 2. Music: Lo-fi (0–10 s, 35%) …``"""
     tracks = [t for t in (draft.t if draft else []) if t.sg]
     if not tracks:
-        return "Timeline: empty"
-    parts = [f"{i}. {_describe(view_track(t))}" for i, t in enumerate(tracks, 1)]
+        return _w("empty", lang)
+    parts = [f"{i}. {_describe(view_track(t), lang)}" for i, t in enumerate(tracks, 1)]
     noun = "track" if len(tracks) == 1 else "tracks"
-    return f"Timeline ({len(tracks)} {noun}): " + " ".join(parts)
+    return _w("timeline", lang, n=len(tracks), noun=noun) + " ".join(parts)
 
 
 def _keyed(draft: Draft | None) -> dict[tuple[int, int], TrackView]:
@@ -122,59 +171,61 @@ def _keyed(draft: Draft | None) -> dict[tuple[int, int], TrackView]:
     return out
 
 
-def _added(view: TrackView) -> str:
+def _added(view: TrackView, lang: str) -> str:
+    span = view.span_in(lang)
     if view.kind == "Title":
-        return f"added the title '{view.name}' ({view.span})" if view.name else f"added a title ({view.span})"
+        return _w("added_title", lang, name=view.name, span=span) if view.name else _w(
+            "added_untitled", lang, span=span)
     if view.kind == "Captions":
-        return f"added captions ({view.segments} lines, {view.span})"
-    return f"added a {view.kind} track {view.span}"
+        return _w("added_captions", lang, n=view.segments, span=span)
+    return _w("added_track", lang, kind=_w(view.kind, lang), span=span)
 
 
-def _changed(old: TrackView, new: TrackView) -> list[str]:
+def _changed(old: TrackView, new: TrackView, lang: str) -> list[str]:
     out: list[str] = []
-    noun = new.kind.lower()
+    noun = new.noun(lang)
     if new.kind == "Title":
         if old.name != new.name:
-            out.append(f"title now '{new.name}'")
+            out.append(_w("title_now", lang, name=new.name))
     elif new.kind == "Captions":
         if old.segments != new.segments:
-            out.append(f"captions now {new.segments} lines (were {old.segments})")
+            out.append(_w("captions_now", lang, n=new.segments, m=old.segments))
     elif new.kind == "Video" and old.segments != new.segments:
-        out.append(f"video now has {new.segments} clips (was {old.segments})")
+        out.append(_w("clips_now", lang, n=new.segments, m=old.segments))
     elif old.name != new.name and new.name:
-        out.append(f"{noun} now '{new.name}'")
-    if (old.start_ms, old.end_ms) != (new.start_ms, new.end_ms) and new.kind != "Title":
-        out.append(f"{noun} now {new.span} (was {old.span})")
-    elif (old.start_ms, old.end_ms) != (new.start_ms, new.end_ms):
-        out.append(f"title now shown {new.span}")
+        out.append(_w("named_now", lang, noun=noun, name=new.name))
+    if (old.start_ms, old.end_ms) != (new.start_ms, new.end_ms):
+        if new.kind == "Title":
+            out.append(_w("title_shown", lang, span=new.span_in(lang)))
+        else:
+            out.append(_w("span_now", lang, noun=noun, span=new.span_in(lang), old=old.span_in(lang)))
     if old.volume != new.volume and new.volume is not None:
-        percent = new.volume * 100 if new.volume <= 1 else new.volume
-        out.append(f"{noun} volume now {percent:.0f}%")
+        out.append(_w("volume_now", lang, noun=noun, p=_percent(new.volume).rstrip("%")))
     return out
 
 
-def describe_changes(before: Draft | None, after: Draft | None) -> list[str]:
+def describe_changes(before: Draft | None, after: Draft | None, lang: str = "en") -> list[str]:
     """What changed, in words: ``["added a Music track 0–10 s", "title now 'Urban Dreams'"]``."""
     old, new = _keyed(before), _keyed(after)
     changes: list[str] = []
     for key, view in new.items():
         if key not in old:
-            changes.append(_added(view))
+            changes.append(_added(view, lang))
         else:
-            changes.extend(_changed(old[key], view))
+            changes.extend(_changed(old[key], view, lang))
     for key, view in old.items():
         if key not in new:
-            suffix = "" if view.kind in ("Title", "Captions") else " track"
-            changes.append(f"removed the {view.kind.lower()}{suffix}")
+            track = view.kind not in ("Title", "Captions")
+            changes.append(_w("removed_track" if track else "removed", lang, noun=view.noun(lang)))
     before_m = before.m if before else {}
     after_m = after.m if after else {}
     size_before = (before_m.get("width"), before_m.get("height"))
     size_after = (after_m.get("width"), after_m.get("height"))
     if size_before != size_after and all(isinstance(v, int) for v in size_after):
-        changes.append(f"frame now {size_after[0]}×{size_after[1]}")
-    for setting, words in (("resolution", "output"), ("aspect_ratio", "aspect ratio")):
+        changes.append(_w("frame_now", lang, w=size_after[0], h=size_after[1]))
+    for setting, phrase in (("resolution", "output_now"), ("aspect_ratio", "aspect_now")):
         if before_m.get(setting) != after_m.get(setting) and after_m.get(setting):
-            changes.append(f"{words} now {after_m[setting]}")
+            changes.append(_w(phrase, lang, v=after_m[setting]))
     if not changes and (before.model_dump() if before else None) != (after.model_dump() if after else None):
-        changes.append("the timeline was updated")
+        changes.append(_w("updated", lang))
     return changes
