@@ -1,4 +1,4 @@
-"""localnemo: a NemoVideo-compatible server run locally (the test backend, and later the offline engine).
+"""localnemo: a NemoVideo-compatible server run locally (the test backend, and the offline FFmpeg editor).
 
 Entry points live in ``localnemo.server`` (``create_app``, ``LocalNemo``, ``serve_forever``).
 """

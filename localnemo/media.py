@@ -1,8 +1,9 @@
-"""What a media file is (duration, size, frame rate, kind), read with the ffmpeg binary.
+"""What a media file is (duration, size, frame rate, kind), and where its pauses are, read with ffmpeg.
 
-There is no ffprobe in the imageio-ffmpeg package, so this runs ``ffmpeg -hide_banner -i FILE`` with no
+There is no ffprobe in the imageio-ffmpeg package, so ``probe`` runs ``ffmpeg -hide_banner -i FILE`` with no
 output: ffmpeg then prints the input's description to stderr and exits after reading only the
-container headers, never the whole file.
+container headers, never the whole file. ``analyse_audio`` decodes only the audio (``-vn``) through
+``silencedetect`` and ``volumedetect`` and reads what they print.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ _VIDEO_RE = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<codec>\w+)(?P<rest>.*)$"
 _AUDIO_RE = re.compile(r"Stream #\d+:\d+.*?: Audio: ", re.MULTILINE)
 _SIZE_RE = re.compile(r"(?:^|[ ,])(?P<w>\d{1,5})x(?P<h>\d{1,5})(?:[ ,\[]|$)")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) fps")
+_ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(?P<deg2>-?\d+)")
 _TBR_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) tbr")
 # ffmpeg's demuxers for still images; animated GIF and WebP count as images too (as the backend's
 # accepted-formats list does).
@@ -46,6 +49,9 @@ class MediaInfo:
     height: int | None
     fps: float | None
     kind: MediaKind
+    has_audio: bool = False
+    # ffmpeg's name of the input format ("mov,mp4,m4a,3gp,3g2,mj2", "png_pipe", "gif", ...).
+    container: str = ""
 
 
 @cache
@@ -100,25 +106,132 @@ def parse_probe_output(text: str) -> MediaInfo | None:
             + float(duration_match.group("s"))
         )
     video_line: str | None = None
+    video_block = ""
     for match in _VIDEO_RE.finditer(text):
         # Cover art in an audio file is a video stream marked as an attached picture.
         if "attached pic" in match.group("rest"):
             continue
         video_line = match.group(0)
+        following = text[match.end() :]
+        next_stream = following.find("Stream #")
+        video_block = following if next_stream < 0 else following[:next_stream]
         break
     has_audio = _AUDIO_RE.search(text) is not None
     if video_line is None:
         if not has_audio:
             return None
-        return MediaInfo(duration=duration, width=None, height=None, fps=None, kind="audio")
+        return MediaInfo(
+            duration=duration, width=None, height=None, fps=None, kind="audio", has_audio=True, container=container
+        )
     width = height = None
     size_match = _SIZE_RE.search(video_line)
     if size_match is not None:
         width, height = int(size_match.group("w")), int(size_match.group("h"))
+        rotation = _ROTATION_RE.search(video_block)
+        if rotation is not None and round(abs(float(rotation.group("deg") or rotation.group("deg2")))) % 180 == 90:
+            # Phones record sideways and say so in the display matrix; ffmpeg turns the frames upright
+            # when it decodes them, so the picture's shape is the other way round.
+            width, height = height, width
     fps: float | None = None
     rate_match = _FPS_RE.search(video_line) or _TBR_RE.search(video_line)
     if rate_match is not None:
         fps = float(rate_match.group("fps")) * (1000 if rate_match.group("k") else 1)
     if any(marker in container for marker in _IMAGE_FORMATS):
-        return MediaInfo(duration=None, width=width, height=height, fps=None, kind="image")
-    return MediaInfo(duration=duration, width=width, height=height, fps=fps, kind="video")
+        return MediaInfo(duration=None, width=width, height=height, fps=None, kind="image", container=container)
+    return MediaInfo(
+        duration=duration, width=width, height=height, fps=fps, kind="video", has_audio=has_audio, container=container
+    )
+
+
+# -- pauses -------------------------------------------------------------------------------------------------
+
+# Silences at least this long are reported; callers keep the ones long enough for their purpose, so
+# that one decode serves every "tight" or "gentle" setting.
+ANALYSIS_MIN_SILENCE_SECONDS = 0.1
+_SILENCE_START_RE = re.compile(r"silence_start: (?P<t>-?\d+(?:\.\d+)?)")
+_SILENCE_END_RE = re.compile(r"silence_end: (?P<t>-?\d+(?:\.\d+)?)")
+_MEAN_VOLUME_RE = re.compile(r"mean_volume: (?P<db>-?(?:\d+(?:\.\d+)?|inf)) dB")
+
+
+@dataclass(frozen=True)
+class AudioAnalysis:
+    """Where a file's audio is silent (seconds, sorted, not overlapping), and how loud it is elsewhere."""
+
+    duration: float
+    silences: tuple[tuple[float, float], ...]
+    threshold_db: float
+    # The mean power of the non-silent parts, dBFS; None when the audio is all silence.
+    speech_db: float | None
+
+    @property
+    def speech_seconds(self) -> float:
+        return max(0.0, self.duration - sum(end - start for start, end in self.silences))
+
+
+async def analyse_audio(path: Path, *, threshold_db: float, limit_seconds: float = 600.0) -> AudioAnalysis | None:
+    """Find the silences of a file's first audio stream with ``silencedetect``; None without audio."""
+    info = await probe(path)
+    if info is None or not info.has_audio:
+        return None
+    target = str(await asyncio.to_thread(path.resolve))
+    audio_filter = f"silencedetect=n={threshold_db:.1f}dB:d={ANALYSIS_MIN_SILENCE_SECONDS},volumedetect"
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-vn", "-sn", "-dn", "-i", target,
+        "-map", "0:a:0", "-af", audio_filter, "-f", "null", "-",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), limit_seconds)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        log.warning("localnemo.analyse.failed path=%s rc=%s", path.name, proc.returncode)
+        return None
+    return parse_silences(stderr.decode("utf-8", errors="replace"), info.duration, threshold_db)
+
+
+def parse_silences(text: str, duration: float | None, threshold_db: float) -> AudioAnalysis:
+    """Read ``silencedetect``/``volumedetect`` output; an unterminated silence runs to the end."""
+    total = duration or 0.0
+    silences: list[tuple[float, float]] = []
+    start: float | None = None
+    for line in text.splitlines():
+        if (match := _SILENCE_START_RE.search(line)) is not None:
+            start = max(0.0, float(match.group("t")))
+        elif (match := _SILENCE_END_RE.search(line)) is not None and start is not None:
+            end = float(match.group("t"))
+            total = max(total, end)
+            if end > start:
+                silences.append((start, end))
+            start = None
+    if start is not None and total > start:
+        silences.append((start, total))
+    mean_db: float | None = None
+    if (match := _MEAN_VOLUME_RE.search(text)) is not None and match.group("db") != "inf":
+        mean_db = float(match.group("db"))
+    silent = sum(end - begin for begin, end in silences)
+    speech_db: float | None = None
+    if mean_db is not None and total > silent + 0.05:
+        # volumedetect averages the power over the whole file; the silences add (next to) nothing to it.
+        speech_db = mean_db - 10 * math.log10((total - silent) / total)
+    return AudioAnalysis(
+        duration=total, silences=tuple(silences), threshold_db=threshold_db, speech_db=speech_db
+    )
+
+
+@cache
+def ffmpeg_major() -> int:
+    """The ffmpeg binary's major version (0 when it does not say, as git builds may not)."""
+    import subprocess
+
+    try:
+        result = subprocess.run(
+            [ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    match = re.search(r"ffmpeg version n?(\d+)\.", result.stdout)
+    return int(match.group(1)) if match else 0

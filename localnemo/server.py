@@ -16,8 +16,11 @@ import json
 import logging
 import math
 import mimetypes
+import os
 import re
 import secrets
+import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -29,9 +32,11 @@ from typing import Any, BinaryIO, Literal
 from urllib.parse import unquote
 
 import aiohttp
+import aiohttp.abc
 from aiohttp import web
 from yarl import URL
 
+from localnemo import timeline
 from localnemo.agent import (
     Agent,
     AgentError,
@@ -39,33 +44,42 @@ from localnemo.agent import (
     AgentText,
     AgentToolCall,
     AgentToolResult,
-    SimpleAgent,
+    PauseSettings,
+    PlannerAgent,
 )
-from localnemo.config import Dialect, LocalNemoConfig
+from localnemo.config import Dialect, LocalNemoConfig, resolution_lines
 from localnemo.faults import Call, FailFault, FaultPlan, StreamFault
-from localnemo.media import probe
-from localnemo.render import CopyRenderer, Renderer, RenderError
+from localnemo.media import MediaInfo, probe
+from localnemo.render import CopyRenderer, FFmpegRenderer, Renderer, RenderError, RenderSettings
 from localnemo.state import LocalNemoState, RenderJob, SessionRecord, UserRecord
+from localnemo.subtitles import Cue, SubtitleError, read_cues
 
 log = logging.getLogger(__name__)
 
-FileKind = Literal["video", "image", "audio"]
+FileKind = Literal["video", "image", "audio", "subtitle"]
 
+# Captions files (subtitle) are a localnemo addition: the hosted backend's list has no text formats.
 ACCEPTED_EXTENSIONS: dict[str, FileKind] = {
     **dict.fromkeys(("mp4", "mov", "avi", "webm", "mkv"), "video"),
     **dict.fromkeys(("jpg", "jpeg", "png", "gif", "webp"), "image"),
     **dict.fromkeys(("mp3", "wav", "m4a", "aac"), "audio"),
+    **dict.fromkeys(("srt", "vtt"), "subtitle"),
 }
 ACCEPTED_FORMATS_TEXT = (
-    "mp4, mov, avi, webm, mkv (video); jpg, jpeg, png, gif, webp (image); mp3, wav, m4a, aac (audio)"
+    "mp4, mov, avi, webm, mkv (video); jpg, jpeg, png, gif, webp (image); mp3, wav, m4a, aac (audio); "
+    "srt, vtt (captions)"
 )
 # Which MIME major types a declared content type may have for each kind of extension: containers
-# such as mp4/webm/m4a are labelled audio/* or video/* interchangeably by browsers and platforms.
+# such as mp4/webm/m4a are labelled audio/* or video/* interchangeably by browsers and platforms;
+# captions come as text/vtt, application/x-subrip or text/plain.
 _ALLOWED_MAJORS: dict[FileKind, frozenset[str]] = {
     "video": frozenset({"video", "audio"}),
     "audio": frozenset({"audio", "video"}),
     "image": frozenset({"image"}),
+    "subtitle": frozenset({"text", "application"}),
 }
+# Redirects followed when fetching an upload by URL (each hop is checked like the first URL).
+_MAX_REDIRECTS = 5
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 _ATTRIBUTION_HEADERS = ("X-Skill-Source", "X-Skill-Version", "X-Skill-Platform")
 _RENDER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -77,7 +91,7 @@ _MAX_URLS = 20
 # when a client disconnects (handler_cancellation is off by default).
 _POLL_SECONDS = 0.2
 
-IMAGE_SEGMENT_MS = 3000
+IMAGE_SEGMENT_MS = timeline.IMAGE_SEGMENT_MS
 UNKNOWN_DURATION_MS = 5000
 
 
@@ -318,6 +332,8 @@ class _Received:
     kind: FileKind
     sha256: str
     size: int
+    info: MediaInfo | None = None
+    cues: list[Cue] | None = None
 
 
 def _kind_for(filename: str, content_type: str | None) -> tuple[FileKind, str]:
@@ -396,11 +412,16 @@ def _segment_end(track: Mapping[str, Any]) -> int:
     return int(start) + int(last.get("d", 0))
 
 
-def _apply_upload(session: SessionRecord, info: dict[str, Any], title: str) -> None:
+def _apply_upload(session: SessionRecord, info: dict[str, Any], title: str, cues: list[Cue] | None = None) -> None:
     """Put an uploaded file on the timeline, as the backend does when it applies session state."""
     tracks: list[dict[str, Any]] = session.draft.setdefault("t", [])
     kind = info["file_type"]
     duration = info.get("duration")
+    if kind == "subtitle":
+        session.video_infos.append(info)
+        timeline.place_captions(session.draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
+        timeline.sync(session.draft, session.video_infos)
+        return
     if kind == "audio":
         track = next(
             (t for t in tracks if t.get("tt") == 1 and any("src" in s.get("m", {}) for s in t.get("sg", []))), None
@@ -415,11 +436,15 @@ def _apply_upload(session: SessionRecord, info: dict[str, Any], title: str) -> N
         if track is None:
             track = {"tt": 0, "sg": []}
             tracks.insert(0, track)
+        meta = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "kind": kind}
         if kind == "image":
             length = IMAGE_SEGMENT_MS
         else:
             length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
-        meta = {"title": title, "src": info["cdn_url"], "start": _segment_end(track)}
+            # The kept span of the source: cutting pauses or trimming narrows it (see localnemo.timeline).
+            meta.update({"in": 0, "out": length})
+            if info.get("fps"):
+                meta["fps"] = info["fps"]
         width, height = info.get("width"), info.get("height")
         if width and height:
             meta.update({"width": width, "height": height})
@@ -433,6 +458,7 @@ def _apply_upload(session: SessionRecord, info: dict[str, Any], title: str) -> N
                 draft_meta.setdefault("height", height)
     track.setdefault("sg", []).append({"d": length, "m": meta})
     session.video_infos.append(info)
+    timeline.sync(session.draft, session.video_infos)
 
 
 def _has_segment(draft: Mapping[str, Any]) -> bool:
@@ -496,10 +522,56 @@ class _Server:
 
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
+            # Without permission for private addresses, every name the client resolves is checked again
+            # at connect time, so a name that changes its answer after the first check (DNS rebinding)
+            # still cannot reach the local network.
+            connector = None if self.config.allow_private_urls else aiohttp.TCPConnector(resolver=_PublicResolver())
             self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_read=60), trust_env=False
+                timeout=aiohttp.ClientTimeout(total=None, connect=15, sock_read=60),
+                trust_env=False,
+                connector=connector,
             )
         return self._http
+
+    # disk
+
+    async def make_room(self, needed: int, *, keep: SessionRecord | None = None) -> None:
+        """Keep the data folder under ``max_disk_mb``: remove the least recently used idle sessions (their
+        uploads and renders) until ``needed`` more bytes fit; ApiError 507 when they cannot."""
+        limit = self.config.max_disk_mb * 1024 * 1024
+        if limit <= 0:
+            return
+        used = await asyncio.to_thread(_folder_size, self.config.data_dir)
+        if used + needed <= limit:
+            return
+        for session in sorted(self.state.sessions.values(), key=lambda s: s.last_active):
+            if used + needed <= limit:
+                break
+            if session is keep or not self._idle(session):
+                continue
+            used -= await self._remove_session(session)
+        if used + needed > limit:
+            log.warning("localnemo.disk.full used=%s needed=%s limit=%s", used, needed, limit)
+            raise ApiError(507, 507, "not enough space on this server: try again later or send a smaller file")
+
+    def _idle(self, session: SessionRecord) -> bool:
+        if self.state.active_runs.get(session.session_id, 0) > 0:
+            return False
+        return all(job.finished for job in self.state.jobs.values() if job.session_id == session.session_id)
+
+    async def _remove_session(self, session: SessionRecord) -> int:
+        freed = await asyncio.to_thread(_folder_size, session.folder)
+        await asyncio.to_thread(shutil.rmtree, session.folder, True)
+        for job in self.state.jobs.values():
+            if job.session_id == session.session_id and job.output_path is not None:
+                path, job.output_path = job.output_path, None
+                freed += await asyncio.to_thread(_file_size, path)
+                await asyncio.to_thread(_unlink_quietly, path)
+                if job.status == "completed":
+                    job.status, job.error = "failed", "the exported video was removed to free space; export again"
+        self.state.sessions.pop(session.session_id, None)
+        log.info("localnemo.disk.session_removed session_id=%s freed=%s", session.session_id, freed)
+        return freed
 
     # middlewares
 
@@ -558,6 +630,7 @@ class _Server:
         session = self.state.owned_session(user, session_id) if isinstance(session_id, str) else None
         if session is None:
             raise ApiError(404, 1002, "session not found")
+        session.touch()
         return session
 
     # auth and sessions
@@ -729,6 +802,7 @@ class _Server:
     async def upload(self, request: web.Request) -> web.StreamResponse:
         user = self.user(request)
         session = self.session(user, request.match_info["sid"])
+        await self.make_room(request.content_length or 0, keep=session)
         await asyncio.to_thread(session.folder.mkdir, parents=True, exist_ok=True)
         received: list[_Received] = []
         try:
@@ -738,6 +812,9 @@ class _Server:
                 await self._receive_urls(request, session, received)
             if not received:
                 raise ApiError(400, 400, "no files: send multipart field 'files' or JSON {\"urls\": [...]}")
+            for item in received:
+                await _check_readable(item)
+            await self.make_room(0, keep=session)
         except BaseException:
             for item in received:
                 await asyncio.to_thread(_unlink_quietly, item.stored_path)
@@ -745,12 +822,12 @@ class _Server:
         base = self.base_url(request)
         files: list[dict[str, Any]] = []
         for item in received:
-            info = await probe(item.stored_path)
+            info = item.info
             entry: dict[str, Any] = {
                 "filename": item.original_name,
                 "file_type": item.kind,
                 "cdn_url": f"{base}/files/{session.session_id}/{item.stored_path.name}",
-                "duration": info.duration if info is not None and item.kind != "image" else None,
+                "duration": _upload_duration(item),
                 "width": info.width if info is not None else None,
                 "height": info.height if info is not None else None,
             }
@@ -758,7 +835,7 @@ class _Server:
                 entry["fps"] = info.fps
             entry["hash"] = item.sha256
             entry["size"] = item.size
-            _apply_upload(session, entry, Path(item.original_name).stem or item.original_name)
+            _apply_upload(session, entry, Path(item.original_name).stem or item.original_name, item.cues)
             files.append(entry)
             log.info("localnemo.upload.stored session_id=%s kind=%s size=%s", session.session_id, item.kind, item.size)
         return ok({"files": files, "session_state_applied": True})
@@ -808,36 +885,51 @@ class _Server:
             url = URL(url_text)
         except ValueError:
             raise ApiError(400, 4003, "could not download: not a valid URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ApiError(400, 4003, "could not download: only http and https URLs can be fetched")
-        if not self.config.allow_private_urls:
-            await _refuse_private(url)
         filename = Path(unquote(url.path)).name or "download"
         try:
-            async with self.http().get(url, allow_redirects=True) as resp:
-                if resp.status != 200:
-                    raise ApiError(400, 4003, f"could not download {url.host}: HTTP {resp.status}")
-                declared = resp.headers.get(aiohttp.hdrs.CONTENT_TYPE)
-                if Path(filename).suffix.lower().lstrip(".") not in ACCEPTED_EXTENSIONS:
-                    # The URL has no usable extension: name the file after its declared type instead.
-                    guessed = mimetypes.guess_extension((declared or "").split(";", 1)[0].strip())
-                    if guessed and guessed.lstrip(".") in ACCEPTED_EXTENSIONS:
-                        filename = f"{Path(filename).stem or 'download'}{guessed}"
-                kind, extension = _kind_for(filename, declared)
-                limit = self.config.max_upload_bytes
-                if resp.content_length is not None and resp.content_length > limit:
-                    raise ApiError(
-                        413, 4002, f"file too large: {filename} is over the {limit // (1024 * 1024)} MB limit"
-                    )
-                target = session.folder / _stored_name(filename, extension)
-                digest, size = await _save_stream(
-                    resp.content.iter_chunked(_CHUNK), target, limit=limit, display_name=filename
-                )
-                log.info("localnemo.upload.fetched host=%s size=%s", url.host, size)
-                return _Received(filename, target, kind, digest, size)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            for _ in range(_MAX_REDIRECTS + 1):
+                # Every hop is checked as the first URL was: a public page must not redirect the server
+                # into its own network.
+                if url.scheme not in ("http", "https") or not url.host:
+                    raise ApiError(400, 4003, "could not download: only http and https URLs can be fetched")
+                if not self.config.allow_private_urls:
+                    await _refuse_private(url)
+                async with self.http().get(url, allow_redirects=False) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and resp.headers.get(aiohttp.hdrs.LOCATION):
+                        try:
+                            url = url.join(URL(resp.headers[aiohttp.hdrs.LOCATION]))
+                        except ValueError:
+                            raise ApiError(400, 4003, f"could not download from {url.host}: bad redirect") from None
+                        continue
+                    return await self._save_download(resp, url, filename, session)
+            raise ApiError(400, 4003, f"could not download from {url.host}: too many redirects")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("localnemo.upload.fetch_failed host=%s error=%s", url.host, type(exc).__name__)
             raise ApiError(400, 4003, f"could not download from {url.host}") from None
+
+    async def _save_download(
+        self, resp: aiohttp.ClientResponse, url: URL, filename: str, session: SessionRecord
+    ) -> _Received:
+        if resp.status != 200:
+            raise ApiError(400, 4003, f"could not download {url.host}: HTTP {resp.status}")
+        declared = resp.headers.get(aiohttp.hdrs.CONTENT_TYPE)
+        if Path(filename).suffix.lower().lstrip(".") not in ACCEPTED_EXTENSIONS:
+            # The URL has no usable extension: name the file after its declared type instead.
+            guessed = mimetypes.guess_extension((declared or "").split(";", 1)[0].strip())
+            if guessed and guessed.lstrip(".") in ACCEPTED_EXTENSIONS:
+                filename = f"{Path(filename).stem or 'download'}{guessed}"
+        kind, extension = _kind_for(filename, declared)
+        limit = self.config.max_upload_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise ApiError(
+                413, 4002, f"file too large: {filename} is over the {limit // (1024 * 1024)} MB limit"
+            )
+        target = session.folder / _stored_name(filename, extension)
+        digest, size = await _save_stream(
+            resp.content.iter_chunked(_CHUNK), target, limit=limit, display_name=filename
+        )
+        log.info("localnemo.upload.fetched host=%s size=%s", url.host, size)
+        return _Received(filename, target, kind, digest, size)
 
     # exports
 
@@ -859,9 +951,20 @@ class _Server:
             raise ApiError(400, 400, "id must be 1-128 characters of letters, digits, '_', '-' or '.'")
         if not isinstance(session_id, str) or not isinstance(draft, dict) or not isinstance(output, dict):
             raise ApiError(400, 400, "expected {id, sessionId, draft: {...}, output: {...}}")
+        resolution = output.get("resolution")
+        if isinstance(resolution, str) and resolution.strip():
+            try:
+                resolution_lines(resolution)
+            except ValueError:
+                raise ApiError(400, 400, "output.resolution must be like 720p, 1080p or 4k") from None
+            # An export "at 1080p" overrides what the draft says, for this render only.
+            draft_meta = draft.get("m")
+            draft = {**draft, "m": {**(draft_meta if isinstance(draft_meta, dict) else {})}}
+            draft["m"]["resolution"] = resolution.strip().lower()
         if render_id in self.state.jobs:
             raise ApiError(409, 409, "render id already exists")
         session = self.session(user, session_id)
+        await self.make_room(0, keep=session)
         job = RenderJob(job_id=render_id, user_id=user.user_id, session_id=session.session_id, created_at_ms=_now_ms())
         self.state.jobs[render_id] = job
         if not _has_segment(draft):
@@ -1117,8 +1220,108 @@ async def _refuse_private(url: URL) -> None:
             raise ApiError(400, 4003, f"could not download from {host}: not a public address")
 
 
+class _PublicResolver(aiohttp.abc.AbstractResolver):
+    """Resolves names like aiohttp's default resolver, refusing any answer that is not a public address."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        for answer in answers:
+            if not ipaddress.ip_address(answer["host"]).is_global:
+                raise OSError(f"{host} resolves to a non-public address")
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+async def _check_readable(item: _Received) -> None:
+    """Refuse a damaged or unreadable upload with a plain 400 before it reaches the timeline."""
+    if item.kind == "subtitle":
+        try:
+            item.cues = await asyncio.to_thread(read_cues, item.stored_path)
+        except (OSError, SubtitleError) as exc:
+            raise ApiError(400, 4001, f"could not read {item.original_name}: {exc}") from None
+        return
+    info = await probe(item.stored_path)
+    if info is None:
+        raise ApiError(
+            400, 4001, f"could not read {item.original_name}: the file is damaged or not a format FFmpeg can read"
+        )
+    if item.kind in ("video", "audio") and info.kind == "audio":
+        # An .mp4 with only sound is sound: it goes on the audio track.
+        item.kind = "audio"
+    elif item.kind == "audio" and info.has_audio:
+        pass
+    elif info.kind != item.kind:
+        what = {"video": "a video", "image": "an image", "audio": "a sound file"}[item.kind]
+        raise ApiError(400, 4001, f"could not read {item.original_name}: it is not {what}")
+    item.info = info
+
+
+def _upload_duration(item: _Received) -> float | None:
+    if item.kind == "subtitle":
+        return max((cue.end_ms for cue in item.cues or []), default=0) / 1000 or None
+    if item.kind == "image" or item.info is None:
+        return None
+    return item.info.duration
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _folder_size(folder: Path) -> int:
+    """Bytes of every file under ``folder`` (blocking: run it in a thread)."""
+    total = 0
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                continue
+    return total
+
+
 # ---------------------------------------------------------------------------------------------------
 # Public entry points
+
+
+def default_agent(config: LocalNemoConfig) -> Agent:
+    pauses = PauseSettings(
+        threshold_db=config.silence_threshold_db,
+        min_silence_ms=config.silence_min_ms,
+        margin_ms=config.silence_margin_ms,
+        min_clip_ms=config.min_clip_ms,
+    )
+    return PlannerAgent(silent_every=config.silent_every, pauses=pauses, default_resolution=config.default_resolution)
+
+
+def default_renderer(config: LocalNemoConfig) -> Renderer:
+    if config.renderer == "copy":
+        return CopyRenderer()
+    settings = RenderSettings(
+        x264_preset=config.x264_preset,
+        x264_crf=config.x264_crf,
+        default_resolution=config.default_resolution,
+        font_file=config.font_file,
+    )
+    return FFmpegRenderer(settings, config.data_dir / "assets")
 
 SERVER_KEY = web.AppKey("localnemo_server", _Server)
 
@@ -1134,8 +1337,8 @@ def create_app(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     server = _Server(
         config,
-        agent if agent is not None else SimpleAgent(silent_every=config.silent_every),
-        renderer if renderer is not None else CopyRenderer(),
+        agent if agent is not None else default_agent(config),
+        renderer if renderer is not None else default_renderer(config),
         faults if faults is not None else FaultPlan(),
     )
     app = web.Application(middlewares=[server.errors_middleware, server.faults_middleware])

@@ -55,6 +55,12 @@ class SessionRecord:
     video_analyses: dict[str, Any] = field(default_factory=dict)
     message_count: int = 0
     edit_count: int = 0
+    # When the session was last used (monotonic seconds): the least recently used idle sessions are the
+    # first removed when the data folder is over its size limit.
+    last_active: float = field(default_factory=time.monotonic)
+
+    def touch(self) -> None:
+        self.last_active = time.monotonic()
 
     def state_payload(self) -> dict[str, Any]:
         return {

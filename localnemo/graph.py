@@ -1,0 +1,594 @@
+"""A draft turned into ONE FFmpeg command: every input opened once, one filter graph, one encode.
+
+The shape of the graph (labels in brackets):
+
+    each video input ─ fit to the canvas ─ split ─┬ trim + setpts (one per kept span) ─┐
+                    └─ audio: resample ─ asplit ──┴ atrim + asetpts (+ atempo, volume) ─┴ concat (v=1:a=1)
+    images ─ fit ─ setpts                          with silence beside them ─────────────┘
+    [vcat] ─ fps ─ drawtext (titles, text) ─ ass (captions) ─ fade ─ format ─ [vout]
+    [acat] ─ asplit ─ key ───────────────────────────────┐
+    music ─ atrim, volume, adelay ─ sidechaincompress ◄──┘ ─ amix with the voice ─ loudnorm ─ afade ─ [aout]
+
+Cuts use ``trim``/``atrim`` inside the one graph rather than seeking per piece, so each source is decoded
+once. Every cut point is moved to a frame boundary of its source, so each piece keeps exactly as many video
+frames as its audio lasts; and video and audio of a piece go into the SAME ``concat`` filter, which "will
+use the duration of the longest stream in each segment … and if necessary pad shorter audio streams with
+silence" (FFmpeg filters documentation, concat) — so nothing left over carries into the next piece and
+sound cannot drift from picture however many pieces there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localnemo import timeline
+from localnemo.config import resolution_lines
+from localnemo.fonts import Font
+from localnemo.media import MediaInfo
+from localnemo.planner import ASPECTS
+from localnemo.subtitles import Cue, write_ass
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000
+MAX_FPS = 60.0
+DEFAULT_FPS = 30.0
+# Seek into a long source only when the first kept frame is this far in (seconds), from this much earlier.
+SEEK_AFTER_SECONDS = 5.0
+SEEK_LEAD_SECONDS = 1.0
+LOUDNESS_LUFS = -14.0
+TRUE_PEAK_DB = -1.5
+LOUDNESS_RANGE_LU = 11.0
+DUCK_ATTACK_MS = 50
+DUCK_RELEASE_MS = 250
+DUCK_RATIO = 8.0
+_NTSC = {23.976: "24000/1001", 29.97: "30000/1001", 59.94: "60000/1001"}
+
+
+class GraphError(ValueError):
+    """The draft cannot be rendered; the message is plain language."""
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    info: MediaInfo
+    title: str
+
+
+@dataclass
+class RenderGraph:
+    inputs: list[list[str]]
+    graph: str
+    duration: float
+    width: int
+    height: int
+    fps: str
+    files: list[Path] = field(default_factory=list)
+
+
+# -- escaping -------------------------------------------------------------------------------------------
+
+
+def escape_value(value: str) -> str:
+    """A filter option value escaped twice, as "Notes on filtergraph escaping" in the FFmpeg filters
+    documentation describes: once for the option parser (``\\ : '``), once for the graph (``\\ ' [ ] , ;``)."""
+    first = value.replace("\\", "\\\\").replace("'", "\\'").replace(":", "\\:")
+    second = first.replace("\\", "\\\\").replace("'", "\\'")
+    for char in "[],;":
+        second = second.replace(char, "\\" + char)
+    return second
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+# -- shape of the output ------------------------------------------------------------------------------
+
+
+def canvas_size(draft: dict[str, Any], first: MediaInfo | None, default_resolution: str) -> tuple[int, int]:
+    """Output width and height: the draft's aspect ratio (or canvas, or first picture's shape) with its
+    short side at the draft's resolution (or the default)."""
+    meta = timeline.draft_meta(draft)
+    try:
+        short = resolution_lines(str(meta.get("resolution") or default_resolution))
+    except ValueError:
+        short = resolution_lines(default_resolution)
+    ratio = meta.get("aspect_ratio")
+    across: float
+    down: float
+    if isinstance(ratio, str) and ratio in ASPECTS:
+        across, down = ASPECTS[ratio]
+    elif timeline.number(meta.get("width")) > 0 and timeline.number(meta.get("height")) > 0:
+        across, down = timeline.number(meta.get("width")), timeline.number(meta.get("height"))
+    elif first is not None and first.width and first.height:
+        across, down = first.width, first.height
+    else:
+        across, down = 16, 9
+    if across >= down:
+        width, height = short * across / down, float(short)
+    else:
+        width, height = float(short), short * down / across
+    return _even(width), _even(height)
+
+
+def _even(value: float) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+def _fps_text(fps: float) -> str:
+    for rate, text in _NTSC.items():
+        if abs(fps - rate) < 0.01:
+            return text
+    return _seconds(round(fps, 3))
+
+
+def _fit(label: str, info: MediaInfo, width: int, height: int, mode: str, tag: str) -> list[str]:
+    """Filter chains that bring ``label`` to exactly width×height (square pixels), ending at ``[tag]``."""
+    same_shape = (
+        info.width is not None and info.height is not None and abs(info.width / info.height - width / height) < 0.01
+    )
+    if same_shape:
+        if (info.width, info.height) == (width, height):
+            return [f"{label}setsar=1[{tag}]"]
+        return [f"{label}scale={width}:{height},setsar=1[{tag}]"]
+    if mode == "crop":
+        return [
+            f"{label}scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height},setsar=1[{tag}]"
+        ]
+    fitted = f"scale={width}:{height}:force_original_aspect_ratio=decrease:force_divisible_by=2"
+    if mode == "pad":
+        return [f"{label}{fitted},pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1[{tag}]"]
+    # The blurred background is made at a quarter of the size: blurring is the costly part, and a blur
+    # hides the upscale. boxblur's radius must stay within half the (chroma) plane, hence the bound.
+    small_w, small_h = _even(width / 4), _even(height / 4)
+    radius = max(1, min(small_w, small_h) // 16)
+    return [
+        f"{label}split=2[{tag}bg][{tag}fg]",
+        f"[{tag}bg]scale={small_w}:{small_h}:force_original_aspect_ratio=increase,crop={small_w}:{small_h},"
+        f"boxblur=luma_radius={radius}:luma_power=2,scale={width}:{height},setsar=1[{tag}bgb]",
+        f"[{tag}fg]{fitted},setsar=1[{tag}fgs]",
+        f"[{tag}bgb][{tag}fgs]overlay=(W-w)/2:(H-h)/2[{tag}]",
+    ]
+
+
+def _atempo(speed: float) -> list[str]:
+    """``atempo`` steps for a speed: each stays within 0.5–2, the range every FFmpeg version takes."""
+    steps: list[str] = []
+    remaining = speed
+    while remaining > 2.0:
+        steps.append("atempo=2")
+        remaining /= 2.0
+    while remaining < 0.5:
+        steps.append("atempo=0.5")
+        remaining /= 0.5
+    if abs(remaining - 1.0) > 1e-6:
+        steps.append(f"atempo={remaining:.6f}")
+    return steps
+
+
+# -- the graph ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Piece:
+    segment: dict[str, Any]
+    source: Source
+    start: float  # source seconds (videos)
+    end: float
+    duration: float  # seconds on the timeline
+    speed: float
+    volume: float
+    image: bool
+
+
+def _pieces(draft: dict[str, Any], sources: Mapping[str, Source]) -> list[_Piece]:
+    pieces: list[_Piece] = []
+    for segment in timeline.video_segments(draft):
+        m = timeline.meta(segment)
+        src = m.get("src")
+        title = str(m.get("title") or "a clip")
+        if not isinstance(src, str):
+            log.info("localnemo.graph.skip_segment reason=no_src")
+            continue
+        source = sources.get(src)
+        if source is None:
+            raise GraphError(f'"{title}" is not on this server: upload it here before exporting')
+        image = source.info.kind == "image"
+        volume = max(0.0, min(2.0, timeline.number(m.get("volume"), 1.0)))
+        if image:
+            duration = timeline.number(segment.get("d")) / 1000
+            if duration <= 0:
+                continue
+            pieces.append(_Piece(segment, source, 0.0, duration, duration, 1.0, volume, True))
+            continue
+        if source.info.kind != "video":
+            raise GraphError(f'"{title}" has no picture: put it on the audio track instead')
+        fps = source.info.fps or DEFAULT_FPS
+        speed = timeline.speed_of(segment)
+        start_ms, end_ms = timeline.source_span(segment)
+        if source.info.duration:
+            end_ms = min(end_ms, source.info.duration * 1000)
+        # Frame boundaries: trim keeps whole frames, atrim keeps exact samples; equal spans keep them equal.
+        first_frame, end_frame = round(start_ms * fps / 1000), round(end_ms * fps / 1000)
+        if end_frame <= first_frame:
+            continue
+        start, end = first_frame / fps, end_frame / fps
+        pieces.append(_Piece(segment, source, start, end, (end - start) / speed, speed, volume, False))
+    return pieces
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.inputs: list[list[str]] = []
+        self.chains: list[str] = []
+
+    def add_input(self, options: list[str], path: Path) -> int:
+        self.inputs.append([*options, "-i", str(path)])
+        return len(self.inputs) - 1
+
+
+def build_graph(
+    draft: dict[str, Any],
+    sources: Mapping[str, Source],
+    *,
+    default_resolution: str,
+    workdir: Path,
+    music: Path | None,
+    font: Font | None,
+) -> RenderGraph:
+    """The inputs and the filter graph for a draft (``workdir`` receives the captions and text files)."""
+    pieces = _pieces(draft, sources)
+    audio_segments = [
+        s
+        for t in timeline.tracks_of(draft, timeline.TRACK_AUDIO)
+        for s in t["sg"]
+        if isinstance(s, dict) and timeline.number(s.get("d")) > 0
+    ]
+    if not pieces:
+        raise GraphError("nothing to render: the timeline has no video clips or images uploaded to this server")
+    first_visual = pieces[0].source.info
+    width, height = canvas_size(draft, first_visual, default_resolution)
+    rates = [p.source.info.fps for p in pieces if not p.image and p.source.info.fps]
+    fps_value = min(MAX_FPS, max(rates)) if rates else DEFAULT_FPS
+    fps = _fps_text(fps_value)
+    fit_mode = str(timeline.draft_meta(draft).get("fit") or "blur")
+    b = _Builder()
+
+    segment_labels = _video_pieces(b, pieces, width, height, fps, fit_mode)
+    duration = sum(p.duration for p in pieces)
+    if len(segment_labels) == 1:
+        video, voice = segment_labels[0]
+    else:
+        joined = "".join(f"{v}{a}" for v, a in segment_labels)
+        b.chains.append(f"{joined}concat=n={len(segment_labels)}:v=1:a=1[vcat][acat]")
+        video, voice = "[vcat]", "[acat]"
+
+    files: list[Path] = []
+    video = _overlays(b, draft, video, width, height, fps, duration, workdir, font, files)
+    audio = _mix(b, draft, voice, audio_segments, sources, music, duration)
+    video, audio = _fades(b, draft, video, audio, duration)
+    b.chains.append(f"{video}format=yuv420p[vout]")
+    b.chains.append(f"{audio}anull[aout]")
+    return RenderGraph(b.inputs, ";".join(b.chains), duration, width, height, fps, files)
+
+
+def _silence(seconds: float, tag: str) -> str:
+    return f"anullsrc=r={SAMPLE_RATE}:cl=stereo,atrim=duration={_seconds(seconds)}[{tag}]"
+
+
+def _video_pieces(
+    b: _Builder, pieces: list[_Piece], width: int, height: int, fps: str, fit_mode: str
+) -> list[tuple[str, str]]:
+    """Open each source once per run of increasing spans and cut the pieces out; their labels in order."""
+    # Pieces of one source are cut from one decode only while they move forward in the source: a piece
+    # that goes back would have to wait for frames already passed (buffered without bound), so it gets its
+    # own input instead.
+    runs: list[list[int]] = []
+    open_runs: dict[Path, list[int]] = {}
+    for index, piece in enumerate(pieces):
+        if piece.image:
+            runs.append([index])
+            continue
+        run = open_runs.get(piece.source.path)
+        if run is not None and pieces[run[-1]].end <= piece.start + 1e-6:
+            run.append(index)
+        else:
+            run = [index]
+            runs.append(run)
+            open_runs[piece.source.path] = run
+    labels: dict[int, tuple[str, str]] = {}
+    for run_number, run in enumerate(runs):
+        first = pieces[run[0]]
+        info = first.source.info
+        if first.image:
+            still = ["-loop", "1", "-framerate", fps, "-t", _seconds(first.duration)]
+            if "gif" in info.container:
+                # The gif demuxer has no -loop; repeating the file does the same for animations.
+                still = ["-stream_loop", "-1", "-t", _seconds(first.duration)]
+            number = b.add_input(still, first.source.path)
+            tag = f"p{run_number}"
+            b.chains.extend(_fit(f"[{number}:v:0]", info, width, height, fit_mode, f"{tag}f"))
+            b.chains.append(f"[{tag}f]fps={fps},format=yuv420p,setpts=PTS-STARTPTS[{tag}v]")
+            b.chains.append(_silence(first.duration, f"{tag}a"))
+            labels[run[0]] = (f"[{tag}v]", f"[{tag}a]")
+            continue
+        low = min(pieces[i].start for i in run)
+        high = max(pieces[i].end for i in run)
+        seek = max(0.0, low - SEEK_LEAD_SECONDS) if low > SEEK_AFTER_SECONDS else 0.0
+        options: list[str] = []
+        if seek > 0:
+            options += ["-ss", _seconds(seek)]
+        if info.duration and high + SEEK_LEAD_SECONDS < info.duration:
+            options += ["-t", _seconds(high - seek + SEEK_LEAD_SECONDS)]
+        number = b.add_input(options, first.source.path)
+        tag = f"s{run_number}"
+        b.chains.extend(_fit(f"[{number}:v:0]", info, width, height, fit_mode, f"{tag}f"))
+        count = len(run)
+        video_outs = [f"[{tag}v{k}]" for k in range(count)]
+        audio_outs = [f"[{tag}a{k}]" for k in range(count)]
+        b.chains.append(
+            f"[{tag}f]format=yuv420p" + (f",split={count}{''.join(video_outs)}" if count > 1 else video_outs[0])
+        )
+        if info.has_audio:
+            resample = f"[{number}:a:0]aresample={SAMPLE_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
+            b.chains.append(resample + (f",asplit={count}{''.join(audio_outs)}" if count > 1 else audio_outs[0]))
+        frame = 1 / (info.fps or DEFAULT_FPS)
+        for k, index in enumerate(run):
+            piece = pieces[index]
+            start, end = piece.start - seek, piece.end - seek
+            speed = "" if abs(piece.speed - 1) < 1e-6 else f"/{piece.speed:.6f}"
+            # Half a frame early on both ends: the frames at start…end-1 are kept even when their
+            # timestamps are rounded a little below the exact boundary.
+            b.chains.append(
+                f"{video_outs[k]}trim=start={_seconds(max(0.0, start - frame / 2))}:end={_seconds(end - frame / 2)},"
+                f"setpts=(PTS-STARTPTS){speed}[{tag}sv{k}]"
+            )
+            if info.has_audio:
+                steps = [f"atrim=start={_seconds(start)}:end={_seconds(end)}", "asetpts=PTS-STARTPTS"]
+                steps += _atempo(piece.speed)
+                if abs(piece.volume - 1) > 1e-6:
+                    steps.append(f"volume={piece.volume:.3f}")
+                b.chains.append(f"{audio_outs[k]}{','.join(steps)}[{tag}sa{k}]")
+            else:
+                b.chains.append(_silence(piece.duration, f"{tag}sa{k}"))
+            labels[index] = (f"[{tag}sv{k}]", f"[{tag}sa{k}]")
+    return [labels[i] for i in range(len(pieces))]
+
+
+# -- text -----------------------------------------------------------------------------------------------
+
+
+def _wrap(text: str, limit: int) -> list[str]:
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        words = paragraph.split()
+        if not words:
+            continue
+        if len(words) == 1 or all(len(w) > limit for w in words):
+            # No spaces to break at (Chinese, or one long word): break by characters.
+            chunk = paragraph.strip()
+            lines.extend(chunk[i : i + limit] for i in range(0, len(chunk), limit))
+            continue
+        line = ""
+        for word in words:
+            if line and len(line) + 1 + len(word) > limit:
+                lines.append(line)
+                line = word
+            else:
+                line = f"{line} {word}".strip()
+        if line:
+            lines.append(line)
+    return lines[:6]
+
+
+def _text_segments(draft: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(role, start s, end s, text) of every title and text overlay."""
+    found: list[tuple[str, float, float, str]] = []
+    for track in timeline.tracks_of(draft, timeline.TRACK_TEXT):
+        for segment in track["sg"]:
+            m = timeline.meta(segment)
+            text = m.get("text")
+            role = str(m.get("role") or "text")
+            if role == "caption" or not isinstance(text, str) or not text.strip():
+                continue
+            start = timeline.number(m.get("start")) / 1000
+            end = start + timeline.number(segment.get("d")) / 1000
+            if end > start:
+                found.append((role, start, end, text.strip()))
+    return found
+
+
+def _captions(draft: dict[str, Any]) -> list[Cue]:
+    cues: list[Cue] = []
+    for track in timeline.tracks_of(draft, timeline.TRACK_TEXT):
+        for segment in track["sg"]:
+            m = timeline.meta(segment)
+            text = m.get("text")
+            if m.get("role") != "caption" or not isinstance(text, str) or not text.strip():
+                continue
+            start = round(timeline.number(m.get("start")))
+            end = start + round(timeline.number(segment.get("d")))
+            if end > start:
+                cues.append(Cue(start, end, text))
+    return sorted(cues, key=lambda cue: cue.start_ms)
+
+
+def needs_font(draft: dict[str, Any]) -> str | None:
+    """All the text the render will draw (None when there is none), to choose a font for it."""
+    texts = [text for _, _, _, text in _text_segments(draft)] + [cue.text for cue in _captions(draft)]
+    return " ".join(texts) if texts else None
+
+
+def _overlays(
+    b: _Builder,
+    draft: dict[str, Any],
+    video: str,
+    width: int,
+    height: int,
+    fps: str,
+    duration: float,
+    workdir: Path,
+    font: Font | None,
+    files: list[Path],
+) -> str:
+    filters = [f"fps={fps}"]
+    texts = _text_segments(draft)
+    cues = _captions(draft)
+    if (texts or cues) and font is None:
+        raise GraphError(
+            "titles and captions need a font, and none is installed on this server "
+            "(install DejaVu or set LOCALNEMO_FONT_FILE)"
+        )
+    short = min(width, height)
+    for index, (role, start, end, text) in enumerate(texts):
+        assert font is not None
+        if start >= duration:
+            continue
+        title = role == "title"
+        limit = 22 if title else 36
+        lines = _wrap(text, limit)
+        longest = max((len(line) for line in lines), default=1)
+        size = round(min(short / (7 if title else 14), 1.6 * width / (longest + 2)))
+        size = max(8, size)
+        spacing = round(size * 1.3)
+        block = spacing * len(lines)
+        enable = f"between(t,{_seconds(start)},{_seconds(end)})"
+        fade = min(0.3, (end - start) / 4)
+        alpha = f"max(0,min(1,min((t-{_seconds(start)})/{_seconds(fade)},({_seconds(end)}-t)/{_seconds(fade)})))"
+        for number, line in enumerate(lines):
+            path = workdir / f"text{index}_{number}.txt"
+            path.write_text(line, encoding="utf-8")
+            files.append(path)
+            if title:
+                top = f"(h-{block})/2+{number * spacing}"
+                style = f"borderw={max(1, size // 14)}:bordercolor=black@0.8:shadowx=2:shadowy=2:shadowcolor=black@0.5"
+            else:
+                # Above the captions' band at the bottom.
+                top = f"h*0.72-{block}/2+{number * spacing}"
+                style = f"box=1:boxcolor=black@0.55:boxborderw={max(2, size // 4)}"
+            filters.append(
+                f"drawtext=fontfile={escape_value(str(font.path))}:textfile={escape_value(str(path))}:"
+                f"expansion=none:fontcolor=white:fontsize={size}:{style}:x=(w-text_w)/2:y={top}:"
+                f"enable={escape_value(enable)}:alpha={escape_value(alpha)}"
+            )
+    if cues:
+        assert font is not None
+        path = workdir / "captions.ass"
+        write_ass(cues, path, width=width, height=height, font_name=font.family)
+        files.append(path)
+        filters.append(f"ass=filename={escape_value(str(path))}:fontsdir={escape_value(str(font.path.parent))}")
+    b.chains.append(f"{video}{','.join(filters)}[vtext]")
+    return "[vtext]"
+
+
+# -- sound ----------------------------------------------------------------------------------------------
+
+
+def _mix(
+    b: _Builder,
+    draft: dict[str, Any],
+    voice: str,
+    segments: list[dict[str, Any]],
+    sources: Mapping[str, Source],
+    music: Path | None,
+    duration: float,
+) -> str:
+    if not segments:
+        return voice
+    ducked: list[str] = []
+    plain: list[str] = []
+    thresholds: list[float] = []
+    for index, segment in enumerate(segments):
+        m = timeline.meta(segment)
+        src = m.get("src")
+        title = str(m.get("title") or "the music")
+        if isinstance(src, str):
+            source = sources.get(src)
+            if source is None:
+                raise GraphError(f'"{title}" is not on this server: upload it here before exporting')
+            if not source.info.has_audio:
+                raise GraphError(f'"{title}" has no sound')
+            path = source.path
+        elif music is not None:
+            path = music
+        else:
+            raise GraphError("the background music is missing")
+        start = timeline.number(m.get("start")) / 1000
+        if start >= duration:
+            continue
+        length = min(timeline.number(segment.get("d")) / 1000, duration - start)
+        offset = max(0.0, timeline.number(m.get("in")) / 1000)
+        loop = bool(m.get("loop")) or not isinstance(src, str)
+        number = b.add_input(["-stream_loop", "-1"] if loop else [], path)
+        volume = max(0.0, min(2.0, timeline.number(m.get("volume"), 1.0)))
+        steps = [
+            f"aresample={SAMPLE_RATE}", "aformat=sample_fmts=fltp:channel_layouts=stereo",
+            f"atrim=start={_seconds(offset)}:duration={_seconds(length)}", "asetpts=PTS-STARTPTS",
+            f"volume={volume:.3f}",
+        ]  # fmt: skip
+        if m.get("role") == "music" and length > 2:
+            steps += ["afade=t=in:d=0.5", f"afade=t=out:st={_seconds(length - 1.0)}:d=1"]
+        if start > 0:
+            steps.append(f"adelay={round(start * 1000)}:all=1")
+        tag = f"m{index}"
+        b.chains.append(f"[{number}:a:0]{','.join(steps)}[{tag}]")
+        if m.get("duck", m.get("role") == "music"):
+            ducked.append(f"[{tag}]")
+            thresholds.append(timeline.number(m.get("duck_threshold_db"), -30.0))
+        else:
+            plain.append(f"[{tag}]")
+    if not ducked and not plain:
+        return voice
+    mix_inputs: list[str] = []
+    if ducked:
+        bus = ducked[0]
+        if len(ducked) > 1:
+            b.chains.append(f"{''.join(ducked)}amix=inputs={len(ducked)}:duration=longest:normalize=0[duckbus]")
+            bus = "[duckbus]"
+        b.chains.append(f"{voice}asplit=2[voicemix][voicekey]")
+        threshold = max(1 / 1024, min(1.0, math.pow(10, min(thresholds) / 20)))
+        # Downward compression of the music keyed by the voice; the threshold sits about 15 dB under the
+        # measured speech level so that, with this ratio, the music dips by about 12 dB while someone talks.
+        b.chains.append(
+            f"{bus}[voicekey]sidechaincompress=threshold={threshold:.6f}:ratio={DUCK_RATIO:g}:"
+            f"attack={DUCK_ATTACK_MS}:release={DUCK_RELEASE_MS}:makeup=1[ducked]"
+        )
+        mix_inputs = ["[voicemix]", "[ducked]", *plain]
+    else:
+        mix_inputs = [voice, *plain]
+    # duration=first: the voice (the picture's own sound) sets the length; normalize=0 keeps each level as
+    # set instead of dividing by the number of inputs.
+    b.chains.append(
+        f"{''.join(mix_inputs)}amix=inputs={len(mix_inputs)}:duration=first:dropout_transition=0:normalize=0,"
+        # loudnorm works at 192 kHz in its dynamic (one-pass) mode (FFmpeg filters documentation, loudnorm):
+        # bring it back to the output rate.
+        f"loudnorm=I={LOUDNESS_LUFS:g}:TP={TRUE_PEAK_DB:g}:LRA={LOUDNESS_RANGE_LU:g},aresample={SAMPLE_RATE}[mixed]"
+    )
+    return "[mixed]"
+
+
+def _fades(b: _Builder, draft: dict[str, Any], video: str, audio: str, duration: float) -> tuple[str, str]:
+    meta = timeline.draft_meta(draft)
+    fade_in = min(timeline.number(meta.get("fade_in_ms")) / 1000, duration / 2)
+    fade_out = min(timeline.number(meta.get("fade_out_ms")) / 1000, duration / 2)
+    video_steps: list[str] = []
+    audio_steps: list[str] = []
+    if fade_in > 0:
+        video_steps.append(f"fade=t=in:st=0:d={_seconds(fade_in)}")
+        audio_steps.append(f"afade=t=in:st=0:d={_seconds(fade_in)}")
+    if fade_out > 0:
+        start = _seconds(max(0.0, duration - fade_out))
+        video_steps.append(f"fade=t=out:st={start}:d={_seconds(fade_out)}")
+        audio_steps.append(f"afade=t=out:st={start}:d={_seconds(fade_out)}")
+    if video_steps:
+        b.chains.append(f"{video}{','.join(video_steps)}[vfaded]")
+        b.chains.append(f"{audio}{','.join(audio_steps)}[afaded]")
+        return "[vfaded]", "[afaded]"
+    return video, audio

@@ -1,0 +1,602 @@
+"""What a message asks for: English or Chinese text turned into a list of editing steps, deterministically.
+
+The planner only reads words; it neither looks at the draft nor at any file (the agent applies the steps).
+A message is split into clauses (at punctuation, "and", "then", 然后 …, never inside quotes), each clause is
+matched against every rule, and the steps come back in the order they were asked for, so "cut the pauses,
+then keep the first 30 seconds" cuts first and trims the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+log = logging.getLogger(__name__)
+
+PauseMode = Literal["normal", "tight", "gentle"]
+TrimMode = Literal["keep_first", "keep_last", "drop_first", "drop_last", "keep_range", "drop_range"]
+Fit = Literal["blur", "crop", "pad"]
+VolumeTarget = Literal["clip", "music"]
+
+ASPECTS: dict[str, tuple[int, int]] = {"9:16": (9, 16), "1:1": (1, 1), "4:5": (4, 5), "16:9": (16, 9)}
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+@dataclass(frozen=True)
+class Step:
+    at: int = field(default=0, kw_only=True)
+
+
+@dataclass(frozen=True)
+class CutPauses(Step):
+    mode: PauseMode = "normal"
+
+
+@dataclass(frozen=True)
+class Trim(Step):
+    mode: TrimMode
+    start_ms: int = 0
+    end_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Join(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class Slideshow(Step):
+    per_image_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Speed(Step):
+    factor: float
+
+
+@dataclass(frozen=True)
+class Volume(Step):
+    target: VolumeTarget
+    level: float | None = None  # absolute (1 = as recorded)
+    factor: float | None = None  # relative
+
+
+@dataclass(frozen=True)
+class Music(Step):
+    volume: float | None = None
+    duck: bool = True
+    explicit_add: bool = True
+
+
+@dataclass(frozen=True)
+class RemoveMusic(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class Title(Step):
+    text: str
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class TextOverlay(Step):
+    text: str
+    start_ms: int | None = None
+    end_ms: int | None = None
+    at_end: bool = False
+
+
+@dataclass(frozen=True)
+class Captions(Step):
+    remove: bool = False
+
+
+@dataclass(frozen=True)
+class Aspect(Step):
+    ratio: str | None = None
+    fit: Fit | None = None
+
+
+@dataclass(frozen=True)
+class Fade(Step):
+    fade_in_ms: int | None = None
+    fade_out_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Resolution(Step):
+    name: str
+
+
+@dataclass(frozen=True)
+class GenerateFootage(Step):
+    pass
+
+
+@dataclass(frozen=True)
+class SpeedOutOfRange(Step):
+    factor: float
+
+
+# -- times ----------------------------------------------------------------------------------------------
+
+_NUM = r"\d+(?:\.\d+)?"
+_CLOCK = r"(?:\d{1,2}:)?\d{1,2}:\d{2}(?:\.\d+)?"
+_UNIT_SECONDS = r"(?:s|sec|secs|second|seconds|秒钟?)"
+_UNIT_MINUTES = r"(?:m|min|mins|minute|minutes|分钟?)"
+_UNIT_HOURS = r"(?:h|hr|hrs|hour|hours|小时)"
+TIME = (
+    rf"(?:{_CLOCK}"
+    rf"|{_NUM}\s*{_UNIT_HOURS}(?:\s*(?:and\s+)?{_NUM}\s*{_UNIT_MINUTES})?"
+    rf"|{_NUM}\s*{_UNIT_MINUTES}(?:\s*(?:and\s+)?{_NUM}\s*{_UNIT_SECONDS})?(?![a-z])"
+    rf"|{_NUM}\s*{_UNIT_SECONDS}(?![a-z]))"
+)
+_TIME_PART_RE = re.compile(rf"(?P<n>{_NUM})\s*(?P<u>{_UNIT_HOURS}|{_UNIT_MINUTES}|{_UNIT_SECONDS})")
+
+
+def parse_time(text: str) -> int | None:
+    """Milliseconds in "1:30", "0:10.5", "1:02:03", "30s", "2 minutes", "1 min 30 sec", "90秒", "1分30秒"."""
+    text = text.strip().lower()
+    if re.fullmatch(_CLOCK, text):
+        parts = [float(p) for p in text.split(":")]
+        seconds = 0.0
+        for part in parts:
+            seconds = seconds * 60 + part
+        return round(seconds * 1000)
+    total = 0.0
+    found = False
+    for match in _TIME_PART_RE.finditer(text):
+        value, unit = float(match.group("n")), match.group("u")
+        if re.fullmatch(_UNIT_HOURS, unit):
+            total += value * 3600
+        elif re.fullmatch(_UNIT_MINUTES, unit):
+            total += value * 60
+        else:
+            total += value
+        found = True
+    if not found:
+        try:
+            total = float(text)
+        except ValueError:
+            return None
+    return round(total * 1000)
+
+
+# -- clauses --------------------------------------------------------------------------------------------
+
+_QUOTED_RE = re.compile(r"\"[^\"]*\"|“[^”]*”|「[^」]*」|『[^』]*』|‘[^’]*’")
+_SPLIT_RE = re.compile(
+    r"[,;!?，；。！？、\n]|\.(?!\d)|\band\s+then\b|\bthen\b|\band\b(?!\s+(?:out\b|\d))|\balso\b|然后|并且|接着|之后再|再把",
+    re.IGNORECASE,
+)
+
+
+def clauses(text: str) -> list[tuple[int, str]]:
+    """(offset, clause) pieces of a message, never splitting inside quotes."""
+    masked = _QUOTED_RE.sub(lambda m: "\0" * len(m.group(0)), text)
+    pieces: list[tuple[int, str]] = []
+    start = 0
+    for match in _SPLIT_RE.finditer(masked):
+        if match.start() > start:
+            pieces.append((start, text[start : match.start()]))
+        start = match.end()
+    if start < len(text):
+        pieces.append((start, text[start:]))
+    return [(offset, piece) for offset, piece in pieces if piece.strip()]
+
+
+# -- rules ----------------------------------------------------------------------------------------------
+
+_I = re.IGNORECASE
+# Footage from words: "generate/create a video …", "make a video of/about/showing …", "text to video".
+# "Make a video from my clips" is editing, not generating.
+_GENERATE_RE = re.compile(
+    r"\b(generate|create|produce)\b.{0,40}?\b(videos?|clips?|footage|movies?|films?|animations?)\b"
+    r"|\bmake\b.{0,30}?\b(video|clip|footage|movie|film|animation)\b.{0,10}?\b(of|about|showing)\b"
+    r"|\btext[- ]to[- ]video\b|生成.{0,10}?(视频|影片|短片|画面|素材)",
+    _I,
+)
+_PAUSE_RE = re.compile(
+    r"\b(pauses?|silences?|silent (?:parts?|bits?|gaps?|sections?|moments?)|dead air|jump ?cuts?|ums? and ahs?)\b"
+    r"|停顿|空白(?:部分|片段)?|沉默|气口|(?:去掉|去除|删除|删掉|剪掉|剪去|去)\s*静音(?:部分|片段|段)?",
+    _I,
+)
+_TIGHT_RE = re.compile(r"\b(tight(?:er|ly)?|aggressive(?:ly)?|snappy|all|every|short)\b|紧凑|干脆|彻底|所有", _I)
+_GENTLE_RE = re.compile(
+    r"\b(gentle|gently|light(?:ly)?|loose(?:ly)?|natural|subtle|long(?:er)?|only the long)\b|轻微|自然|温和|长", _I
+)
+_MUSIC_RE = re.compile(r"\b(music|bgm|soundtrack|background track)\b|音乐|配乐|背景乐", _I)
+_MUSIC_REMOVE_RE = re.compile(
+    r"\b(remove|delete|drop|take out|get rid of|no|without|stop)\b.{0,20}?\b(music|bgm|soundtrack)\b"
+    r"|(去掉|去除|删除|删掉|不要|取消)\s*(背景)?(音乐|配乐)",
+    _I,
+)
+_ADD_RE = re.compile(r"\b(add|put|use|with|include|insert|give|play|set|want)\b|加|添加|配上|来点|放|使用|用", _I)
+_NO_DUCK_RE = re.compile(r"\b(no|without|don'?t|do not)\s+(duck|ducking|lower(?:ing)?)\b|不要压低|不要闪避", _I)
+_PERCENT_RE = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
+_MUTE_RE = re.compile(
+    r"\bmute\b|\b(remove|turn off|kill|drop|no|cut)\s+(the\s+)?(original\s+)?(sound|audio|voice)\b"
+    r"|\bwithout\s+(the\s+)?(sound|audio)\b|(?<!去掉)(?<!去除)(?<!删除)(?<!剪掉)(?<!删掉)(?<!去)静音(?!部分|片段|段)"
+    r"|关掉声音|关闭声音|去掉原声|去除原声|不要声音|消音",
+    _I,
+)
+_UNMUTE_RE = re.compile(r"\bunmute\b|\brestore\s+(the\s+)?(sound|audio)\b|取消静音|恢复声音|恢复原声", _I)
+_LOUDER_RE = re.compile(r"\b(louder|turn\s+(?:it\s+)?up|boost|raise)\b|大声|调大|提高音量|响一点", _I)
+_QUIETER_RE = re.compile(r"\b(quieter|softer|lower|turn\s+(?:it\s+)?down|reduce)\b|小声|调小|降低音量|轻一点", _I)
+_VOLUME_WORD_RE = re.compile(r"\b(volume|level|loud(?:ness)?|at)\b|音量", _I)
+_TITLE_QUOTED_RE = re.compile(
+    r"\btitle\b[^\"“「『]{0,20}[\"“「『](?P<text>[^\"”」』]+)[\"”」』]|\btitle\s+['‘](?P<text2>[^'’]+)['’]", _I
+)
+_TITLE_COLON_RE = re.compile(r"\btitle\s*[:：]\s*(?P<text>.+)$", _I)
+_TITLE_ZH_RE = re.compile(r"标题\s*(?:为|是|叫|[:：])?\s*[\"“「『]?(?P<text>[^\"”」』，,。]+)")
+_TEXT_RE = re.compile(
+    r"\b(text|overlay|label|lower[- ]third|caption text|words?|say|says|saying|write)\b[^\"“「『]{0,25}"
+    r"[\"“「『](?P<text>[^\"”」』]+)[\"”」』]"
+    r"|(文字|文本|字样)\s*[\"“「『](?P<zh>[^\"”」』]+)[\"”」』]",
+    _I,
+)
+_CAPTIONS_RE = re.compile(r"\b(captions?|subtitles?|subs|srt|vtt|transcri\w*)\b|字幕", _I)
+_REMOVE_RE = re.compile(
+    r"\b(remove|delete|drop|no|without|take off|turn off|hide)\b|去掉|去除|删除|删掉|不要|关闭|隐藏", _I
+)
+_ASPECT_RE = re.compile(r"(?<![\d:])(9:16|1:1|4:5|16:9)(?![\d:])|(?<!\d)(9x16|16x9|4x5)(?!\d)")
+_ASPECT_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b(vertical|portrait|tiktok|reels?|shorts)\b|竖屏|竖版|竖向|抖音", _I), "9:16"),
+    (re.compile(r"\b(square)\b|正方形|方形|方屏", _I), "1:1"),
+    (re.compile(r"\b(landscape|widescreen|horizontal|youtube)\b|横屏|横版|宽屏", _I), "16:9"),
+)
+_FIT_WORDS: tuple[tuple[re.Pattern[str], Fit], ...] = (
+    (re.compile(r"\bcrop(?:ped|ping)?\b|\bfill\b|\bzoom(?:ed)? in\b|裁剪|裁切|填满|铺满", _I), "crop"),
+    (re.compile(r"\bblur(?:red|ry)?\b|模糊", _I), "blur"),
+    (re.compile(r"\b(letterbox(?:ed)?|pillarbox(?:ed)?|black bars?|pad(?:ded)?|bars)\b|黑边", _I), "pad"),
+)
+_FADE_RE = re.compile(r"\bfade[sd]?\b|\bfading\b|淡入|淡出", _I)
+_FADE_IN_RE = re.compile(r"\bfade[sd]?\s*[- ]?in\b|\bfading in\b|淡入", _I)
+_FADE_OUT_RE = re.compile(r"\bfade[sd]?\s*[- ]?(?:in\s*[- ]?)?(?:and\s+)?out\b|\bfading out\b|淡出|in-out", _I)
+_SECONDS_RE = re.compile(rf"(?P<t>{TIME})", _I)
+_RESOLUTION_RE = re.compile(r"(?<![A-Za-z0-9])(720p|1080p|1440p|2160p|4k|2k)(?![A-Za-z0-9])", _I)
+_SPEED_X_RE = re.compile(r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s*(?:x|×)(?![\w])|(?P<zh>\d+(?:\.\d+)?)\s*倍速?", _I)
+_SPEED_WORDS: tuple[tuple[re.Pattern[str], float], ...] = (
+    (re.compile(r"\b(double speed|twice as fast)\b|两倍速|二倍速", _I), 2.0),
+    (re.compile(r"\b(half speed|slow[- ]?mo(?:tion)?|slowmo)\b|慢动作|慢放|半速", _I), 0.5),
+    (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|快进|快一点", _I), 1.5),
+    (re.compile(r"\b(slow (?:it |this |the video )?down|slower)\b|减速|放慢|慢一点", _I), 0.75),
+)
+_SPEED_CONTEXT_RE = re.compile(r"\b(speed|faster|slower|fast|slow|play|playback|tempo)\b|速|倍|播放", _I)
+_JOIN_RE = re.compile(
+    r"\b(join|merge|combine|stitch|concatenate|put (?:them )?together|one after (?:the )?another|back to back)\b"
+    r"|合并|拼接|连起来|串起来|按顺序",
+    _I,
+)
+_SLIDESHOW_RE = re.compile(
+    r"\bslide ?show\b|\b(?:each|every|per)\s+(?:image|photo|picture|pic|slide)\b|幻灯片|每张(?:图|图片|照片)", _I
+)
+_DROP_VERB_RE = re.compile(
+    r"\b(cut|remove|delete|drop|skip|trim|chop|lose|get rid of|take out)\b(?!\s+(?:it\s+)?(?:down\s+)?to\b)"
+    r"|去掉|去除|删除|删掉|剪掉|剪去|砍掉|裁掉|不要",
+    _I,
+)
+# "Cut from 0:10 to 0:45" usually means "make a clip of it"; taking a span out needs a plainer verb.
+_RANGE_DROP_RE = re.compile(
+    r"\b(remove|delete|drop|skip|cut out|get rid of|take out)\b|去掉|去除|删除|删掉|剪掉|不要", _I
+)
+_FIRST_LAST_RE = re.compile(
+    rf"\b(?P<which>first|opening|last|final|closing)\s+(?P<t>{TIME})"
+    rf"|(?P<zwhich>前|最后|后|开头|结尾|末尾)\s*(?P<zt>{TIME})",
+    _I,
+)
+_RANGE_RE = re.compile(
+    rf"(?:\bfrom\b|\bbetween\b|从)\s*(?P<a>{TIME}|{_NUM})\s*(?:\bto\b|\buntil\b|\btill\b|\band\b|-|–|~|到|至)\s*(?P<b>{TIME}|{_NUM})"
+    rf"|(?P<ca>{_CLOCK})\s*(?:-|–|~|\bto\b|到|至)\s*(?P<cb>{_CLOCK})",
+    _I,
+)
+_LENGTH_RE = re.compile(
+    rf"\b(?:shorten|trim|cut)\s+(?:it\s+|the video\s+|this\s+)?(?:down\s+)?to\s+(?:under\s+|at most\s+)?(?P<t>{TIME})"
+    rf"|\bmake\s+(?:it|the video|this)\s+(?:under\s+|at most\s+)?(?P<t2>{TIME})"
+    rf"|缩短到\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
+    _I,
+)
+_AT_TIME_RE = re.compile(rf"\b(?:at|from)\s+(?P<t>{TIME})|在\s*(?P<zt>{TIME})", _I)
+_AT_END_RE = re.compile(r"\b(at the end|at the ending|ending)\b|结尾|最后", _I)
+_AT_START_RE = re.compile(r"\b(at the (?:start|beginning)|opening)\b|开头|开始", _I)
+
+
+def _duration(clause: str) -> int | None:
+    match = _SECONDS_RE.search(clause)
+    return parse_time(match.group("t")) if match else None
+
+
+def _pauses(clause: str, message: str) -> list[Step]:
+    if not _PAUSE_RE.search(clause):
+        return []
+    if re.search(r"\b(keep|don'?t cut|do not cut|leave)\b.{0,15}\bpauses?\b|保留停顿", clause, _I):
+        return []
+    mode: PauseMode = "normal"
+    # "cut the pauses, tight": the word that says how may sit in a clause of its own.
+    for text in (clause, message):
+        if _GENTLE_RE.search(text):
+            mode = "gentle"
+            break
+        if _TIGHT_RE.search(text):
+            mode = "tight"
+            break
+    return [CutPauses(mode)]
+
+
+def _music(clause: str, message: str) -> list[Step]:
+    if not _MUSIC_RE.search(clause):
+        return []
+    if _MUSIC_REMOVE_RE.search(clause):
+        return [RemoveMusic()]
+    percent = _PERCENT_RE.search(clause)
+    volume = min(100.0, float(percent.group(1))) / 100 if percent else None
+    if re.search(r"\bmute\b|静音", clause, _I):
+        return [Volume("music", level=0.0)]
+    adding = bool(_ADD_RE.search(clause)) or bool(re.search(r"\bbackground music\b|背景音乐", clause, _I))
+    if not adding:
+        if _LOUDER_RE.search(clause):
+            return [Volume("music", factor=1.5)]
+        if _QUIETER_RE.search(clause):
+            return [Volume("music", factor=0.6)]
+        if volume is not None:
+            return [Volume("music", level=volume)]
+    return [Music(volume=volume, duck=not _NO_DUCK_RE.search(message), explicit_add=adding)]
+
+
+def _volume(clause: str) -> list[Step]:
+    if _MUSIC_RE.search(clause) or _PAUSE_RE.search(clause):
+        return []
+    if _UNMUTE_RE.search(clause):
+        return [Volume("clip", level=1.0)]
+    if _MUTE_RE.search(clause):
+        return [Volume("clip", level=0.0)]
+    percent = _PERCENT_RE.search(clause)
+    if percent and _VOLUME_WORD_RE.search(clause):
+        return [Volume("clip", level=min(200.0, float(percent.group(1))) / 100)]
+    about_sound = re.search(r"\b(volume|sound|audio|voice)\b|音量|声音|原声", clause, _I) is not None
+    if about_sound or re.search(r"\b(louder|turn it up)\b|大声", clause, _I):
+        if _LOUDER_RE.search(clause):
+            return [Volume("clip", factor=1.5)]
+    if about_sound or re.search(r"\b(quieter|softer|turn it down)\b|小声", clause, _I):
+        if _QUIETER_RE.search(clause):
+            return [Volume("clip", factor=0.6)]
+    return []
+
+
+def _quoted_title(clause: str) -> str | None:
+    match = _TITLE_QUOTED_RE.search(clause) or _TITLE_COLON_RE.search(clause) or _TITLE_ZH_RE.search(clause)
+    if match is None:
+        return None
+    text = (
+        next((group for group in match.groups() if group), "") if match.re is _TITLE_QUOTED_RE else match.group("text")
+    )
+    text = text.strip().strip("\"'“”「」『』‘’").strip()
+    return text or None
+
+
+def _title(clause: str) -> list[Step]:
+    text = _quoted_title(clause)
+    if text is None:
+        return []
+    rest = clause.replace(text, " ")
+    match = re.search(rf"\bfor\s+(?P<t>{TIME})|(?P<zt>{TIME})", rest, _I)
+    duration = parse_time(match.group("t") or match.group("zt")) if match else None
+    return [Title(text, duration_ms=duration)]
+
+
+def _text(clause: str) -> list[Step]:
+    if _quoted_title(clause) is not None:
+        return []
+    match = _TEXT_RE.search(clause)
+    if match is None:
+        return []
+    text = (match.group("text") or match.group("zh") or "").strip()
+    if not text:
+        return []
+    rest = _mask_aspects(clause.replace(text, " "))
+    span = _RANGE_RE.search(rest)
+    if span is not None:
+        start_text, end_text = _with_unit(span.group("a") or span.group("ca"), span.group("b") or span.group("cb"))
+        start, end = parse_time(start_text), parse_time(end_text)
+        if start is not None and end is not None and end > start:
+            return [TextOverlay(text, start_ms=start, end_ms=end)]
+    at = _AT_TIME_RE.search(rest)
+    if at is not None:
+        start = parse_time(at.group("t") or at.group("zt"))
+        if start is not None:
+            return [TextOverlay(text, start_ms=start, end_ms=start + 3000)]
+    if _AT_END_RE.search(rest):
+        return [TextOverlay(text, at_end=True)]
+    if _AT_START_RE.search(rest):
+        return [TextOverlay(text, start_ms=0, end_ms=3000)]
+    return [TextOverlay(text)]
+
+
+def _captions(clause: str) -> list[Step]:
+    if not _CAPTIONS_RE.search(clause) or _TEXT_RE.search(clause):
+        return []
+    return [Captions(remove=bool(_REMOVE_RE.search(clause)))]
+
+
+def _aspect(clause: str) -> list[Step]:
+    ratio: str | None = None
+    match = _ASPECT_RE.search(clause)
+    if match is not None:
+        ratio = (match.group(1) or match.group(2)).replace("x", ":")
+    else:
+        for pattern, value in _ASPECT_WORDS:
+            if pattern.search(clause):
+                ratio = value
+                break
+    fit: Fit | None = None
+    for pattern, value in _FIT_WORDS:
+        if pattern.search(clause):
+            fit = value
+            break
+    if ratio is None and fit is not None and (_FIRST_LAST_RE.search(clause) or _RANGE_RE.search(clause)):
+        # "crop the first 5 seconds" is about time, not about the framing.
+        return []
+    if ratio is None and fit is None:
+        return []
+    return [Aspect(ratio, fit)]
+
+
+def _fade(clause: str) -> list[Step]:
+    if not _FADE_RE.search(clause):
+        return []
+    wants_in = bool(_FADE_IN_RE.search(clause))
+    wants_out = bool(_FADE_OUT_RE.search(clause))
+    if not wants_in and not wants_out:
+        wants_in = wants_out = True
+    duration = _duration(clause) or 1000
+    duration = max(100, min(duration, 10_000))
+    return [Fade(fade_in_ms=duration if wants_in else None, fade_out_ms=duration if wants_out else None)]
+
+
+def _resolution(clause: str) -> list[Step]:
+    match = _RESOLUTION_RE.search(clause)
+    if match is None:
+        return []
+    name = match.group(1).lower()
+    name = {"2160p": "4k", "2k": "1440p"}.get(name, name)
+    return [Resolution(name)]
+
+
+def _speed(clause: str) -> list[Step]:
+    factor: float | None = None
+    match = _SPEED_X_RE.search(clause)
+    if match is not None and (match.group("n") is not None or _SPEED_CONTEXT_RE.search(clause)):
+        factor = float(match.group("n") or match.group("zh"))
+        if match.group("zh") is not None and not re.search(r"倍速|速度|播放|加速|放慢", clause):
+            factor = None
+    if factor is None:
+        for pattern, value in _SPEED_WORDS:
+            if pattern.search(clause):
+                factor = value
+                break
+    if factor is None:
+        return []
+    if not MIN_SPEED <= factor <= MAX_SPEED:
+        return [SpeedOutOfRange(factor)]
+    return [Speed(factor)]
+
+
+def _mask_aspects(clause: str) -> str:
+    # "9:16" reads like a time (9 min 16 s) to the time patterns.
+    return _ASPECT_RE.sub(lambda m: " " * len(m.group(0)), clause)
+
+
+def _with_unit(start_text: str, end_text: str) -> tuple[str, str]:
+    """Bare numbers in a range ("from 10 to 45") take the other end's unit, else seconds."""
+    units = [re.search(r"[a-z秒分时钟]+$", text.strip(), _I) for text in (start_text, end_text)]
+    unit = next((u.group(0) for u in units if u is not None), "s")
+    fixed = [text if re.search(r"[:a-z秒分时钟]", text, _I) else text.strip() + unit for text in (start_text, end_text)]
+    return fixed[0], fixed[1]
+
+
+def _trim(clause: str) -> list[Step]:
+    if _TEXT_RE.search(clause) or _quoted_title(clause) is not None or _FADE_RE.search(clause):
+        return []
+    if _SLIDESHOW_RE.search(clause):
+        return []
+    clause = _mask_aspects(clause)
+    steps: list[Step] = []
+    drop = bool(_DROP_VERB_RE.search(clause)) and not re.search(r"\b(keep|only|just)\b|保留|只要|只留", clause, _I)
+    for match in _FIRST_LAST_RE.finditer(clause):
+        which = (match.group("which") or match.group("zwhich") or "").lower()
+        length = parse_time(match.group("t") or match.group("zt") or "")
+        if length is None or length <= 0:
+            continue
+        first = which in ("first", "opening", "beginning", "前", "开头")
+        mode: TrimMode
+        if first:
+            mode = "drop_first" if drop else "keep_first"
+        else:
+            mode = "drop_last" if drop else "keep_last"
+        steps.append(Trim(mode, start_ms=0, end_ms=length, at=match.start()))
+    if steps:
+        return steps
+    for match in _RANGE_RE.finditer(clause):
+        start_text, end_text = match.group("a") or match.group("ca"), match.group("b") or match.group("cb")
+        if start_text is None or end_text is None:
+            continue
+        start_text, end_text = _with_unit(start_text, end_text)
+        start, end = parse_time(start_text), parse_time(end_text)
+        if start is None or end is None or end <= start:
+            continue
+        dropping = bool(_RANGE_DROP_RE.search(clause))
+        steps.append(Trim("drop_range" if dropping else "keep_range", start_ms=start, end_ms=end, at=match.start()))
+    if steps:
+        return steps
+    wanted = _LENGTH_RE.search(clause)
+    if wanted is not None:
+        length = parse_time(wanted.group("t") or wanted.group("t2") or wanted.group("zt") or wanted.group("zt2") or "")
+        if length:
+            return [Trim("keep_first", start_ms=0, end_ms=length, at=wanted.start())]
+    return []
+
+
+def _join(clause: str) -> list[Step]:
+    return [Join()] if _JOIN_RE.search(clause) else []
+
+
+def _slideshow(clause: str, message: str) -> list[Step]:
+    if not _SLIDESHOW_RE.search(clause):
+        return []
+    return [Slideshow(per_image_ms=_duration(clause) or _duration(message))]
+
+
+_Rule = Callable[[str, str], list[Step]]
+
+
+def _clause_only(rule: Callable[[str], list[Step]]) -> _Rule:
+    return lambda clause, _message: rule(clause)
+
+
+_RULES: tuple[_Rule, ...] = (
+    _pauses,
+    _clause_only(_trim),
+    _clause_only(_join),
+    _slideshow,
+    _clause_only(_speed),
+    _music,
+    _clause_only(_volume),
+    _clause_only(_title),
+    _clause_only(_text),
+    _clause_only(_captions),
+    _clause_only(_aspect),
+    _clause_only(_fade),
+    _clause_only(_resolution),
+)
+# Asked once however many clauses mention them ("slideshow, 4 seconds per image").
+_ONCE = (CutPauses, Join, Slideshow)  # fmt: skip
+
+
+def wants_footage(text: str) -> bool:
+    return _GENERATE_RE.search(text) is not None
+
+
+def plan(text: str) -> list[Step]:
+    """The steps a message asks for, in the order it asks for them (empty: nothing this planner knows)."""
+    steps: list[tuple[int, int, Step]] = []
+    for offset, clause in clauses(text):
+        for order, rule in enumerate(_RULES):
+            for step in rule(clause, text):
+                position = offset + step.at
+                steps.append((position, order, _at(step, position)))
+    steps.sort(key=lambda item: (item[0], item[1]))
+    result: list[Step] = []
+    for _, _, step in steps:
+        if isinstance(step, _ONCE) and any(type(seen) is type(step) for seen in result):
+            continue
+        result.append(step)
+    log.debug("localnemo.plan steps=%s", [type(step).__name__ for step in result])
+    return result
+
+
+def _at(step: Step, position: int) -> Step:
+    return replace(step, at=position)

@@ -1,0 +1,127 @@
+"""Captions files: reading SubRip (.srt) and WebVTT (.vtt) cues, and writing the ASS file the renderer burns in.
+
+Cues are read leniently (BOM, CRLF, missing numbers, VTT settings after the times, simple markup), because
+these files come from many tools; a file with no cue at all is refused. Burning in goes through libass
+(FFmpeg's ``ass`` filter), which takes styling from the file's own ``[V4+ Styles]`` section.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_SUBTITLE_BYTES = 5 * 1024 * 1024
+MAX_CUES = 20_000
+
+_TIME = r"(?:(?P<{p}h>\d{{1,3}}):)?(?P<{p}m>\d{{1,2}}):(?P<{p}s>\d{{1,2}})(?:[.,](?P<{p}f>\d{{1,3}}))?"
+_CUE_TIME_RE = re.compile(rf"^\s*{_TIME.format(p='a')}\s*-->\s*{_TIME.format(p='b')}")
+_TAG_RE = re.compile(r"</?[a-zA-Z][^>]*>|\{\\[^}]*\}")
+
+
+class SubtitleError(ValueError):
+    """The file is not a captions file this server can read; the message is plain language."""
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+def _ms(match: re.Match[str], prefix: str) -> int:
+    hours = int(match.group(f"{prefix}h") or 0)
+    minutes = int(match.group(f"{prefix}m"))
+    seconds = int(match.group(f"{prefix}s"))
+    fraction = (match.group(f"{prefix}f") or "0").ljust(3, "0")
+    return ((hours * 60 + minutes) * 60 + seconds) * 1000 + int(fraction)
+
+
+def parse_cues(text: str) -> list[Cue]:
+    """The cues of an SRT or WebVTT text, sorted by start; markup removed, lines kept."""
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    cues: list[Cue] = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [line for line in block.split("\n") if line.strip()]
+        for index, line in enumerate(lines):
+            match = _CUE_TIME_RE.match(line)
+            if match is None:
+                continue
+            start, end = _ms(match, "a"), _ms(match, "b")
+            body = [_TAG_RE.sub("", part).strip() for part in lines[index + 1 :]]
+            words = "\n".join(part for part in body if part)
+            if end > start and words:
+                cues.append(Cue(start, end, words))
+            break
+        if len(cues) > MAX_CUES:
+            raise SubtitleError("too many captions in one file")
+    cues.sort(key=lambda cue: (cue.start_ms, cue.end_ms))
+    return cues
+
+
+def read_cues(path: Path) -> list[Cue]:
+    """Read a captions file (blocking: call it in a thread); SubtitleError when it has no cue."""
+    size = path.stat().st_size
+    if size > MAX_SUBTITLE_BYTES:
+        raise SubtitleError(f"the captions file is over {MAX_SUBTITLE_BYTES // (1024 * 1024)} MB")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Older subtitle tools write Windows code pages; Latin-1 at least keeps the timings readable.
+        text = raw.decode("latin-1")
+    cues = parse_cues(text)
+    if not cues:
+        raise SubtitleError("no captions found in it (expected SubRip .srt or WebVTT .vtt cues)")
+    return cues
+
+
+def _ass_time(ms: int) -> str:
+    centis = max(0, round(ms / 10))
+    hours, rest = divmod(centis, 360_000)
+    minutes, rest = divmod(rest, 6000)
+    seconds, centis = divmod(rest, 100)
+    return f"{hours}:{minutes:02d}:{seconds:02d}.{centis:02d}"
+
+
+def _ass_text(text: str) -> str:
+    # "{" opens an override block and "\" starts a tag in ASS; neither may reach libass from a user's file.
+    cleaned = text.replace("\\", "\u29f5").replace("{", "(").replace("}", ")")
+    return r"\N".join(line.strip() for line in cleaned.split("\n"))
+
+
+def write_ass(cues: list[Cue], path: Path, *, width: int, height: int, font_name: str) -> None:
+    """An ASS file that shows ``cues`` (timeline ms) bottom-centred, white on a dark outline, sized for
+    ``width``×``height`` (PlayRes equals the frame, so sizes are in output pixels)."""
+    font_size = max(12, round(min(width, height) / 16))
+    outline = max(1, round(font_size / 14))
+    margin_v = max(8, round(height / 14))
+    margin_h = max(8, round(width / 20))
+    header = [
+        "[Script Info]",
+        "ScriptType: v4.00+",
+        f"PlayResX: {width}",
+        f"PlayResY: {height}",
+        "WrapStyle: 0",
+        "ScaledBorderAndShadow: yes",
+        "",
+        "[V4+ Styles]",
+        "Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, "
+        "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
+        "MarginR, MarginV, Encoding",
+        # Colours are &HAABBGGRR; bottom-centre is alignment 2 (numpad layout).
+        f"Style: Default,{font_name},{font_size},&H00FFFFFF,&H00FFFFFF,&H00000000,&H80000000,1,0,0,0,100,100,0,0,"
+        f"1,{outline},{max(1, outline // 2)},2,{margin_h},{margin_h},{margin_v},1",
+        "",
+        "[Events]",
+        "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
+    ]
+    events = [
+        f"Dialogue: 0,{_ass_time(cue.start_ms)},{_ass_time(cue.end_ms)},Default,,0,0,0,,{_ass_text(cue.text)}"
+        for cue in cues
+    ]
+    path.write_text("\n".join([*header, *events]) + "\n", encoding="utf-8")
