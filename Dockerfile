@@ -1,8 +1,8 @@
-# nemobot: the chat bot, with Debian's FFmpeg for localnemo's offline engine.
+# nemobot: the chat bot, with Debian's FFmpeg (and fonts for titles, Latin and Chinese) for localnemo.
 FROM python:3.11-slim
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ffmpeg \
+    && apt-get install -y --no-install-recommends ffmpeg fonts-dejavu-core fonts-wqy-microhei \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 nemobot \
     && mkdir /data && chown nemobot:nemobot /data

@@ -188,7 +188,8 @@ async def backend(args: argparse.Namespace, settings: NemoSettings) -> AsyncIter
     from localnemo.server import LocalNemo
 
     with tempfile.TemporaryDirectory(prefix="localnemo-") as data:
-        async with LocalNemo(LocalNemoConfig(data_dir=Path(data))) as server:
+        # The LOCALNEMO_* settings hold for the embedded server too.
+        async with LocalNemo(LocalNemoConfig.from_env(default_data_dir=Path(data))) as server:
             log.info("localnemo.started base=%s", server.base_url)
             yield settings.model_copy(update={"api_base": server.base_url, "token": None})
 

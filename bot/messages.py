@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from bot.nemo.uploads import UploadSource
 
-AttachmentKind = Literal["video", "image", "audio", "document"]
+AttachmentKind = Literal["video", "image", "audio", "subtitle", "document"]
 WorkingAction = Literal["typing", "upload_video"]
 
 

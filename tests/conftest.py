@@ -27,6 +27,11 @@ def fast_localnemo_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
         "event_delay_seconds": 0.0,
         "render_steps": 3,
         "render_step_seconds": 0.02,
+        # The tests serve files to upload by URL from 127.0.0.1.
+        "allow_private_urls": True,
+        # The real FFmpeg engine, rendering small and fast: the tests check what users get, not speed.
+        "default_resolution": "240p",
+        "x264_preset": "ultrafast",
     }
     values.update(overrides)
     return LocalNemoConfig(**values)
@@ -139,3 +144,16 @@ class Bot:
             await self.engine.close()
         if self.repo is not None:
             await self.repo.close()
+
+
+async def assert_video(path: Path, *, seconds: float | None = None) -> None:
+    """A real H.264/AAC MP4 a player can open, of about ``seconds`` when given."""
+    from localnemo.media import probe
+
+    info = await probe(path)
+    assert info is not None, f"{path} is not a video"
+    assert info.kind == "video"
+    assert info.has_audio
+    assert "mp4" in info.container
+    if seconds is not None:
+        assert info.duration == pytest.approx(seconds, abs=0.15)

@@ -17,7 +17,7 @@ from bot.config import NemoSettings
 from bot.engine import Engine
 from bot.messages import Attachment, ChatKey, IncomingMessage
 from localnemo.server import LocalNemo
-from tests.conftest import Bot, fast_settings, wait_for
+from tests.conftest import Bot, assert_video, fast_settings, wait_for
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_quick_edit_workflow_through_the_terminal(
     assert "Click" not in text  # the backend's GUI wording was rewritten
     assert "Your video is ready: http://127.0.0.1" in text
     assert len(replies.videos) == 1
-    assert replies.videos[0].read_bytes() == sample_video.read_bytes()
+    await assert_video(replies.videos[0], seconds=2.0)  # the test clip is a steady tone: no pauses to cut
     # Everything happened in order, one backend operation at a time.
     assert max(localnemo.state.max_concurrent_runs.values()) == 1
 
@@ -323,3 +323,16 @@ async def test_cancel_stops_a_running_export(
     assert localnemo.faults.count("render_cancel") == 1
     assert bot.repo is not None
     assert await bot.repo.unfinished_exports() == []
+
+
+async def test_captions_file_is_uploaded_and_burned_in(bot: Bot, sample_video: Path, tmp_path: Path) -> None:
+    assert bot.engine is not None
+    captions = tmp_path / "words.srt"
+    captions.write_text("1\n00:00:00,200 --> 00:00:01,800\nHello there\n")
+    replies = console(tmp_path)
+    await say(bot.engine, replies, f"/upload {sample_video} {captions}")
+    await say(bot.engine, replies, "add the captions")
+    assert "1 caption from words.srt" in said(replies)
+    await say(bot.engine, replies, "export")
+    assert len(replies.videos) == 1
+    await assert_video(replies.videos[0], seconds=2.0)

@@ -16,7 +16,7 @@ import pytest
 from adapters.discord import DiscordAdapter, DiscordSettings
 from bot.config import NemoSettings
 from localnemo.server import LocalNemo
-from tests.conftest import Bot, wait_for
+from tests.conftest import Bot, assert_video, wait_for
 from tests.fakes.discord_server import FakeAttachment, FakeDiscord, InteractionLog, discord_py_pointed_at
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,9 @@ async def test_edit_then_export_as_a_follow_up_file_with_the_link(
     export = await fake.slash("export", {}, user=fake.user)
     await finished(fake, export, "Your video is ready: http")
     files = fake.interaction_responses(export).followup_attachments
-    assert [f.size for f in files] == [sample_video.stat().st_size]
+    assert len(files) == 1
+    assert files[0].path is not None
+    await assert_video(files[0].path)
 
 
 async def test_result_above_the_size_limit_is_a_link_only(

@@ -36,7 +36,7 @@ def test_every_setting_is_in_the_readme() -> None:
         assert f"`TELEGRAM_{name.upper()}`" in readme, name
     for name in DiscordSettings.model_fields:
         assert f"`DISCORD_{name.upper()}`" in readme, name
-    for variable in re.findall(r"LOCALNEMO_[A-Z_]+", (ROOT / "localnemo" / "config.py").read_text()):
+    for variable in re.findall(r"LOCALNEMO_[A-Z0-9_]+", (ROOT / "localnemo" / "config.py").read_text()):
         assert f"`{variable}`" in readme, variable
 
 

@@ -16,7 +16,7 @@ import pytest
 from adapters.telegram import TelegramAdapter, TelegramSettings, split_text
 from bot.config import NemoSettings
 from localnemo.server import LocalNemo
-from tests.conftest import Bot, wait_for
+from tests.conftest import Bot, assert_video, wait_for
 from tests.fakes.telegram_server import MB, FakeTelegram
 
 CHAT = 4242
@@ -95,7 +95,7 @@ async def test_private_chat_edit_then_export_by_send_video(
     await fake.wait_for(lambda: any("Your video is ready: http" in t for t in texts(fake)), what="the link")
     video = fake.sent_videos(CHAT)[0]
     assert video.upload is not None
-    assert video.upload.size == sample_video.stat().st_size
+    await assert_video(video.upload.path)
     assert "upload_video" in fake.chat_actions(CHAT)
     assert localnemo.faults.count("upload") == 1
 

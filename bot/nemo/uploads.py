@@ -30,7 +30,12 @@ from bot.nemo.errors import (
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough that per-chunk overhead vanishes, small enough to stay flat
 
 _KIND_BY_EXT = {ext: kind for kind, exts in ACCEPTED_FORMATS.items() for ext in exts}
-_EXTRA_MIME = {"mkv": "video/x-matroska", "m4a": "audio/mp4", "aac": "audio/aac", "webp": "image/webp"}
+_EXTRA_MIME = {
+    "mkv": "video/x-matroska", "m4a": "audio/mp4", "aac": "audio/aac", "webp": "image/webp",
+    "srt": "application/x-subrip", "vtt": "text/vtt",
+}
+# What a platform may label a file of each kind with (captions travel as text or application types).
+_MIME_MAJORS = {"video": ("video",), "image": ("image",), "audio": ("audio",), "subtitle": ("text", "application")}
 
 
 def kind_of(filename: str) -> str | None:
@@ -60,7 +65,7 @@ def check_file(filename: str, content_type: str | None, size: int | None, limit:
             f"{filename!r} is not a supported file type. Accepted: {accepted_formats_text()}.", filename=filename
         )
     mime = (content_type or "").split(";")[0].strip().lower()
-    if mime and mime != "application/octet-stream" and not mime.startswith(kind + "/"):
+    if mime and mime != "application/octet-stream" and mime.split("/")[0] not in _MIME_MAJORS[kind]:
         raise UnsupportedFileType(
             f"{filename!r} is labelled {mime}, which does not match a {kind} file. "
             f"Accepted: {accepted_formats_text()}.",
