@@ -301,6 +301,7 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
         config = LocalNemoConfig(
             data_dir=work / "server", render_step_seconds=args.render_step_seconds,
             heartbeat_seconds=args.heartbeat_seconds, silent_every=args.silent_every, initial_credits=1000,
+            renderer=args.renderer,
         )
         async with LocalNemo(config) as server:
             yield server.base_url, "in-process (same event loop: its CPU and memory are counted)", None
@@ -314,6 +315,7 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
         "LOCALNEMO_HEARTBEAT_SECONDS": str(args.heartbeat_seconds),
         "LOCALNEMO_SILENT_EVERY": str(args.silent_every),
         "LOCALNEMO_CREDITS": "1000",
+        "LOCALNEMO_RENDERER": args.renderer,
         "NEMOBOT_LOG_LEVEL": "WARNING",
     }
     log_path = work / "localnemo.log"
@@ -375,6 +377,11 @@ async def main() -> int:
     parser.add_argument("--render-step-seconds", type=float, default=0.05, help="LOCALNEMO_RENDER_STEP_SECONDS")
     parser.add_argument("--heartbeat-seconds", type=float, default=1.0, help="LOCALNEMO_HEARTBEAT_SECONDS")
     parser.add_argument("--silent-every", type=int, default=3, help="LOCALNEMO_SILENT_EVERY (0 = never silent)")
+    parser.add_argument(
+        "--renderer", choices=("copy", "ffmpeg"), default="copy",
+        help="LOCALNEMO_RENDERER: 'copy' (default) keeps the backend's render cost out of a measure of the bot; "
+        "'ffmpeg' renders every export for real",
+    )
     parser.add_argument("--poll-seconds", type=float, default=0.2, help="NEMO_POLL_SECONDS (default 0.2)")
     parser.add_argument("--locale", default="en", help="the users' locale (en or zh)")
     parser.add_argument("--burst", action="store_true", help="send each chat's three messages without waiting")
