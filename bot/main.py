@@ -218,12 +218,13 @@ def make_sample(path: Path, seconds: int = 10) -> Path:
     import imageio_ffmpeg
 
     ffmpeg = shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    # -nostdin and no stdin: FFmpeg otherwise reads keystrokes from the terminal and eats the chat's input.
     subprocess.run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+        [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}",
          "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-        check=True,
+        check=True, stdin=subprocess.DEVNULL,
     )
     return path
 

@@ -229,7 +229,8 @@ def ffmpeg_major() -> int:
 
     try:
         result = subprocess.run(
-            [ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30, check=False
+            [ffmpeg_exe(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=30, check=False,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
         return 0

@@ -69,3 +69,16 @@ def test_run_without_tokens_says_what_to_do(tmp_path: Path, var: str) -> None:
     result = nemobot("run", cwd=tmp_path)
     assert result.returncode == 2
     assert var in result.stderr
+
+
+def test_sample_chat_keeps_the_users_input(tmp_path: Path) -> None:
+    """FFmpeg making the sample must not swallow what the user types (it reads stdin unless told not to)."""
+    chat = nemobot("chat", "--local", "--sample", "--out", str(tmp_path / "v"), cwd=tmp_path,
+                   stdin="cut the pauses, add background music\nexport\n")
+    assert chat.returncode == 0, chat.stderr
+    assert "Got sample.mp4" in chat.stdout
+    after_upload = chat.stdout.split("Got sample.mp4", 1)[1]
+    assert "music" in after_upload
+    assert "pause" in after_upload
+    assert "Enter command" not in chat.stdout + chat.stderr
+    assert len(list((tmp_path / "v").glob("*.mp4"))) == 1
