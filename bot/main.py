@@ -212,7 +212,8 @@ async def runtime(args: argparse.Namespace) -> AsyncIterator[Engine]:
 
 
 def make_sample(path: Path, seconds: int = 10) -> Path:
-    """A test-pattern clip with a tone, made with FFmpeg (the imageio-ffmpeg build unless one is installed)."""
+    """A test-pattern clip with a tone and pauses, made with FFmpeg (the imageio-ffmpeg build unless one is
+    installed)."""
     import subprocess
 
     import imageio_ffmpeg
@@ -223,6 +224,8 @@ def make_sample(path: Path, seconds: int = 10) -> Path:
         [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
          "-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}",
+         # A second of silence every four seconds, so that "cut the pauses" has something to cut.
+         "-af", "volume=enable='between(mod(t,4),2.8,3.8)':volume=0",
          "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
         check=True, stdin=subprocess.DEVNULL,
     )

@@ -79,6 +79,6 @@ def test_sample_chat_keeps_the_users_input(tmp_path: Path) -> None:
     assert "Got sample.mp4" in chat.stdout
     after_upload = chat.stdout.split("Got sample.mp4", 1)[1]
     assert "music" in after_upload
-    assert "pause" in after_upload
+    assert "I removed" in after_upload  # the sample has pauses, and they were cut
     assert "Enter command" not in chat.stdout + chat.stderr
     assert len(list((tmp_path / "v").glob("*.mp4"))) == 1
