@@ -59,11 +59,22 @@ _SETTINGS_HELP = (
 )
 
 
+_LOCALNEMO_HELP = (
+    "Reads LOCALNEMO_DATA_DIR (default: a new temporary folder), LOCALNEMO_DIALECT (adk|simple), "
+    "LOCALNEMO_JOB_SHAPE (top|wrapped), LOCALNEMO_RENDERER (ffmpeg|copy), LOCALNEMO_RESOLUTION, "
+    "LOCALNEMO_X264_PRESET, LOCALNEMO_X264_CRF, LOCALNEMO_SILENCE_THRESHOLD_DB, LOCALNEMO_SILENCE_MIN_MS, "
+    "LOCALNEMO_SILENCE_MARGIN_MS, LOCALNEMO_MIN_CLIP_MS, LOCALNEMO_FONT_FILE, LOCALNEMO_ALLOW_PRIVATE_URLS, "
+    "LOCALNEMO_MAX_DISK_MB, LOCALNEMO_RENDER_STEP_SECONDS, LOCALNEMO_HEARTBEAT_SECONDS, LOCALNEMO_SILENT_EVERY, "
+    "LOCALNEMO_CREDITS."
+)
+
+
 def _add_backend_choice(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--local", action="store_true",
-        help="start localnemo inside this process on a free loopback port and use it as the backend",
+        help="start localnemo (the offline FFmpeg backend) inside this process on a free loopback port and use "
+        "it; it reads the LOCALNEMO_* settings (see 'nemobot serve-local --help')",
     )
     group.add_argument(
         "--remote", action="store_true", help="use NEMO_API_BASE (the hosted NemoVideo) even if it looks unreachable"
@@ -150,11 +161,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "serve-local",
         help="run localnemo, the NemoVideo-compatible server, on this machine",
         description=(
-            "Run localnemo: a NemoVideo-compatible HTTP/SSE server, the backend of the tests and of "
-            "offline use. Point the bot at it with NEMO_API_BASE=http://HOST:PORT. "
-            "Reads LOCALNEMO_DATA_DIR (default: a new temporary folder), LOCALNEMO_DIALECT (adk|simple), "
-            "LOCALNEMO_JOB_SHAPE (top|wrapped), LOCALNEMO_RENDER_STEP_SECONDS, LOCALNEMO_HEARTBEAT_SECONDS, "
-            "LOCALNEMO_SILENT_EVERY, LOCALNEMO_CREDITS."
+            "Run localnemo: a NemoVideo-compatible HTTP/SSE server that edits with FFmpeg, the backend of "
+            "the tests and of offline use. Point the bot at it with NEMO_API_BASE=http://HOST:PORT. "
+            + _LOCALNEMO_HELP
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")

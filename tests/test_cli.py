@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,13 @@ def test_help_names_commands_and_settings(tmp_path: Path) -> None:
     for command in ("chat", "edit", "run", "serve-local"):
         assert command in top.stdout
     assert "NEMO_API_BASE" in top.stdout
-    for command in ("chat", "edit", "run", "serve-local"):
+    for command in ("chat", "edit", "run", "telegram", "discord", "serve-local"):
         sub = nemobot(command, "--help", cwd=tmp_path)
         assert sub.returncode == 0
         assert "NEMO" in sub.stdout
+    serve = nemobot("serve-local", "--help", cwd=tmp_path).stdout
+    for variable in set(re.findall(r"LOCALNEMO_[A-Z0-9_]+[A-Z0-9]", (ROOT / "localnemo" / "config.py").read_text())):
+        assert variable in " ".join(serve.split()), variable
 
 
 def test_one_shot_edit(tmp_path: Path, sample_video: Path) -> None:
