@@ -543,7 +543,9 @@ class Engine:
             limit = replies.capabilities.max_upload_bytes
             sent = False
             if limit > 0 and (job.size is None or job.size <= limit):
-                sent = await self._send_file(url, limit, replies, caption or t("export_caption", lang))
+                # Downloading and re-uploading a result is work like any other: it takes a slot.
+                async with self._slots:
+                    sent = await self._send_file(url, limit, replies, caption or t("export_caption", lang))
             if sent:
                 text = t("export_done", lang, url=url)
             else:
