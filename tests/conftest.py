@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ from bot.nemo.client import NemoClient
 from localnemo.config import LocalNemoConfig
 from localnemo.server import LocalNemo
 from storage import Repository
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fast_localnemo_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
@@ -157,3 +164,31 @@ async def assert_video(path: Path, *, seconds: float | None = None) -> None:
     assert "mp4" in info.container
     if seconds is not None:
         assert info.duration == pytest.approx(seconds, abs=0.15)
+
+
+@dataclass
+class BotProcess:
+    """A ``nemobot`` command running as its own process; ``returncode`` and ``stderr`` once it has stopped."""
+
+    process: subprocess.Popen[str]
+    returncode: int | None = None
+    stderr: str = ""
+
+
+@contextlib.contextmanager
+def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> Iterator[BotProcess]:
+    """Run ``python -m bot.main COMMAND`` with only the given settings (none inherited), stop it with SIGTERM
+    on leaving, and collect how it ended."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
+    env.update(environment)
+    env.update({"PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING"})
+    running = BotProcess(subprocess.Popen(
+        [sys.executable, "-m", "bot.main", command], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ))
+    try:
+        yield running
+    finally:
+        running.process.terminate()
+        _, running.stderr = running.process.communicate(timeout=30)
+        running.returncode = running.process.returncode

@@ -3,9 +3,6 @@ engine and storage, and localnemo as the backend."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +13,8 @@ import pytest
 from adapters.discord import DiscordAdapter, DiscordSettings
 from bot.config import NemoSettings
 from localnemo.server import LocalNemo
-from tests.conftest import Bot, assert_video, wait_for
+from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.discord_server import FakeAttachment, FakeDiscord, InteractionLog, discord_py_pointed_at
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -191,25 +186,15 @@ async def test_add_to_reel_marks_a_clip_for_moderators_only(
 async def test_nemobot_discord_starts_and_syncs_with_only_token_and_endpoints(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "DISCORD_", "TELEGRAM_"))}
-    env.update({
-        "DISCORD_BOT_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base,
-        "DISCORD_GATEWAY_URL": fake.gateway_url, "PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING",
-    })
-    process = subprocess.Popen(  # noqa: ASYNC220 - the bot must run as its own process
-        [sys.executable, "-m", "bot.main", "discord"], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    settings = {"DISCORD_BOT_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base,
+                "DISCORD_GATEWAY_URL": fake.gateway_url}
+    with bot_process("discord", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.synced_commands.get(None), within=60, what="a global command sync")
         names = {c["name"] for c in fake.synced_commands[None]}
         assert {"edit", "export", "status", "credits", "new", "help", "reel", "Add to reel"} <= names
         await wait_for(lambda: fake.identify_count >= 1, what="the gateway login")
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
-    assert fake.token not in err
+    assert bot.returncode == 0, bot.stderr
+    assert fake.token not in bot.stderr
 
 
 async def test_restart_mid_export_delivers_once_in_the_channel(

@@ -3,9 +3,6 @@ the real engine and storage, and localnemo as the backend."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,11 +13,10 @@ import pytest
 from adapters.telegram import TelegramAdapter, TelegramSettings, split_text
 from bot.config import NemoSettings
 from localnemo.server import LocalNemo
-from tests.conftest import Bot, assert_video, wait_for
+from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.telegram_server import MB, FakeTelegram
 
 CHAT = 4242
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -191,25 +187,16 @@ def test_long_text_is_split_at_4096() -> None:
 
 
 async def test_nemobot_telegram_starts_with_only_token_and_base_urls(fake: FakeTelegram, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_"))}
-    env.update({
-        "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base,
-        "TELEGRAM_FILE_API_BASE": fake.file_base, "PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING",
-    })
-    process = subprocess.Popen(  # noqa: ASYNC220 - the bot must run as its own process
-        [sys.executable, "-m", "bot.main", "telegram"], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    settings = {
+        "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base, "TELEGRAM_FILE_API_BASE": fake.file_base,
+    }
+    with bot_process("telegram", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.calls_to("setMyCommands"), within=30, what="the bot to start")
         fake.user_text(CHAT, "/start")
         await fake.wait_for(lambda: any("I edit videos for you" in t for t in texts(fake)), within=30,
                             what="the answer to /start")
-    finally:
-        process.terminate()
-        _, err = process.communicate(timeout=30)
-    assert process.returncode == 0, err
-    assert fake.token not in err
+    assert bot.returncode == 0, bot.stderr
+    assert fake.token not in bot.stderr
 
 
 async def test_webhook_mode_checks_the_secret_and_answers(
