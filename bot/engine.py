@@ -353,8 +353,10 @@ class Engine:
                 accepted.append(attachment)
             except errors.NemoError as exc:
                 refusals.append(self._file_refusal(exc, attachment.filename, lang))
-        by_url = [a.url for a in accepted if a.url and (job.files is None or a.ref is None)]
-        streamed = [a for a in accepted if not (a.url and (job.files is None or a.ref is None))]
+        # A public link the adapter cannot (or need not) open itself is fetched by the backend.
+        fetched = [a for a in accepted if a.url and (job.files is None or a.ref is None)]
+        by_url = [a.url for a in fetched if a.url]
+        streamed = [a for a in accepted if a not in fetched]
         total = len(streamed) + len(by_url) + len(links)
         if total == 0:
             await progress.finish("\n".join(refusals))
