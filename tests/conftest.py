@@ -192,3 +192,11 @@ def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> Iterato
         running.process.terminate()
         _, running.stderr = running.process.communicate(timeout=30)
         running.returncode = running.process.returncode
+
+
+@pytest.fixture
+def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PTB 22.2+ warns (PTBDeprecationWarning) on every read of a time-period attribute such as
+    # RetryAfter.retry_after or Video.duration unless this opt-in is set (telegram/_utils/datetime.py,
+    # get_timedelta_value); the bot runs with it too (adapters/telegram.py), so the values are timedelta.
+    monkeypatch.setenv("PTB_TIMEDELTA", "true")

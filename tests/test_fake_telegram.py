@@ -34,12 +34,7 @@ from tests.fakes.telegram_server import MB, FakeTelegram
 Ctx = ContextTypes.DEFAULT_TYPE
 
 
-@pytest.fixture(autouse=True)
-def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
-    # PTB 22.2+ warns (PTBDeprecationWarning) on every read of a time-period attribute such as
-    # RetryAfter.retry_after or Video.duration unless this opt-in is set (telegram/_utils/datetime.py,
-    # get_timedelta_value); the bot will run with it too, so the values are datetime.timedelta.
-    monkeypatch.setenv("PTB_TIMEDELTA", "true")
+pytestmark = pytest.mark.usefixtures("ptb_timedelta")
 
 
 @pytest.fixture

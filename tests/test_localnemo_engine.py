@@ -15,6 +15,7 @@ import math
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,17 +269,24 @@ def options() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture
-async def nemo(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[Nemo]:
-    async with LocalNemo(engine_config(tmp_path / "nemo", **options)) as server:
+@asynccontextmanager
+async def running_nemo(data_dir: Path, client_id: str, **options: Any) -> AsyncIterator[Nemo]:
+    """localnemo with one identity's token and a fresh session, spoken to over raw HTTP."""
+    async with LocalNemo(engine_config(data_dir, **options)) as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
-            grant = await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "engine-tests"})
+            grant = await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": client_id})
             token = grant.json()["data"]["token"]
             session = await http.post(
                 "/api/tasks/me/with-session/nemo_agent", json={"task_name": "p", "language": "en"},
                 headers={"Authorization": f"Bearer {token}"},
             )  # fmt: skip
             yield Nemo(server, http, token, session.json()["data"]["session_id"])
+
+
+@pytest.fixture
+async def nemo(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[Nemo]:
+    async with running_nemo(tmp_path / "nemo", "engine-tests", **options) as running:
+        yield running
 
 
 def video_spans(draft: dict[str, Any]) -> list[tuple[int, int, int]]:

@@ -12,18 +12,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from localnemo import planner
 from localnemo.agent import AgentText, AgentToolCall, AgentToolResult, PlannerAgent, kept_spans
 from localnemo.config import LocalNemoConfig, resolution_lines
 from localnemo.media import AudioAnalysis, parse_silences
-from localnemo.server import LocalNemo
 from localnemo.state import SessionRecord
 from localnemo.subtitles import parse_cues, write_ass
 from localnemo.timeline import snap
-from tests.test_localnemo_engine import Nemo, engine_config, make_sync_clip, video_spans
+from tests.test_localnemo_engine import Nemo, make_sync_clip, running_nemo, video_spans
 
 P = planner
 
@@ -157,15 +155,8 @@ def sync_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def nemo(tmp_path: Path) -> AsyncIterator[Nemo]:
-    async with LocalNemo(engine_config(tmp_path / "nemo")) as server:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
-            grant = await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "planner-tests"})
-            token = grant.json()["data"]["token"]
-            session = await http.post(
-                "/api/tasks/me/with-session/nemo_agent", json={"task_name": "p", "language": "en"},
-                headers={"Authorization": f"Bearer {token}"},
-            )  # fmt: skip
-            yield Nemo(server, http, token, session.json()["data"]["session_id"])
+    async with running_nemo(tmp_path / "nemo", "planner-tests") as running:
+        yield running
 
 
 def _near(spans: list[tuple[int, int, int]], wanted: list[tuple[int, int]]) -> bool:
