@@ -23,8 +23,13 @@ A draft is ``{"t": [tracks], "m": {...}}``; a track is ``{"tt": type, "sg": [seg
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from localnemo.state import SessionRecord
+    from localnemo.subtitles import Cue
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ TRACK_AUDIO = 1
 TRACK_TEXT = 7
 
 IMAGE_SEGMENT_MS = 3000
+# The length given to a clip whose duration could not be read.
+UNKNOWN_DURATION_MS = 5000
 DEFAULT_LENGTH_MS = 10_000
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
 
@@ -267,3 +274,77 @@ def remove_captions(draft: dict[str, Any]) -> int:
         t for t in tracks(draft) if not (isinstance(t, dict) and t.get("tt") == TRACK_TEXT and t.get("sg") == [])
     ]
     return removed
+
+
+# -- placing an upload (what the backend does when it applies session state) -------------------------
+
+
+def _aspect_ratio(width: int, height: int) -> str:
+    divisor = math.gcd(width, height) or 1
+    return f"{width // divisor}:{height // divisor}"
+
+
+def _segment_end(track: Mapping[str, Any]) -> int:
+    segments = track.get("sg") or []
+    if not segments:
+        return 0
+    last = segments[-1]
+    meta = last.get("m", {})
+    start = meta.get("start", 0) if isinstance(meta, dict) else 0
+    return int(start) + int(last.get("d", 0))
+
+
+def place_upload(session: SessionRecord, info: dict[str, Any], title: str, cues: list[Cue] | None = None) -> None:
+    """Put an uploaded file on the timeline, as the backend does when it applies session state."""
+    tracks: list[dict[str, Any]] = session.draft.setdefault("t", [])
+    kind = info["file_type"]
+    duration = info.get("duration")
+    if kind == "subtitle":
+        session.video_infos.append(info)
+        place_captions(session.draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
+        sync(session.draft, session.video_infos)
+        return
+    if kind == "audio":
+        track = next(
+            (t for t in tracks if t.get("tt") == 1 and any("src" in s.get("m", {}) for s in t.get("sg", []))), None
+        )
+        if track is None:
+            track = {"tt": 1, "sg": []}
+            tracks.append(track)
+        length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
+        meta: dict[str, Any] = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "volume": 1.0}
+    else:
+        track = next((t for t in tracks if t.get("tt") == 0), None)
+        if track is None:
+            track = {"tt": 0, "sg": []}
+            tracks.insert(0, track)
+        meta = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "kind": kind}
+        if kind == "image":
+            length = IMAGE_SEGMENT_MS
+        else:
+            length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
+            # The kept span of the source: cutting pauses or trimming narrows it (see localnemo.timeline).
+            meta.update({"in": 0, "out": length})
+            if info.get("fps"):
+                meta["fps"] = info["fps"]
+        width, height = info.get("width"), info.get("height")
+        if width and height:
+            meta.update({"width": width, "height": height})
+            # The first picture sets the canvas, until the user asks for another aspect ratio.
+            if not session.canvas_config:
+                session.canvas_config.update(
+                    {"width": width, "height": height, "aspect_ratio": _aspect_ratio(width, height)}
+                )
+                draft_meta = session.draft.setdefault("m", {})
+                draft_meta.setdefault("width", width)
+                draft_meta.setdefault("height", height)
+    track.setdefault("sg", []).append({"d": length, "m": meta})
+    session.video_infos.append(info)
+    sync(session.draft, session.video_infos)
+
+
+def has_segment(draft: Mapping[str, Any]) -> bool:
+    tracks = draft.get("t")
+    if not isinstance(tracks, list):
+        return False
+    return any(isinstance(track, dict) and isinstance(track.get("sg"), list) and track["sg"] for track in tracks)
