@@ -295,8 +295,8 @@ async def wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
 async def localnemo(args: argparse.Namespace, work: Path) -> Any:
     """Yields (base URL, description, pid of a subprocess server or None)."""
     if args.in_process:
+        from localnemo.app import LocalNemo
         from localnemo.config import LocalNemoConfig
-        from localnemo.server import LocalNemo
 
         config = LocalNemoConfig(
             data_dir=work / "server", render_step_seconds=args.render_step_seconds,
@@ -343,11 +343,11 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
 
 
 def make_clip(path: Path) -> None:
-    import imageio_ffmpeg
+    from localnemo.media import ffmpeg_exe
 
     subprocess.run(
         [
-            imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
             "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050",
             "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path),

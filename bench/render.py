@@ -31,11 +31,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from localnemo.fonts import find_font
 from localnemo.graph import escape_value
 from localnemo.media import ffmpeg_exe, probe
-from localnemo.server import LocalNemo
 
 PROMPT = "cut the pauses, add background music, export 1080p"
 ATTRIBUTION = {"X-Skill-Source": "bench", "X-Skill-Version": "0", "X-Skill-Platform": "bench"}

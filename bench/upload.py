@@ -29,6 +29,7 @@ from bot.config import NemoSettings
 from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoClient
 from bot.nemo.uploads import UploadSource
+from localnemo.media import ffmpeg_exe
 
 
 def rss_kb(field: str) -> int:
@@ -55,9 +56,7 @@ def make_file(path: Path, size: int) -> None:
     A one-second clip written with its index first (+faststart), then one ISO-BMFF ``free`` box of random
     bytes: players and FFmpeg skip such a box, so the file stays a valid video of any size.
     """
-    import imageio_ffmpeg
-
-    ffmpeg = shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    ffmpeg = ffmpeg_exe()
     head = path.with_suffix(".head.mp4")
     subprocess.run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10",

@@ -1,4 +1,5 @@
 """localnemo: a NemoVideo-compatible server run locally (the test backend, and the offline FFmpeg editor).
 
-Entry points live in ``localnemo.server`` (``create_app``, ``LocalNemo``, ``serve_forever``).
+Entry points live in ``localnemo.app`` (``create_app``, ``LocalNemo``, ``serve_forever``); tests add their controls
+with ``localnemo.testing`` (``TestLocalNemo``, ``FaultPlan``, ``install_test_controls``).
 """

@@ -21,7 +21,7 @@ from bot.engine import Engine, RepositoryIdentities
 from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoClient
 from localnemo.config import LocalNemoConfig
-from localnemo.server import LocalNemo
+from localnemo.testing import TestLocalNemo
 from storage import Repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +64,9 @@ def localnemo_options() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def localnemo(tmp_path: Path, localnemo_options: dict[str, Any]) -> AsyncIterator[LocalNemo]:
-    async with LocalNemo(fast_localnemo_config(tmp_path / "localnemo", **localnemo_options)) as server:
+async def localnemo(tmp_path: Path, localnemo_options: dict[str, Any]) -> AsyncIterator[TestLocalNemo]:
+    """localnemo with the test controls (faults, call log) of localnemo.testing."""
+    async with TestLocalNemo(fast_localnemo_config(tmp_path / "localnemo", **localnemo_options)) as server:
         yield server
 
 
@@ -76,7 +77,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def settings(localnemo: LocalNemo) -> NemoSettings:
+def settings(localnemo: TestLocalNemo) -> NemoSettings:
     return fast_settings(localnemo.base_url)
 
 
@@ -107,11 +108,9 @@ async def wait_for(
 
 
 def ffmpeg_exe() -> str:
-    import shutil
+    from localnemo.media import ffmpeg_exe
 
-    import imageio_ffmpeg
-
-    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    return ffmpeg_exe()
 
 
 @pytest.fixture(scope="session")

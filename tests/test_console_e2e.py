@@ -16,7 +16,7 @@ from adapters.console import CHAT, ConsoleFiles, ConsoleReplies, parse_line, run
 from bot.config import NemoSettings
 from bot.engine import Engine
 from bot.messages import Attachment, ChatKey, IncomingMessage
-from localnemo.server import LocalNemo
+from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot, assert_video, fast_settings, wait_for
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.discord import DiscordAdapter, DiscordSettings
 from bot.config import NemoSettings
-from localnemo.server import LocalNemo
+from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.discord_server import FakeAttachment, FakeDiscord, InteractionLog, discord_py_pointed_at
 

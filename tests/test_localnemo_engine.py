@@ -25,11 +25,12 @@ import pytest
 from aiohttp import web
 
 from localnemo import render as render_module
+from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from localnemo.graph import RenderGraph
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.render import FFmpegRenderer, RenderError, RenderSettings
-from localnemo.server import LocalNemo, _PublicResolver
+from localnemo.uploads import PublicResolver
 
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
 FPS = 30
@@ -598,7 +599,7 @@ async def test_private_addresses_are_refused_by_default(nemo: Nemo, file_host: s
         assert answer.json() == {"code": 4003, "message": "could not download: only http and https URLs can be fetched"}
     assert nemo.draft == {"t": [], "m": {}}
     with pytest.raises(OSError, match="non-public"):
-        await _PublicResolver().resolve("localhost", 80)
+        await PublicResolver().resolve("localhost", 80)
 
 
 @pytest.mark.parametrize("options", [{"allow_private_urls": True}])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,12 +17,14 @@ import httpx
 import pytest
 
 from localnemo.agent import AgentEvent, AgentText, SimpleAgent
+from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from localnemo.media import ffmpeg_exe, probe
-from localnemo.server import LocalNemo
 from localnemo.state import SessionRecord
+from localnemo.testing import TestLocalNemo
 from tests.conftest import wait_for
 
+ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "nemo"
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
 
@@ -53,7 +58,7 @@ def options() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def nemo_server(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[LocalNemo]:
+async def nemo_server(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[TestLocalNemo]:
     values: dict[str, Any] = {
         "heartbeat_seconds": 5.0,
         "event_delay_seconds": 0.0,
@@ -61,12 +66,12 @@ async def nemo_server(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[
         "render_step_seconds": 0.01,
     }
     values.update(options)
-    async with LocalNemo(LocalNemoConfig(data_dir=tmp_path / "nemo", **values)) as server:
+    async with TestLocalNemo(LocalNemoConfig(data_dir=tmp_path / "nemo", **values)) as server:
         yield server
 
 
 @pytest.fixture
-async def client(nemo_server: LocalNemo) -> AsyncIterator[httpx.AsyncClient]:
+async def client(nemo_server: TestLocalNemo) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=nemo_server.base_url, timeout=10) as http:
         yield http
 
@@ -182,7 +187,7 @@ async def test_token_needs_a_client_id_and_renews_for_the_same_user(client: http
     assert (await grant(client, "client-2"))["user_id"] != first["user_id"]
 
 
-async def test_expired_or_missing_token_is_1001(client: httpx.AsyncClient, nemo_server: LocalNemo) -> None:
+async def test_expired_or_missing_token_is_1001(client: httpx.AsyncClient, nemo_server: TestLocalNemo) -> None:
     token = (await grant(client))["token"]
     assert (await client.get("/api/credits/balance/simple", headers=auth(token))).status_code == 200
     for headers in ({}, auth("nmv_usr_unknown")):
@@ -231,7 +236,7 @@ async def test_sessions_belong_to_their_user(client: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize("options", [{"max_upload_bytes": 4096}])
 async def test_upload_refuses_unsupported_types_and_oversized_files(
-    client: httpx.AsyncClient, nemo_server: LocalNemo, tiny_mp4: Path
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path
 ) -> None:
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
@@ -254,7 +259,7 @@ async def test_upload_refuses_unsupported_types_and_oversized_files(
 
 @pytest.mark.parametrize("options", [{"allow_private_urls": True}])  # the URL below is on 127.0.0.1
 async def test_upload_applies_state_and_serves_the_file_with_ranges(
-    client: httpx.AsyncClient, nemo_server: LocalNemo, tiny_mp4: Path
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path
 ) -> None:
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
@@ -295,7 +300,7 @@ async def test_upload_applies_state_and_serves_the_file_with_ranges(
 
 
 @pytest.mark.parametrize("options", [{"silent_every": 0}])
-async def test_adk_stream_has_the_fixtures_shapes(client: httpx.AsyncClient, nemo_server: LocalNemo) -> None:
+async def test_adk_stream_has_the_fixtures_shapes(client: httpx.AsyncClient, nemo_server: TestLocalNemo) -> None:
     grant_data = await grant(client)
     token = grant_data["token"]
     sid = await new_session(client, token)
@@ -393,7 +398,9 @@ async def test_heartbeats_rotate_while_the_agent_is_silent(tmp_path: Path, diale
         )
 
 
-async def test_out_of_credits_is_refused_before_the_stream(client: httpx.AsyncClient, nemo_server: LocalNemo) -> None:
+async def test_out_of_credits_is_refused_before_the_stream(
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo
+) -> None:
     data = await grant(client)
     sid = await new_session(client, data["token"])
     nemo_server.set_credits(data["user_id"], 0)
@@ -408,7 +415,7 @@ async def test_out_of_credits_is_refused_before_the_stream(client: httpx.AsyncCl
 
 @pytest.mark.parametrize("options", [{"job_shape": "wrapped"}, {"job_shape": "top"}])
 async def test_render_completes_and_the_result_downloads(
-    client: httpx.AsyncClient, nemo_server: LocalNemo, tiny_mp4: Path, options: dict[str, Any]
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path, options: dict[str, Any]
 ) -> None:
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
@@ -454,7 +461,7 @@ async def test_render_completes_and_the_result_downloads(
 
 
 async def test_render_refusals_failures_and_cancel(
-    client: httpx.AsyncClient, nemo_server: LocalNemo, tiny_mp4: Path
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path
 ) -> None:
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
@@ -495,7 +502,7 @@ async def test_render_refusals_failures_and_cancel(
 # -- faults and the call log ---------------------------------------------------------------------------------
 
 
-async def test_fail_faults_and_the_call_log(client: httpx.AsyncClient, nemo_server: LocalNemo) -> None:
+async def test_fail_faults_and_the_call_log(client: httpx.AsyncClient, nemo_server: TestLocalNemo) -> None:
     token = (await grant(client))["token"]
     nemo_server.faults.fail("credits", 1001, message="token expired")
     nemo_server.faults.fail("credits", 429, html=True)
@@ -526,8 +533,53 @@ async def test_fail_faults_and_the_call_log(client: httpx.AsyncClient, nemo_serv
     assert (missing.status_code, missing.json()["code"]) == (404, 404)
 
 
+
+async def test_the_product_server_has_no_test_controls(tmp_path: Path) -> None:
+    async with LocalNemo(LocalNemoConfig(data_dir=tmp_path)) as server, httpx.AsyncClient(
+        base_url=server.base_url
+    ) as http:
+        assert (await http.get("/_localnemo/calls")).status_code == 404
+        fault = {"kind": "fail", "endpoint": "credits", "code": 503, "times": -1}
+        assert (await http.post("/_localnemo/faults", json=fault)).status_code == 404
+        assert (await http.post("/_localnemo/expire-tokens")).status_code == 404
+        assert (await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "c"})).status_code == 200
+        assert not hasattr(server, "faults")
+
+
+async def test_the_test_server_runs_as_its_own_process(tmp_path: Path) -> None:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    env = {**os.environ, "LOCALNEMO_DATA_DIR": str(tmp_path / "nemo"), "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "localnemo.testing", "--port", str(port),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def up() -> bool:
+                assert process.returncode is None, "python -m localnemo.testing exited"
+                try:
+                    await http.get("/_localnemo/calls")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            await until(up, within=30)
+            fault = {"kind": "fail", "endpoint": "credits", "code": 503}
+            assert (await http.post("/_localnemo/faults", json=fault)).status_code == 200
+            assert (await http.get("/api/credits/balance/simple")).status_code == 503
+            calls = (await http.get("/_localnemo/calls")).json()["data"]["calls"]
+            assert [call["endpoint"] for call in calls] == ["credits"]
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode(errors="replace")
+
 async def test_dropped_stream_is_incomplete_and_the_turn_still_completes(
-    client: httpx.AsyncClient, nemo_server: LocalNemo
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo
 ) -> None:
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
@@ -553,7 +605,7 @@ async def test_dropped_stream_is_incomplete_and_the_turn_still_completes(
 
 
 async def test_an_unexpected_exception_is_a_plain_500(
-    client: httpx.AsyncClient, nemo_server: LocalNemo, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(token: str) -> None:
         raise RuntimeError("secret detail")

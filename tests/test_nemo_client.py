@@ -18,7 +18,7 @@ from bot.nemo.draft import describe_changes
 from bot.nemo.events import ErrorEvent, HeartbeatEvent, StreamEvent, TextEvent, ToolCallEvent, ToolResultEvent
 from bot.nemo.models import RenderJob, SessionInfo
 from bot.nemo.uploads import UploadSource
-from localnemo.server import LocalNemo
+from localnemo.testing import TestLocalNemo
 from tests.conftest import assert_video, fast_settings
 
 
@@ -45,7 +45,7 @@ async def session_id(account: NemoAccount) -> str:
 
 
 async def test_identity_is_issued_once_and_persisted(
-    nemo: NemoClient, identities: MemoryIdentityStore, localnemo: LocalNemo
+    nemo: NemoClient, identities: MemoryIdentityStore, localnemo: TestLocalNemo
 ) -> None:
     account = nemo.account("tg:1")
     credits = await account.credits()
@@ -72,7 +72,7 @@ async def test_each_chat_identity_has_its_own_client_id(nemo: NemoClient, identi
 
 
 async def test_a_restarted_client_reuses_the_stored_token(
-    http: httpx.AsyncClient, settings: Any, identities: MemoryIdentityStore, localnemo: LocalNemo
+    http: httpx.AsyncClient, settings: Any, identities: MemoryIdentityStore, localnemo: TestLocalNemo
 ) -> None:
     await NemoClient(http, settings, identities).account("tg:1").credits()
     await NemoClient(http, settings, identities).account("tg:1").credits()
@@ -90,7 +90,12 @@ async def test_session_state_and_claim_link(account: NemoAccount) -> None:
 
 
 async def test_upload_files_from_path_and_stream_then_export_and_download(
-    account: NemoAccount, session_id: str, sample_video: Path, tmp_path: Path, nemo: NemoClient, localnemo: LocalNemo
+    account: NemoAccount,
+    session_id: str,
+    sample_video: Path,
+    tmp_path: Path,
+    nemo: NemoClient,
+    localnemo: TestLocalNemo,
 ) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         with sample_video.open("rb") as f:
@@ -129,7 +134,9 @@ async def test_upload_files_from_path_and_stream_then_export_and_download(
     await assert_video(out, seconds=4.0)  # the two 2-second clips, joined
 
 
-async def test_upload_by_url(account: NemoAccount, session_id: str, localnemo: LocalNemo, sample_video: Path) -> None:
+async def test_upload_by_url(
+    account: NemoAccount, session_id: str, localnemo: TestLocalNemo, sample_video: Path
+) -> None:
     first = await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
     url = first.files[0].cdn_url
     assert url
@@ -139,7 +146,9 @@ async def test_upload_by_url(account: NemoAccount, session_id: str, localnemo: L
     assert (await account.state(other.session_id)).draft.exportable
 
 
-async def test_cancel_export(account: NemoAccount, session_id: str, sample_video: Path, localnemo: LocalNemo) -> None:
+async def test_cancel_export(
+    account: NemoAccount, session_id: str, sample_video: Path, localnemo: TestLocalNemo
+) -> None:
     localnemo.config.render_step_seconds = 5
     await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
     job = await account.submit_export(session_id, (await account.state(session_id)).draft)
@@ -189,7 +198,7 @@ async def test_heartbeats_while_the_agent_works(account: NemoAccount, session_id
 
 
 async def test_dropped_stream_is_a_typed_error_and_not_resent(
-    account: NemoAccount, session_id: str, localnemo: LocalNemo
+    account: NemoAccount, session_id: str, localnemo: TestLocalNemo
 ) -> None:
     localnemo.faults.stream("drop", after_events=1)
     seen: list[StreamEvent] = []
@@ -206,7 +215,7 @@ async def test_dropped_stream_is_a_typed_error_and_not_resent(
 
 
 async def test_heartbeat_only_stream_times_out(
-    http: httpx.AsyncClient, localnemo: LocalNemo, identities: MemoryIdentityStore
+    http: httpx.AsyncClient, localnemo: TestLocalNemo, identities: MemoryIdentityStore
 ) -> None:
     nemo = NemoClient(http, fast_settings(localnemo.base_url, heartbeat_timeout_seconds=0.3), identities)
     account = nemo.account("tg:1")
@@ -218,7 +227,7 @@ async def test_heartbeat_only_stream_times_out(
 
 
 async def test_hanging_stream_times_out(
-    http: httpx.AsyncClient, localnemo: LocalNemo, identities: MemoryIdentityStore
+    http: httpx.AsyncClient, localnemo: TestLocalNemo, identities: MemoryIdentityStore
 ) -> None:
     nemo = NemoClient(http, fast_settings(localnemo.base_url, heartbeat_timeout_seconds=0.3), identities)
     account = nemo.account("tg:1")
@@ -230,7 +239,7 @@ async def test_hanging_stream_times_out(
 
 
 async def test_slow_stream_hits_the_overall_limit(
-    http: httpx.AsyncClient, localnemo: LocalNemo, identities: MemoryIdentityStore
+    http: httpx.AsyncClient, localnemo: TestLocalNemo, identities: MemoryIdentityStore
 ) -> None:
     nemo = NemoClient(http, fast_settings(localnemo.base_url, stream_timeout_seconds=0.3), identities)
     account = nemo.account("tg:1")
@@ -249,7 +258,7 @@ async def test_backend_error_inside_the_stream(account: NemoAccount, session_id:
 
 
 async def test_token_expiry_is_renewed_invisibly(
-    account: NemoAccount, session_id: str, localnemo: LocalNemo, identities: MemoryIdentityStore
+    account: NemoAccount, session_id: str, localnemo: TestLocalNemo, identities: MemoryIdentityStore
 ) -> None:
     old = identities.records["tg:1"].client_id
     localnemo.expire_tokens()
@@ -261,7 +270,7 @@ async def test_token_expiry_is_renewed_invisibly(
 
 
 async def test_1001_on_the_stream_is_renewed_before_anything_is_sent(
-    account: NemoAccount, session_id: str, localnemo: LocalNemo
+    account: NemoAccount, session_id: str, localnemo: TestLocalNemo
 ) -> None:
     localnemo.expire_tokens()
     events = await collect(account, session_id, "add background music")
@@ -271,7 +280,7 @@ async def test_1001_on_the_stream_is_renewed_before_anything_is_sent(
     assert localnemo.state.max_concurrent_runs[session_id] == 1
 
 
-async def test_rate_limit_once_recovers_twice_fails(account: NemoAccount, localnemo: LocalNemo) -> None:
+async def test_rate_limit_once_recovers_twice_fails(account: NemoAccount, localnemo: TestLocalNemo) -> None:
     await account.credits()
     localnemo.faults.fail("credits", 429, html=True)
     assert (await account.credits()).available == 100
@@ -282,7 +291,7 @@ async def test_rate_limit_once_recovers_twice_fails(account: NemoAccount, localn
 
 
 async def test_rate_limit_on_the_stream_waits_and_sends_once(
-    account: NemoAccount, session_id: str, localnemo: LocalNemo
+    account: NemoAccount, session_id: str, localnemo: TestLocalNemo
 ) -> None:
     localnemo.faults.fail("run_sse", 429)
     assert texts(await collect(account, session_id, "add background music"))
@@ -329,7 +338,7 @@ async def trigger(endpoint: str, account: NemoAccount, info: SessionInfo | None,
     ],
 )
 async def test_every_error_code_is_typed(
-    nemo: NemoClient, localnemo: LocalNemo, sample_video: Path, endpoint: str, code: int,
+    nemo: NemoClient, localnemo: TestLocalNemo, sample_video: Path, endpoint: str, code: int,
     expected: type[errors.NemoError],
 ) -> None:
     account = nemo.account("tg:9")
@@ -345,7 +354,7 @@ async def test_every_error_code_is_typed(
 
 
 async def test_server_errors_retried_only_where_safe(
-    account: NemoAccount, session_id: str, localnemo: LocalNemo, sample_video: Path
+    account: NemoAccount, session_id: str, localnemo: TestLocalNemo, sample_video: Path
 ) -> None:
     localnemo.faults.fail("state", 502, html=True, times=2)
     await account.state(session_id)
@@ -372,7 +381,7 @@ async def test_another_identitys_session_is_not_found(nemo: NemoClient) -> None:
         await nemo.account("tg:2").state(mine.session_id)
 
 
-async def test_fixed_token_is_used_as_is(http: httpx.AsyncClient, localnemo: LocalNemo) -> None:
+async def test_fixed_token_is_used_as_is(http: httpx.AsyncClient, localnemo: TestLocalNemo) -> None:
     grant = await http.post(localnemo.base_url + "/api/auth/anonymous-token", headers={"X-Client-Id": "ops"})
     token = grant.json()["data"]["token"]
     before = localnemo.faults.count("token")
@@ -387,7 +396,7 @@ async def test_fixed_token_is_used_as_is(http: httpx.AsyncClient, localnemo: Loc
 
 
 async def test_export_blocked_without_attribution(
-    http: httpx.AsyncClient, localnemo: LocalNemo, sample_video: Path
+    http: httpx.AsyncClient, localnemo: TestLocalNemo, sample_video: Path
 ) -> None:
     nemo = NemoClient(http, fast_settings(localnemo.base_url, skill_platform=""), MemoryIdentityStore())
     account = nemo.account("tg:1")
@@ -399,7 +408,11 @@ async def test_export_blocked_without_attribution(
 
 @pytest.mark.parametrize("localnemo_options", [{"job_shape": "top"}, {"job_shape": "wrapped"}])
 async def test_export_in_both_job_shapes_and_a_taken_id(
-    account: NemoAccount, session_id: str, sample_video: Path, localnemo: LocalNemo, localnemo_options: dict[str, Any]
+    account: NemoAccount,
+    session_id: str,
+    sample_video: Path,
+    localnemo: TestLocalNemo,
+    localnemo_options: dict[str, Any],
 ) -> None:
     await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
     draft = (await account.state(session_id)).draft
@@ -421,7 +434,7 @@ async def test_failed_export_carries_the_reason(account: NemoAccount, session_id
 
 
 async def test_oversized_sparse_file_is_refused_before_any_request(
-    nemo: NemoClient, localnemo: LocalNemo, tmp_path: Path
+    nemo: NemoClient, localnemo: TestLocalNemo, tmp_path: Path
 ) -> None:
     big = tmp_path / "huge.mp4"
     with big.open("wb") as f:
@@ -436,7 +449,7 @@ async def test_oversized_sparse_file_is_refused_before_any_request(
     ("name", "ctype"), [("notes.txt", None), ("movie.exe", None), ("clip.mp4", "application/pdf")]
 )
 async def test_wrong_type_is_refused_before_any_request_listing_formats(
-    nemo: NemoClient, localnemo: LocalNemo, tmp_path: Path, name: str, ctype: str | None
+    nemo: NemoClient, localnemo: TestLocalNemo, tmp_path: Path, name: str, ctype: str | None
 ) -> None:
     path = tmp_path / name
     path.write_bytes(b"x" * 10)
@@ -449,7 +462,7 @@ async def test_wrong_type_is_refused_before_any_request_listing_formats(
 
 
 async def test_backend_size_rule_holds_for_streams_of_unknown_size(
-    http: httpx.AsyncClient, localnemo: LocalNemo
+    http: httpx.AsyncClient, localnemo: TestLocalNemo
 ) -> None:
     nemo = NemoClient(http, fast_settings(localnemo.base_url, max_upload_bytes=1_000_000), MemoryIdentityStore())
     account = nemo.account("tg:1")

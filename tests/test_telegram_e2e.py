@@ -12,7 +12,7 @@ import pytest
 
 from adapters.telegram import TelegramAdapter, TelegramSettings, split_text
 from bot.config import NemoSettings
-from localnemo.server import LocalNemo
+from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.telegram_server import MB, FakeTelegram
 
