@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.nemo.models import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, Segment, Track
+from bot.nemo.models import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, DraftMeta, Segment, Track
 
 # Phrases in English and Chinese; {placeholders} are filled by the functions below.
 _PHRASES: dict[str, tuple[str, str]] = {
@@ -88,7 +88,7 @@ def _segment_spans(segments: list[Segment]) -> list[tuple[float, float]]:
     spans: list[tuple[float, float]] = []
     cursor = 0.0
     for seg in segments:
-        start = _number(seg.m.get("start"))
+        start = _number(seg.m.start)
         if start is None:
             start = cursor
         end = start + max(seg.d, 0)
@@ -98,9 +98,8 @@ def _segment_spans(segments: list[Segment]) -> list[tuple[float, float]]:
 
 
 def _segment_label(seg: Segment) -> str | None:
-    for key in ("text", "title", "name", "filename"):
-        value = seg.m.get(key)
-        if isinstance(value, str) and value.strip():
+    for value in (seg.m.text, seg.m.title, seg.m.name, seg.m.filename):
+        if value is not None and value.strip():
             return value.strip()
     return None
 
@@ -111,8 +110,8 @@ def view_track(track: Track) -> TrackView:
     end = max((e for _, e in spans), default=0.0)
     first = track.sg[0] if track.sg else None
     name = _segment_label(first) if first else None
-    volume = _number(first.m.get("volume")) if first else None
-    role = str(first.m.get("role", "")) if first else ""
+    volume = _number(first.m.volume) if first else None
+    role = (first.m.role or "") if first else ""
     counted: str | None = None
     count = len(track.sg)
     if track.tt == TRACK_VIDEO:
@@ -217,15 +216,18 @@ def describe_changes(before: Draft | None, after: Draft | None, lang: str = "en"
         if key not in new:
             track = view.kind not in ("Title", "Captions")
             changes.append(_w("removed_track" if track else "removed", lang, noun=view.noun(lang)))
-    before_m = before.m if before else {}
-    after_m = after.m if after else {}
-    size_before = (before_m.get("width"), before_m.get("height"))
-    size_after = (after_m.get("width"), after_m.get("height"))
+    before_m = before.m if before else DraftMeta()
+    after_m = after.m if after else DraftMeta()
+    size_before = (before_m.width, before_m.height)
+    size_after = (after_m.width, after_m.height)
     if size_before != size_after and all(isinstance(v, int) for v in size_after):
         changes.append(_w("frame_now", lang, w=size_after[0], h=size_after[1]))
-    for setting, phrase in (("resolution", "output_now"), ("aspect_ratio", "aspect_now")):
-        if before_m.get(setting) != after_m.get(setting) and after_m.get(setting):
-            changes.append(_w(phrase, lang, v=after_m[setting]))
+    for old_value, new_value, phrase in (
+        (before_m.resolution, after_m.resolution, "output_now"),
+        (before_m.aspect_ratio, after_m.aspect_ratio, "aspect_now"),
+    ):
+        if old_value != new_value and new_value:
+            changes.append(_w(phrase, lang, v=new_value))
     if not changes and (before.model_dump() if before else None) != (after.model_dump() if after else None):
         changes.append(_w("updated", lang))
     return changes
