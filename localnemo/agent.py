@@ -14,7 +14,6 @@ text prompt, captions from speech) gets an honest answer naming the hosted backe
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import re
 import secrets
@@ -317,10 +316,10 @@ class PlannerAgent:
         heard = 0
         for track in timeline.tracks_of(session.draft, timeline.TRACK_VIDEO):
             new_segments: list[timeline.Segment] = []
-            for segment in track["sg"]:
-                src = timeline.meta(segment).get("src")
+            for segment in track.sg:
+                src = segment.m.src
                 analysis = None
-                if isinstance(segment, dict) and not timeline.is_image(segment) and isinstance(src, str):
+                if not timeline.is_image(segment) and src is not None:
                     analysis = await self._analysis(session, src)
                 if analysis is None:
                     new_segments.append(segment)
@@ -335,11 +334,11 @@ class PlannerAgent:
                     new_segments.append(segment)
                     continue
                 for start, end in spans:
-                    piece = copy.deepcopy(segment)
+                    piece = segment.model_copy(deep=True)
                     timeline.set_span(piece, start, end)
                     new_segments.append(piece)
                 pieces += len(spans)
-            track["sg"] = new_segments
+            track.sg = new_segments
         after = timeline.repack(session.draft)
         removed = before - after
         if removed <= 0:
@@ -415,7 +414,7 @@ class PlannerAgent:
 
     def _join(self, session: SessionRecord, reply: _Reply) -> Edit | None:
         segments = timeline.video_segments(session.draft)
-        sources = {timeline.meta(s).get("src") for s in segments}
+        sources = {s.m.src for s in segments}
         if len(sources) < 2:
             reply.say(
                 "There is only one clip on the timeline; upload more and they play one after another.",
@@ -436,7 +435,7 @@ class PlannerAgent:
             return None
         per_image = max(500, min(step.per_image_ms or timeline.IMAGE_SEGMENT_MS, 60_000))
         for segment in images:
-            segment["d"] = per_image
+            segment.d = per_image
         length = timeline.repack(session.draft)
         reply.say(
             f"The {len(images)} images play as a slideshow, {_s(per_image)} s each ({_s(length)} s in all).",
@@ -454,7 +453,7 @@ class PlannerAgent:
         before = timeline.repack(session.draft)
         for segment in clips:
             start, end = timeline.source_span(segment)
-            timeline.meta(segment)["speed"] = step.factor
+            segment.m.speed = step.factor
             timeline.set_span(segment, start, end)
         after = timeline.repack(session.draft)
         reply.say(
@@ -478,11 +477,10 @@ class PlannerAgent:
                 return None
         level = 0.0
         for segment in segments:
-            m = timeline.meta(segment)
-            current = timeline.number(m.get("volume"), 1.0)
+            current = timeline.number(segment.m.volume, 1.0)
             level = step.level if step.level is not None else current * (step.factor or 1.0)
             level = round(max(0.0, min(2.0, level)), 3)
-            m["volume"] = level
+            segment.m.volume = level
         percent = round(level * 100)
         if step.target == "music":
             reply.say(f"The music is now at {percent}% volume.", f"音乐音量已设为 {percent}%。")
@@ -500,19 +498,18 @@ class PlannerAgent:
         length = timeline.repack(session.draft) or DEFAULT_LENGTH_MS
         volume = step.volume if step.volume is not None else MUSIC_VOLUME
         threshold = await self._duck_threshold(session)
-        m: dict[str, Any] = {
-            "title": MUSIC_TITLE, "start": 0, "in": 0, "volume": volume, "role": "music", "duck": step.duck,
-            "duck_db": DUCK_DB, "duck_threshold_db": threshold, "loop": True, "fit": True,
-        }  # fmt: skip
+        m = timeline.SegmentMeta(
+            title=MUSIC_TITLE, start=0, in_=0, volume=volume, role="music", duck=step.duck, duck_db=DUCK_DB,
+            duck_threshold_db=threshold, loop=True, fit=True,
+        )  # fmt: skip
         if upload is not None:
-            m["src"] = upload["cdn_url"]
-            m["title"] = Path(str(upload.get("filename") or "music")).stem or "music"
-        _drop_music(session.draft, also_src=m.get("src"))
-        tracks = timeline.tracks(session.draft)
-        tracks.append({"tt": timeline.TRACK_AUDIO, "sg": [{"d": length, "m": m}]})
+            m.src = str(upload["cdn_url"])
+            m.title = Path(str(upload.get("filename") or "music")).stem or "music"
+        _drop_music(session.draft, also_src=m.src)
+        session.draft.t.append(timeline.Track(tt=timeline.TRACK_AUDIO, sg=[timeline.Segment(d=length, m=m)]))
         percent = round(volume * 100)
-        which_en = f'"{m["title"]}", the track you sent,' if upload is not None else "the built-in music loop"
-        which_zh = f"你上传的「{m['title']}」" if upload is not None else "内置的背景音乐"
+        which_en = f'"{m.title}", the track you sent,' if upload is not None else "the built-in music loop"
+        which_zh = f"你上传的「{m.title}」" if upload is not None else "内置的背景音乐"
         ducking_en = " It dips by about 12 dB while someone speaks." if step.duck else ""
         ducking_zh = "有人说话时音乐会自动降低约 12 dB。" if step.duck else ""
         reply.say(
@@ -530,8 +527,8 @@ class PlannerAgent:
     async def _duck_threshold(self, session: SessionRecord) -> float:
         levels: list[float] = []
         for segment in timeline.video_segments(session.draft):
-            src = timeline.meta(segment).get("src")
-            if timeline.is_image(segment) or not isinstance(src, str):
+            src = segment.m.src
+            if timeline.is_image(segment) or src is None:
                 continue
             analysis = await self._analysis(session, src)
             if analysis is not None and analysis.speech_db is not None:
@@ -552,19 +549,18 @@ class PlannerAgent:
 
     def _title(self, session: SessionRecord, step: planner.Title, reply: _Reply) -> Edit:
         duration = max(500, min(step.duration_ms or TITLE_MS, 60_000))
-        segment = {"d": duration, "m": {"text": step.text, "start": 0, "role": "title"}}
-        tracks = timeline.tracks(session.draft)
+        segment = timeline.Segment(d=duration, m=timeline.SegmentMeta(text=step.text, start=0, role="title"))
         replaced = False
         for track in timeline.tracks_of(session.draft, timeline.TRACK_TEXT):
-            for index, old in enumerate(track["sg"]):
-                if timeline.meta(old).get("role") == "title":
-                    track["sg"][index] = segment
+            for index, old in enumerate(track.sg):
+                if old.m.role == "title":
+                    track.sg[index] = segment
                     replaced = True
                     break
             if replaced:
                 break
         if not replaced:
-            tracks.append({"tt": timeline.TRACK_TEXT, "sg": [segment]})
+            session.draft.t.append(timeline.Track(tt=timeline.TRACK_TEXT, sg=[segment]))
         reply.say(
             f'I added the title "{step.text}" for the first {_s(duration)} seconds.',
             f"已添加标题「{step.text}」，显示前 {_s(duration)} 秒。",
@@ -573,16 +569,16 @@ class PlannerAgent:
 
     def _text(self, session: SessionRecord, step: planner.TextOverlay, reply: _Reply) -> Edit:
         length = timeline.repack(session.draft)
-        m: dict[str, Any] = {"text": step.text, "role": "text"}
+        m = timeline.SegmentMeta(text=step.text, role="text")
         if step.start_ms is not None and step.end_ms is not None:
             start, duration = step.start_ms, step.end_ms - step.start_ms
         elif step.at_end:
             start, duration = max(0, length - TEXT_MS), TEXT_MS
         else:
             start, duration = 0, length or DEFAULT_LENGTH_MS
-            m["fit"] = True
-        m["start"] = start
-        timeline.tracks(session.draft).append({"tt": timeline.TRACK_TEXT, "sg": [{"d": duration, "m": m}]})
+            m.fit = True
+        m.start = start
+        session.draft.t.append(timeline.Track(tt=timeline.TRACK_TEXT, sg=[timeline.Segment(d=duration, m=m)]))
         reply.say(
             f'I put the text "{step.text}" on the video from {_clock(start)} to {_clock(start + duration)}.',
             f"已在 {_clock(start)}–{_clock(start + duration)} 添加文字「{step.text}」。",
@@ -618,9 +614,8 @@ class PlannerAgent:
         )
         timeline.sync(session.draft, session.video_infos)
         shown = sum(
-            1 for t in timeline.tracks_of(session.draft, timeline.TRACK_TEXT) for s in t["sg"]
-            if timeline.meta(s).get("role") == "caption"
-        )  # fmt: skip
+            1 for t in timeline.tracks_of(session.draft, timeline.TRACK_TEXT) for s in t.sg if s.m.role == "caption"
+        )
         name = upload.get("filename") or "the captions file"
         reply.say(
             f"I put the {shown} caption{'' if shown == 1 else 's'} from {name} on the video; "
@@ -634,9 +629,9 @@ class PlannerAgent:
     # -- picture ---------------------------------------------------------------------------------------
 
     def _aspect(self, session: SessionRecord, step: planner.Aspect, reply: _Reply) -> Edit:
-        draft_meta = timeline.draft_meta(session.draft)
-        fit = step.fit or str(draft_meta.get("fit") or "blur")
-        draft_meta["fit"] = fit
+        draft_meta = session.draft.m
+        fit = step.fit or draft_meta.fit or "blur"
+        draft_meta.fit = fit
         fit_en = {
             "blur": "clips of another shape sit on a blurred copy of themselves",
             "crop": "clips of another shape are cropped to fill it",
@@ -652,7 +647,7 @@ class PlannerAgent:
             return _edit("set_canvas", {"fit": fit}, {})
         across, down = planner.ASPECTS[step.ratio]
         try:
-            short_side = resolution_lines(str(draft_meta.get("resolution") or self.default_resolution))
+            short_side = resolution_lines(draft_meta.resolution or self.default_resolution)
         except ValueError:
             short_side = 1080
         if across >= down:
@@ -661,7 +656,7 @@ class PlannerAgent:
             width, height = short_side, round(short_side * down / across)
         width, height = width + width % 2, height + height % 2
         session.canvas_config.update({"width": width, "height": height, "aspect_ratio": step.ratio})
-        draft_meta.update({"width": width, "height": height, "aspect_ratio": step.ratio})
+        draft_meta.width, draft_meta.height, draft_meta.aspect_ratio = width, height, step.ratio
         reply.say(
             f"The canvas is now {step.ratio} ({width}×{height}); {fit_en}.",
             f"画布已改为 {step.ratio}（{width}×{height}），{fit_zh}。",
@@ -669,15 +664,15 @@ class PlannerAgent:
         return _edit("set_canvas", {"aspect_ratio": step.ratio, "fit": fit}, {"width": width, "height": height})
 
     def _fade(self, session: SessionRecord, step: planner.Fade, reply: _Reply) -> Edit:
-        draft_meta = timeline.draft_meta(session.draft)
+        draft_meta = session.draft.m
         parts_en: list[str] = []
         parts_zh: list[str] = []
         if step.fade_in_ms is not None:
-            draft_meta["fade_in_ms"] = step.fade_in_ms
+            draft_meta.fade_in_ms = step.fade_in_ms
             parts_en.append(f"fades in over {_s(step.fade_in_ms)} s")
             parts_zh.append(f"开头 {_s(step.fade_in_ms)} 秒淡入")
         if step.fade_out_ms is not None:
-            draft_meta["fade_out_ms"] = step.fade_out_ms
+            draft_meta.fade_out_ms = step.fade_out_ms
             parts_en.append(f"fades out over {_s(step.fade_out_ms)} s")
             parts_zh.append(f"结尾 {_s(step.fade_out_ms)} 秒淡出")
         reply.say(
@@ -687,17 +682,17 @@ class PlannerAgent:
         return _edit("set_fade", {"fade_in_ms": step.fade_in_ms, "fade_out_ms": step.fade_out_ms}, {})
 
     def _resolution(self, session: SessionRecord, step: planner.Resolution, reply: _Reply) -> Edit:
-        draft_meta = timeline.draft_meta(session.draft)
-        draft_meta["resolution"] = step.name
-        ratio = draft_meta.get("aspect_ratio")
-        if isinstance(ratio, str) and ratio in planner.ASPECTS:
+        draft_meta = session.draft.m
+        draft_meta.resolution = step.name
+        ratio = draft_meta.aspect_ratio
+        if ratio is not None and ratio in planner.ASPECTS:
             # Keep the canvas numbers in step with the new size.
             self._aspect(session, planner.Aspect(ratio, None), _Reply(reply.chinese))
         reply.say(f"The export resolution is now {step.name}.", f"导出分辨率已设为 {step.name}。")
         return _edit("set_resolution", {"resolution": step.name}, {})
 
     def _note(self, session: SessionRecord, text: str, reply: _Reply) -> Edit:
-        timeline.draft_meta(session.draft).setdefault("notes", []).append(text)
+        session.draft.m.notes = [*(session.draft.m.notes or []), text]
         reply.say(f"Noted: {text}", f"已记下：{text}")
         return _edit("add_note", {"text": text}, {})
 
@@ -736,60 +731,49 @@ def kept_spans(
     return kept or None
 
 
-def keep_ranges(draft: dict[str, Any], ranges: list[tuple[float, float]]) -> None:
+def keep_ranges(draft: timeline.Draft, ranges: list[tuple[float, float]]) -> None:
     """Keep only the given timeline ranges (ms) of the video, cutting segments at their edges."""
     timeline.repack(draft)
     for track in timeline.tracks_of(draft, timeline.TRACK_VIDEO):
         new_segments: list[timeline.Segment] = []
-        for segment in track["sg"]:
-            start = timeline.number(timeline.meta(segment).get("start"))
-            end = start + timeline.number(segment.get("d"))
+        for segment in track.sg:
+            start = timeline.number(segment.m.start)
+            end = start + timeline.number(segment.d)
             for low, high in ranges:
                 lo, hi = max(start, low), min(end, high)
                 if hi - lo < 1:
                     continue
-                piece = copy.deepcopy(segment)
+                piece = segment.model_copy(deep=True)
                 if timeline.is_image(piece):
-                    piece["d"] = round(hi - lo)
+                    piece.d = round(hi - lo)
                 else:
                     source_in, _ = timeline.source_span(segment)
                     speed = timeline.speed_of(segment)
                     timeline.set_span(piece, source_in + (lo - start) * speed, source_in + (hi - start) * speed)
                 new_segments.append(piece)
-        track["sg"] = new_segments
+        track.sg = new_segments
     timeline.repack(draft)
 
 
-def _music_segments(draft: dict[str, Any]) -> list[timeline.Segment]:
-    return [
-        segment
-        for track in timeline.tracks_of(draft, timeline.TRACK_AUDIO)
-        for segment in track["sg"]
-        if isinstance(segment, dict)
-        and (timeline.meta(segment).get("role") == "music" or "src" not in timeline.meta(segment))
-    ]
+def _is_music(segment: timeline.Segment) -> bool:
+    """Background music: marked so, or the bundled loop (an audio segment without a source)."""
+    return segment.m.role == "music" or segment.m.src is None
 
 
-def _drop_music(draft: dict[str, Any], *, also_src: str | None = None) -> None:
+def _music_segments(draft: timeline.Draft) -> list[timeline.Segment]:
+    return [segment for track in timeline.tracks_of(draft, timeline.TRACK_AUDIO) for segment in track.sg
+            if _is_music(segment)]  # fmt: skip
+
+
+def _drop_music(draft: timeline.Draft, *, also_src: str | None = None) -> None:
     """Remove the background music (and the plain audio segments of ``also_src``, which becomes the music)."""
     for track in timeline.tracks_of(draft, timeline.TRACK_AUDIO):
-        track["sg"] = [
+        track.sg = [
             segment
-            for segment in track["sg"]
-            if not (
-                isinstance(segment, dict)
-                and (
-                    timeline.meta(segment).get("role") == "music"
-                    or "src" not in timeline.meta(segment)
-                    or (also_src is not None and timeline.meta(segment).get("src") == also_src)
-                )
-            )
+            for segment in track.sg
+            if not (_is_music(segment) or (also_src is not None and segment.m.src == also_src))
         ]
-    timeline.tracks(draft)[:] = [
-        t
-        for t in timeline.tracks(draft)
-        if not (isinstance(t, dict) and t.get("tt") == timeline.TRACK_AUDIO and t.get("sg") == [])
-    ]
+    timeline.drop_empty_tracks(draft, timeline.TRACK_AUDIO)
 
 
 def _local_path(session: SessionRecord, url: str) -> Path | None:

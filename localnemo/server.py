@@ -14,7 +14,6 @@ import ipaddress
 import itertools
 import json
 import logging
-import math
 import mimetypes
 import os
 import re
@@ -92,7 +91,6 @@ _MAX_URLS = 20
 _POLL_SECONDS = 0.2
 
 IMAGE_SEGMENT_MS = timeline.IMAGE_SEGMENT_MS
-UNKNOWN_DURATION_MS = 5000
 
 
 class ApiError(Exception):
@@ -395,77 +393,6 @@ async def _save_stream(chunks: AsyncIterator[bytes], target: Path, *, limit: int
 async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(_CHUNK):
         yield chunk
-
-
-def _aspect_ratio(width: int, height: int) -> str:
-    divisor = math.gcd(width, height) or 1
-    return f"{width // divisor}:{height // divisor}"
-
-
-def _segment_end(track: Mapping[str, Any]) -> int:
-    segments = track.get("sg") or []
-    if not segments:
-        return 0
-    last = segments[-1]
-    meta = last.get("m", {})
-    start = meta.get("start", 0) if isinstance(meta, dict) else 0
-    return int(start) + int(last.get("d", 0))
-
-
-def _apply_upload(session: SessionRecord, info: dict[str, Any], title: str, cues: list[Cue] | None = None) -> None:
-    """Put an uploaded file on the timeline, as the backend does when it applies session state."""
-    tracks: list[dict[str, Any]] = session.draft.setdefault("t", [])
-    kind = info["file_type"]
-    duration = info.get("duration")
-    if kind == "subtitle":
-        session.video_infos.append(info)
-        timeline.place_captions(session.draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
-        timeline.sync(session.draft, session.video_infos)
-        return
-    if kind == "audio":
-        track = next(
-            (t for t in tracks if t.get("tt") == 1 and any("src" in s.get("m", {}) for s in t.get("sg", []))), None
-        )
-        if track is None:
-            track = {"tt": 1, "sg": []}
-            tracks.append(track)
-        length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
-        meta: dict[str, Any] = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "volume": 1.0}
-    else:
-        track = next((t for t in tracks if t.get("tt") == 0), None)
-        if track is None:
-            track = {"tt": 0, "sg": []}
-            tracks.insert(0, track)
-        meta = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "kind": kind}
-        if kind == "image":
-            length = IMAGE_SEGMENT_MS
-        else:
-            length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
-            # The kept span of the source: cutting pauses or trimming narrows it (see localnemo.timeline).
-            meta.update({"in": 0, "out": length})
-            if info.get("fps"):
-                meta["fps"] = info["fps"]
-        width, height = info.get("width"), info.get("height")
-        if width and height:
-            meta.update({"width": width, "height": height})
-            # The first picture sets the canvas, until the user asks for another aspect ratio.
-            if not session.canvas_config:
-                session.canvas_config.update(
-                    {"width": width, "height": height, "aspect_ratio": _aspect_ratio(width, height)}
-                )
-                draft_meta = session.draft.setdefault("m", {})
-                draft_meta.setdefault("width", width)
-                draft_meta.setdefault("height", height)
-    track.setdefault("sg", []).append({"d": length, "m": meta})
-    session.video_infos.append(info)
-    timeline.sync(session.draft, session.video_infos)
-
-
-def _has_segment(draft: Mapping[str, Any]) -> bool:
-    tracks = draft.get("t")
-    if not isinstance(tracks, list):
-        return False
-    return any(isinstance(track, dict) and isinstance(track.get("sg"), list) and track["sg"] for track in tracks)
 
 
 def _iter_strings(value: Any) -> Iterator[str]:
@@ -835,7 +762,7 @@ class _Server:
                 entry["fps"] = info.fps
             entry["hash"] = item.sha256
             entry["size"] = item.size
-            _apply_upload(session, entry, Path(item.original_name).stem or item.original_name, item.cues)
+            timeline.place_upload(session, entry, Path(item.original_name).stem or item.original_name, item.cues)
             files.append(entry)
             log.info("localnemo.upload.stored session_id=%s kind=%s size=%s", session.session_id, item.kind, item.size)
         return ok({"files": files, "session_state_applied": True})
@@ -945,12 +872,13 @@ class _Server:
                 "X-Skill-Platform are required",
             )
         body = await _json_object(request)
-        render_id, session_id, draft = body.get("id"), body.get("sessionId"), body.get("draft")
+        render_id, session_id, draft_body = body.get("id"), body.get("sessionId"), body.get("draft")
         output = body.get("output", {})
         if not isinstance(render_id, str) or not _RENDER_ID_RE.match(render_id):
             raise ApiError(400, 400, "id must be 1-128 characters of letters, digits, '_', '-' or '.'")
-        if not isinstance(session_id, str) or not isinstance(draft, dict) or not isinstance(output, dict):
+        if not isinstance(session_id, str) or not isinstance(draft_body, dict) or not isinstance(output, dict):
             raise ApiError(400, 400, "expected {id, sessionId, draft: {...}, output: {...}}")
+        draft = timeline.Draft.model_validate(draft_body)
         resolution = output.get("resolution")
         if isinstance(resolution, str) and resolution.strip():
             try:
@@ -958,16 +886,14 @@ class _Server:
             except ValueError:
                 raise ApiError(400, 400, "output.resolution must be like 720p, 1080p or 4k") from None
             # An export "at 1080p" overrides what the draft says, for this render only.
-            draft_meta = draft.get("m")
-            draft = {**draft, "m": {**(draft_meta if isinstance(draft_meta, dict) else {})}}
-            draft["m"]["resolution"] = resolution.strip().lower()
+            draft.m.resolution = resolution.strip().lower()
         if render_id in self.state.jobs:
             raise ApiError(409, 409, "render id already exists")
         session = self.session(user, session_id)
         await self.make_room(0, keep=session)
         job = RenderJob(job_id=render_id, user_id=user.user_id, session_id=session.session_id, created_at_ms=_now_ms())
         self.state.jobs[render_id] = job
-        if not _has_segment(draft):
+        if not timeline.has_segment(draft):
             job.status = "failed"
             job.error = "invalid draft: the timeline is empty"
             log.info("localnemo.render.refused id=%s reason=empty", render_id)
@@ -980,11 +906,12 @@ class _Server:
             log.info("localnemo.render.created id=%s session_id=%s", render_id, session.session_id)
         return self._job_response(job)
 
-    def _sources(self, user: UserRecord, draft: dict[str, Any]) -> dict[str, Path]:
+    def _sources(self, user: UserRecord, draft: timeline.Draft) -> dict[str, Path]:
         """Local files behind the URLs in the draft: any ``…/files/<sid>/<name>`` of the user's sessions,
         whatever host the URL names (the client may reach this server under another name)."""
         sources: dict[str, Path] = {}
-        for text in _iter_strings(draft):
+        # Every string of the wire form, unknown keys included: a URL may sit anywhere in it.
+        for text in _iter_strings(draft.to_wire()):
             try:
                 parts = URL(text).path.split("/")
             except ValueError:
@@ -999,7 +926,7 @@ class _Server:
                 sources[text] = path
         return sources
 
-    async def _render_job(self, job: RenderJob, draft: dict[str, Any], sources: dict[str, Path], base: str) -> None:
+    async def _render_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path], base: str) -> None:
         job.status = "processing"
         out_path = self.config.data_dir / "renders" / f"{job.job_id}.mp4"
         await asyncio.to_thread(out_path.parent.mkdir, parents=True, exist_ok=True)
