@@ -90,8 +90,6 @@ _MAX_URLS = 20
 # when a client disconnects (handler_cancellation is off by default).
 _POLL_SECONDS = 0.2
 
-IMAGE_SEGMENT_MS = timeline.IMAGE_SEGMENT_MS
-
 
 class ApiError(Exception):
     """An error answer: HTTP status and the backend's ``{"code", "message"}`` body."""

@@ -2,7 +2,8 @@
 backend's short-key form, and the edits every part of localnemo shares.
 
 A draft is ``{"t": [tracks], "m": {...}}``; a track is ``{"tt": type, "sg": [segments]}``; a segment is
-``{"d": milliseconds on the timeline, "m": {...}}``. The fields localnemo uses (others are kept as they are):
+``{"d": milliseconds on the timeline, "m": {...}}``. The fields localnemo uses, each a typed attribute of the
+model (``in`` is ``in_`` in Python; any other key is kept and written back as it came):
 
 - video track (``tt`` 0), played one segment after another in list order:
   ``src`` (the upload's URL), ``title``, ``start`` (timeline ms), ``kind`` ("video" or "image"),
