@@ -172,7 +172,7 @@ BUTTON_LABELS: dict[str, tuple[str, str]] = {
 
 
 def t(key: str, lang: str, **values: object) -> str:
-    en, zh = _TEXTS[key]
+    en, zh = _CATALOGUE[key]
     template = zh if lang == "zh" else en
     if key in ("start", "help"):
         values.setdefault("commands", t("commands", lang))
@@ -236,3 +236,181 @@ def clean_backend_text(text: str, lang: str) -> str:
 def is_trailing_noise(text: str) -> bool:
     """"I encountered a temporary issue" after a normal reply is noise (nemo-api.md)."""
     return bool(_TEMPORARY_NOISE.search(text)) and len(text) < 200
+
+
+# -- the timeline in words (bot/nemo/draft.py) and localnemo's agent ------------------------------------------
+# Kept apart from _TEXTS so that each block has one owner; t() looks all of them up. Keys are prefixed with
+# the part that says them.
+
+_DRAFT_TEXTS: dict[str, tuple[str, str]] = {
+    "draft.span": ("{a}–{b} s", "{a}–{b} 秒"),
+    "draft.Video": ("Video", "视频"),
+    "draft.Music": ("Music", "音乐"),
+    "draft.Audio": ("Audio", "音频"),
+    "draft.Title": ("Title", "标题"),
+    "draft.Captions": ("Captions", "字幕"),
+    "draft.Track": ("Track", "轨道"),
+    "draft.clips": ("{n} clips", "{n} 个片段"),
+    "draft.lines": ("{n} lines", "{n} 行"),
+    "draft.type": ("type {n}", "类型 {n}"),
+    "draft.quoted": ('"{name}"', "“{name}”"),
+    "draft.track_named": ("{kind}: {name} ({details})", "{kind}：{name}（{details}）"),
+    "draft.track_unnamed": ("{kind} ({details})", "{kind}（{details}）"),
+    "draft.details_joiner": (", ", "，"),
+    "draft.empty": ("Timeline: empty", "时间线：空"),
+    "draft.timeline_one": ("Timeline ({n} track): ", "时间线（{n} 条轨道）："),
+    "draft.timeline": ("Timeline ({n} tracks): ", "时间线（{n} 条轨道）："),
+    "draft.added_title": ("added the title '{name}' ({span})", "添加了标题“{name}”（{span}）"),
+    "draft.added_untitled": ("added a title ({span})", "添加了标题（{span}）"),
+    "draft.added_captions": ("added captions ({n} lines, {span})", "添加了字幕（{n} 行，{span}）"),
+    "draft.added_track": ("added a {kind} track {span}", "添加了{kind}轨道 {span}"),
+    "draft.title_now": ("title now '{name}'", "标题改为“{name}”"),
+    "draft.captions_now": ("captions now {n} lines (were {m})", "字幕现为 {n} 行（原 {m} 行）"),
+    "draft.clips_now": ("video now has {n} clips (was {m})", "视频现有 {n} 个片段（原 {m} 个）"),
+    "draft.named_now": ("{noun} now '{name}'", "{noun}改为“{name}”"),
+    "draft.span_now": ("{noun} now {span} (was {old})", "{noun}现为 {span}（原 {old}）"),
+    "draft.title_shown": ("title now shown {span}", "标题显示时间改为 {span}"),
+    "draft.volume_now": ("{noun} volume now {p}%", "{noun}音量改为 {p}%"),
+    "draft.removed": ("removed the {noun}", "删除了{noun}"),
+    "draft.removed_track": ("removed the {noun} track", "删除了{noun}轨道"),
+    "draft.frame_now": ("frame now {w}×{h}", "画面改为 {w}×{h}"),
+    "draft.output_now": ("output now {v}", "输出改为 {v}"),
+    "draft.aspect_now": ("aspect ratio now {v}", "画面比例改为 {v}"),
+    "draft.updated": ("the timeline was updated", "时间线已更新"),
+}
+
+# localnemo's agent imitates the hosted one, GUI phrases included (agent.gui_*): the bot's clean-up above
+# must turn them into chat commands, and the end-to-end tests check that it does.
+_AGENT_TEXTS: dict[str, tuple[str, str]] = {
+    "agent.gui_export": ("Click the Export button when you're ready to download.", "准备好后点击导出按钮即可下载。"),
+    "agent.gui_preview": ("You can preview it in the timeline.", "你可以在时间线中预览。"),
+    "agent.looking": ("Let me look at your clip.", "我来看看你的视频。"),
+    "agent.speed_out_of_range": (
+        "I can play the video from {low:g}× to {high:g}× speed; {factor:g}× is outside that range, so I left the "
+        "speed as it was.",
+        "播放速度可以在 {low:g}× 到 {high:g}× 之间；{factor:g}× 超出范围，速度未改变。",
+    ),
+    "agent.no_footage": (
+        "I can't generate footage here: this is localnemo, an offline stand-in for NemoVideo, and it has no video "
+        "generation model. The hosted NemoVideo backend generates videos from a text prompt. Here you can upload "
+        "your own clips and I'll edit them (cut pauses, trim, music, titles, captions from an .srt file, aspect "
+        "ratio, speed, fades, resolution).",
+        "这里无法生成视频素材：localnemo 是离线运行的 NemoVideo 替身，没有视频生成模型。"
+        "在线的 NemoVideo 后端可以根据文字描述生成视频。你可以上传自己的素材，我来帮你剪辑"
+        "（去停顿、裁剪、音乐、标题、.srt 字幕、画幅比例、变速、淡入淡出、分辨率）。",
+    ),
+    "agent.no_video_for_pauses": (
+        "There is no video on the timeline yet, so there are no pauses to remove.",
+        "时间线上还没有视频，没有可以去掉的停顿。",
+    ),
+    "agent.no_sound": (
+        "The video has no sound, so there are no pauses I can find in it.",
+        "视频没有声音，无法检测停顿。",
+    ),
+    "agent.no_speech": (
+        "I found no speech in the clip's sound to keep, so I left it as it is.",
+        "视频的声音里没有检测到说话，保持原样。",
+    ),
+    "agent.no_pauses": ("I found no pauses longer than {seconds} s to cut.", "没有找到超过 {seconds} 秒的停顿。"),
+    "agent.pauses_cut": (
+        "Done! I removed {removed} s of pauses: the video is now {after} s instead of {before} s, in {pieces} "
+        "pieces. {gui}",
+        "完成！已去掉 {removed} 秒的停顿：视频从 {before} 秒变为 {after} 秒，共 {pieces} 段。{gui}",
+    ),
+    "agent.nothing_to_trim": ("There is no video on the timeline to trim yet.", "时间线上还没有可以裁剪的视频。"),
+    "agent.trim_outside": (
+        "The video is only {length} s long, so there is nothing in that part; I left it as it is.",
+        "视频只有 {length} 秒，那一段不存在，保持原样。",
+    ),
+    "agent.trim_keeps_all": (
+        "The video is {length} s long, so that keeps all of it.",
+        "视频共 {length} 秒，全部保留。",
+    ),
+    "agent.trimmed": (
+        "I kept {shown} of the video: it is now {after} s long (was {length} s).",
+        "已保留视频的 {shown}：现在长 {after} 秒（原来 {length} 秒）。",
+    ),
+    "agent.one_clip": (
+        "There is only one clip on the timeline; upload more and they play one after another.",
+        "时间线上只有一个素材；上传更多素材后会按顺序播放。",
+    ),
+    "agent.joined": (
+        "The {n} clips play one after another, in the order you sent them ({length} s in all).",
+        "{n} 个素材按上传顺序依次播放（共 {length} 秒）。",
+    ),
+    "agent.no_images": (
+        "There are no images on the timeline for a slideshow yet.",
+        "时间线上还没有可以做幻灯片的图片。",
+    ),
+    "agent.slideshow": (
+        "The {n} images play as a slideshow, {each} s each ({length} s in all).",
+        "{n} 张图片做成幻灯片，每张 {each} 秒（共 {length} 秒）。",
+    ),
+    "agent.no_video_for_speed": (
+        "There is no video on the timeline to speed up or slow down yet.",
+        "时间线上还没有可以变速的视频。",
+    ),
+    "agent.speed": (
+        "The video now plays at {factor:g}× speed ({after} s, was {before} s).",
+        "视频现在以 {factor:g}× 速度播放（{after} 秒，原来 {before} 秒）。",
+    ),
+    "agent.no_music_yet": ("There is no music on the timeline yet.", "时间线上还没有音乐。"),
+    "agent.no_clip_sound": ("There is no clip with sound on the timeline yet.", "时间线上还没有带声音的视频。"),
+    "agent.music_volume": ("The music is now at {percent}% volume.", "音乐音量已设为 {percent}%。"),
+    "agent.muted": ("The clip's own sound is now muted.", "视频原声已静音。"),
+    "agent.clip_volume": ("The clip's own sound is now at {percent}% volume.", "视频原声音量已设为 {percent}%。"),
+    "agent.music_yours": ('"{title}", the track you sent,', "你上传的「{title}」"),
+    "agent.music_bundled": ("the built-in music loop", "内置的背景音乐"),
+    "agent.music_ducks": (" It dips by about 12 dB while someone speaks.", "有人说话时音乐会自动降低约 12 dB。"),
+    "agent.music_added": (
+        "I added background music ({which}) over the whole video ({length} s) at {percent}% volume.{ducking} {gui}",
+        "已为整段视频（{length} 秒）添加背景音乐（{which}），音量 {percent}%。{ducking}{gui}",
+    ),
+    "agent.no_music": ("There is no music on the timeline.", "时间线上没有音乐。"),
+    "agent.music_removed": ("I removed the background music.", "已去掉背景音乐。"),
+    "agent.title": (
+        'I added the title "{text}" for the first {seconds} seconds.',
+        "已添加标题「{text}」，显示前 {seconds} 秒。",
+    ),
+    "agent.text": (
+        'I put the text "{text}" on the video from {start} to {end}.',
+        "已在 {start}–{end} 添加文字「{text}」。",
+    ),
+    "agent.no_captions": ("There are no captions on the timeline.", "时间线上没有字幕。"),
+    "agent.captions_removed": ("I removed the captions ({n} lines).", "已去掉字幕（{n} 行）。"),
+    "agent.no_speech_recognition": (
+        "I can't make captions from speech here: localnemo works offline and has no speech recognition model. "
+        "The hosted NemoVideo backend transcribes speech into captions. If you have the captions as an .srt or "
+        ".vtt file, send it and I'll burn them into the video.",
+        "这里无法根据语音生成字幕：localnemo 离线运行，没有语音识别模型。在线的 NemoVideo 后端可以把语音"
+        "转成字幕。如果你有 .srt 或 .vtt 字幕文件，发给我，我会把字幕烧录进视频。",
+    ),
+    "agent.captions_unreadable": ("I couldn't read the captions file: {error}.", "无法读取字幕文件：{error}。"),
+    # Stands in for an upload without a file name; the Chinese reply has always named it in English.
+    "agent.captions_file": ("the captions file", "the captions file"),
+    "agent.caption_placed": (
+        "I put the {n} caption from {name} on the video; they are burned in when you export.{cut}",
+        "已把 {name} 中的 {n} 条字幕加到视频上，导出时会烧录进画面。{cut}",
+    ),
+    "agent.captions_placed": (
+        "I put the {n} captions from {name} on the video; they are burned in when you export.{cut}",
+        "已把 {name} 中的 {n} 条字幕加到视频上，导出时会烧录进画面。{cut}",
+    ),
+    "agent.captions_cut": (" ({n} fall in parts that were cut.)", "（{n} 条位于已剪掉的部分。）"),
+    "agent.fit_blur": ("clips of another shape sit on a blurred copy of themselves", "其他比例的画面会放在模糊背景上"),
+    "agent.fit_crop": ("clips of another shape are cropped to fill it", "其他比例的画面会裁剪填满"),
+    "agent.fit_pad": ("clips of another shape get black bars", "其他比例的画面会加黑边"),
+    "agent.fit_from_now": ("From now on {fit}.", "之后{fit}。"),
+    "agent.canvas": (
+        "The canvas is now {ratio} ({width}×{height}); {fit}.",
+        "画布已改为 {ratio}（{width}×{height}），{fit}。",
+    ),
+    "agent.fades_in": ("fades in over {seconds} s", "开头 {seconds} 秒淡入"),
+    "agent.fades_out": ("fades out over {seconds} s", "结尾 {seconds} 秒淡出"),
+    "agent.fades_joiner": (" and ", "，"),
+    "agent.fades": ("The video {parts} (picture and sound).", "视频{parts}（画面和声音）。"),
+    "agent.resolution": ("The export resolution is now {name}.", "导出分辨率已设为 {name}。"),
+    "agent.noted": ("Noted: {text}", "已记下：{text}"),
+}
+
+_CATALOGUE: dict[str, tuple[str, str]] = {**_TEXTS, **_DRAFT_TEXTS, **_AGENT_TEXTS}

@@ -24,7 +24,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from localnemo import timeline
 from localnemo.config import resolution_lines
@@ -92,21 +91,21 @@ def _seconds(value: float) -> str:
 # -- shape of the output ------------------------------------------------------------------------------
 
 
-def canvas_size(draft: dict[str, Any], first: MediaInfo | None, default_resolution: str) -> tuple[int, int]:
+def canvas_size(draft: timeline.Draft, first: MediaInfo | None, default_resolution: str) -> tuple[int, int]:
     """Output width and height: the draft's aspect ratio (or canvas, or first picture's shape) with its
     short side at the draft's resolution (or the default)."""
-    meta = timeline.draft_meta(draft)
+    meta = draft.m
     try:
-        short = resolution_lines(str(meta.get("resolution") or default_resolution))
+        short = resolution_lines(meta.resolution or default_resolution)
     except ValueError:
         short = resolution_lines(default_resolution)
-    ratio = meta.get("aspect_ratio")
+    ratio = meta.aspect_ratio
     across: float
     down: float
-    if isinstance(ratio, str) and ratio in ASPECTS:
+    if ratio is not None and ratio in ASPECTS:
         across, down = ASPECTS[ratio]
-    elif timeline.number(meta.get("width")) > 0 and timeline.number(meta.get("height")) > 0:
-        across, down = timeline.number(meta.get("width")), timeline.number(meta.get("height"))
+    elif timeline.number(meta.width) > 0 and timeline.number(meta.height) > 0:
+        across, down = timeline.number(meta.width), timeline.number(meta.height)
     elif first is not None and first.width and first.height:
         across, down = first.width, first.height
     else:
@@ -178,7 +177,7 @@ def _atempo(speed: float) -> list[str]:
 
 @dataclass
 class _Piece:
-    segment: dict[str, Any]
+    segment: timeline.Segment
     source: Source
     start: float  # source seconds (videos)
     end: float
@@ -188,22 +187,22 @@ class _Piece:
     image: bool
 
 
-def _pieces(draft: dict[str, Any], sources: Mapping[str, Source]) -> list[_Piece]:
+def _pieces(draft: timeline.Draft, sources: Mapping[str, Source]) -> list[_Piece]:
     pieces: list[_Piece] = []
     for segment in timeline.video_segments(draft):
-        m = timeline.meta(segment)
-        src = m.get("src")
-        title = str(m.get("title") or "a clip")
-        if not isinstance(src, str):
+        m = segment.m
+        src = m.src
+        title = m.title or "a clip"
+        if src is None:
             log.info("localnemo.graph.skip_segment reason=no_src")
             continue
         source = sources.get(src)
         if source is None:
             raise GraphError(f'"{title}" is not on this server: upload it here before exporting')
         image = source.info.kind == "image"
-        volume = max(0.0, min(2.0, timeline.number(m.get("volume"), 1.0)))
+        volume = max(0.0, min(2.0, timeline.number(m.volume, 1.0)))
         if image:
-            duration = timeline.number(segment.get("d")) / 1000
+            duration = timeline.number(segment.d) / 1000
             if duration <= 0:
                 continue
             pieces.append(_Piece(segment, source, 0.0, duration, duration, 1.0, volume, True))
@@ -235,7 +234,7 @@ class _Builder:
 
 
 def build_graph(
-    draft: dict[str, Any],
+    draft: timeline.Draft,
     sources: Mapping[str, Source],
     *,
     default_resolution: str,
@@ -246,10 +245,7 @@ def build_graph(
     """The inputs and the filter graph for a draft (``workdir`` receives the captions and text files)."""
     pieces = _pieces(draft, sources)
     audio_segments = [
-        s
-        for t in timeline.tracks_of(draft, timeline.TRACK_AUDIO)
-        for s in t["sg"]
-        if isinstance(s, dict) and timeline.number(s.get("d")) > 0
+        s for t in timeline.tracks_of(draft, timeline.TRACK_AUDIO) for s in t.sg if timeline.number(s.d) > 0
     ]
     if not pieces:
         raise GraphError("nothing to render: the timeline has no video clips or images uploaded to this server")
@@ -258,7 +254,7 @@ def build_graph(
     rates = [p.source.info.fps for p in pieces if not p.image and p.source.info.fps]
     fps_value = min(MAX_FPS, max(rates)) if rates else DEFAULT_FPS
     fps = _fps_text(fps_value)
-    fit_mode = str(timeline.draft_meta(draft).get("fit") or "blur")
+    fit_mode = draft.m.fit or "blur"
     b = _Builder()
 
     segment_labels = _video_pieces(b, pieces, width, height, fps, fit_mode)
@@ -388,39 +384,39 @@ def _wrap(text: str, limit: int) -> list[str]:
     return lines[:6]
 
 
-def _text_segments(draft: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+def _text_segments(draft: timeline.Draft) -> list[tuple[str, float, float, str]]:
     """(role, start s, end s, text) of every title and text overlay."""
     found: list[tuple[str, float, float, str]] = []
     for track in timeline.tracks_of(draft, timeline.TRACK_TEXT):
-        for segment in track["sg"]:
-            m = timeline.meta(segment)
-            text = m.get("text")
-            role = str(m.get("role") or "text")
-            if role == "caption" or not isinstance(text, str) or not text.strip():
+        for segment in track.sg:
+            m = segment.m
+            text = m.text
+            role = m.role or "text"
+            if role == "caption" or text is None or not text.strip():
                 continue
-            start = timeline.number(m.get("start")) / 1000
-            end = start + timeline.number(segment.get("d")) / 1000
+            start = timeline.number(m.start) / 1000
+            end = start + timeline.number(segment.d) / 1000
             if end > start:
                 found.append((role, start, end, text.strip()))
     return found
 
 
-def _captions(draft: dict[str, Any]) -> list[Cue]:
+def _captions(draft: timeline.Draft) -> list[Cue]:
     cues: list[Cue] = []
     for track in timeline.tracks_of(draft, timeline.TRACK_TEXT):
-        for segment in track["sg"]:
-            m = timeline.meta(segment)
-            text = m.get("text")
-            if m.get("role") != "caption" or not isinstance(text, str) or not text.strip():
+        for segment in track.sg:
+            m = segment.m
+            text = m.text
+            if m.role != "caption" or text is None or not text.strip():
                 continue
-            start = round(timeline.number(m.get("start")))
-            end = start + round(timeline.number(segment.get("d")))
+            start = round(timeline.number(m.start))
+            end = start + round(timeline.number(segment.d))
             if end > start:
                 cues.append(Cue(start, end, text))
     return sorted(cues, key=lambda cue: cue.start_ms)
 
 
-def needs_font(draft: dict[str, Any]) -> str | None:
+def needs_font(draft: timeline.Draft) -> str | None:
     """All the text the render will draw (None when there is none), to choose a font for it."""
     texts = [text for _, _, _, text in _text_segments(draft)] + [cue.text for cue in _captions(draft)]
     return " ".join(texts) if texts else None
@@ -428,7 +424,7 @@ def needs_font(draft: dict[str, Any]) -> str | None:
 
 def _overlays(
     b: _Builder,
-    draft: dict[str, Any],
+    draft: timeline.Draft,
     video: str,
     width: int,
     height: int,
@@ -493,9 +489,9 @@ def _overlays(
 
 def _mix(
     b: _Builder,
-    draft: dict[str, Any],
+    draft: timeline.Draft,
     voice: str,
-    segments: list[dict[str, Any]],
+    segments: list[timeline.Segment],
     sources: Mapping[str, Source],
     music: Path | None,
     duration: float,
@@ -506,10 +502,10 @@ def _mix(
     plain: list[str] = []
     thresholds: list[float] = []
     for index, segment in enumerate(segments):
-        m = timeline.meta(segment)
-        src = m.get("src")
-        title = str(m.get("title") or "the music")
-        if isinstance(src, str):
+        m = segment.m
+        src = m.src
+        title = m.title or "the music"
+        if src is not None:
             source = sources.get(src)
             if source is None:
                 raise GraphError(f'"{title}" is not on this server: upload it here before exporting')
@@ -520,28 +516,29 @@ def _mix(
             path = music
         else:
             raise GraphError("the background music is missing")
-        start = timeline.number(m.get("start")) / 1000
+        start = timeline.number(m.start) / 1000
         if start >= duration:
             continue
-        length = min(timeline.number(segment.get("d")) / 1000, duration - start)
-        offset = max(0.0, timeline.number(m.get("in")) / 1000)
-        loop = bool(m.get("loop")) or not isinstance(src, str)
+        length = min(timeline.number(segment.d) / 1000, duration - start)
+        offset = max(0.0, timeline.number(m.in_) / 1000)
+        loop = bool(m.loop) or src is None
         number = b.add_input(["-stream_loop", "-1"] if loop else [], path)
-        volume = max(0.0, min(2.0, timeline.number(m.get("volume"), 1.0)))
+        volume = max(0.0, min(2.0, timeline.number(m.volume, 1.0)))
         steps = [
             f"aresample={SAMPLE_RATE}", "aformat=sample_fmts=fltp:channel_layouts=stereo",
             f"atrim=start={_seconds(offset)}:duration={_seconds(length)}", "asetpts=PTS-STARTPTS",
             f"volume={volume:.3f}",
         ]  # fmt: skip
-        if m.get("role") == "music" and length > 2:
+        if m.role == "music" and length > 2:
             steps += ["afade=t=in:d=0.5", f"afade=t=out:st={_seconds(length - 1.0)}:d=1"]
         if start > 0:
             steps.append(f"adelay={round(start * 1000)}:all=1")
         tag = f"m{index}"
         b.chains.append(f"[{number}:a:0]{','.join(steps)}[{tag}]")
-        if m.get("duck", m.get("role") == "music"):
+        # Background music ducks unless told otherwise; other audio only when asked.
+        if m.duck if m.duck is not None else m.role == "music":
             ducked.append(f"[{tag}]")
-            thresholds.append(timeline.number(m.get("duck_threshold_db"), -30.0))
+            thresholds.append(timeline.number(m.duck_threshold_db, -30.0))
         else:
             plain.append(f"[{tag}]")
     if not ducked and not plain:
@@ -574,10 +571,9 @@ def _mix(
     return "[mixed]"
 
 
-def _fades(b: _Builder, draft: dict[str, Any], video: str, audio: str, duration: float) -> tuple[str, str]:
-    meta = timeline.draft_meta(draft)
-    fade_in = min(timeline.number(meta.get("fade_in_ms")) / 1000, duration / 2)
-    fade_out = min(timeline.number(meta.get("fade_out_ms")) / 1000, duration / 2)
+def _fades(b: _Builder, draft: timeline.Draft, video: str, audio: str, duration: float) -> tuple[str, str]:
+    fade_in = min(timeline.number(draft.m.fade_in_ms) / 1000, duration / 2)
+    fade_out = min(timeline.number(draft.m.fade_out_ms) / 1000, duration / 2)
     video_steps: list[str] = []
     audio_steps: list[str] = []
     if fade_in > 0:

@@ -56,12 +56,13 @@ class Renders:
                 "X-Skill-Platform are required",
             )
         body = await json_object(request)
-        render_id, session_id, draft = body.get("id"), body.get("sessionId"), body.get("draft")
+        render_id, session_id, draft_body = body.get("id"), body.get("sessionId"), body.get("draft")
         output = body.get("output", {})
         if not isinstance(render_id, str) or not _RENDER_ID_RE.match(render_id):
             raise ApiError(400, 400, "id must be 1-128 characters of letters, digits, '_', '-' or '.'")
-        if not isinstance(session_id, str) or not isinstance(draft, dict) or not isinstance(output, dict):
+        if not isinstance(session_id, str) or not isinstance(draft_body, dict) or not isinstance(output, dict):
             raise ApiError(400, 400, "expected {id, sessionId, draft: {...}, output: {...}}")
+        draft = timeline.Draft.model_validate(draft_body)
         resolution = output.get("resolution")
         if isinstance(resolution, str) and resolution.strip():
             try:
@@ -69,9 +70,7 @@ class Renders:
             except ValueError:
                 raise ApiError(400, 400, "output.resolution must be like 720p, 1080p or 4k") from None
             # An export "at 1080p" overrides what the draft says, for this render only.
-            draft_meta = draft.get("m")
-            draft = {**draft, "m": {**(draft_meta if isinstance(draft_meta, dict) else {})}}
-            draft["m"]["resolution"] = resolution.strip().lower()
+            draft.m.resolution = resolution.strip().lower()
         if render_id in self.state.jobs:
             raise ApiError(409, 409, "render id already exists")
         session = self.runtime.session(user, session_id)
@@ -91,11 +90,12 @@ class Renders:
             log.info("localnemo.render.created id=%s session_id=%s", render_id, session.session_id)
         return self._job_response(job)
 
-    def _sources(self, user: UserRecord, draft: dict[str, Any]) -> dict[str, Path]:
+    def _sources(self, user: UserRecord, draft: timeline.Draft) -> dict[str, Path]:
         """Local files behind the URLs in the draft: any ``…/files/<sid>/<name>`` of the user's sessions,
         whatever host the URL names (the client may reach this server under another name)."""
         sources: dict[str, Path] = {}
-        for text in _iter_strings(draft):
+        # Every string of the wire form, unknown keys included: a URL may sit anywhere in it.
+        for text in _iter_strings(draft.to_wire()):
             try:
                 parts = URL(text).path.split("/")
             except ValueError:
@@ -110,7 +110,7 @@ class Renders:
                 sources[text] = path
         return sources
 
-    async def _render_job(self, job: RenderJob, draft: dict[str, Any], sources: dict[str, Path], base: str) -> None:
+    async def _render_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path], base: str) -> None:
         job.status = "processing"
         out_path = self.config.data_dir / "renders" / f"{job.job_id}.mp4"
         await asyncio.to_thread(out_path.parent.mkdir, parents=True, exist_ok=True)

@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from bot.nemo.timeline_model import TRACK_AUDIO, TRACK_VIDEO, Draft
 from localnemo.fonts import find_font, has_cjk
 from localnemo.graph import GraphError, RenderGraph, Source, build_graph, needs_font
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
@@ -46,7 +47,7 @@ class RenderOutput:
 class Renderer(Protocol):
     async def render(
         self,
-        draft: dict[str, Any],
+        draft: Draft,
         sources: Mapping[str, Path],
         out_path: Path,
         on_progress: Callable[[float], None],
@@ -56,18 +57,12 @@ class Renderer(Protocol):
         ...
 
 
-def draft_sources(draft: dict[str, Any]) -> Iterator[tuple[int, str]]:
+def draft_sources(draft: Draft) -> Iterator[tuple[int, str]]:
     """Each (track type, source URL) the draft's segments reference, in timeline order."""
-    tracks = draft.get("t")
-    if not isinstance(tracks, list):
-        return
-    for track in tracks:
-        if not isinstance(track, dict) or not isinstance(track.get("sg"), list):
-            continue
-        for segment in track["sg"]:
-            meta = segment.get("m") if isinstance(segment, dict) else None
-            if isinstance(meta, dict) and isinstance(meta.get("src"), str):
-                yield track.get("tt", -1), meta["src"]
+    for track in draft.t:
+        for segment in track.sg:
+            if segment.m.src is not None:
+                yield track.tt, segment.m.src
 
 
 class CopyRenderer:
@@ -75,7 +70,7 @@ class CopyRenderer:
 
     async def render(
         self,
-        draft: dict[str, Any],
+        draft: Draft,
         sources: Mapping[str, Path],
         out_path: Path,
         on_progress: Callable[[float], None],
@@ -83,7 +78,7 @@ class CopyRenderer:
         source: Path | None = None
         for track_type, url in draft_sources(draft):
             path = sources.get(url)
-            if track_type == 0 and path is not None and path.suffix.lower() in VIDEO_EXTENSIONS:
+            if track_type == TRACK_VIDEO and path is not None and path.suffix.lower() in VIDEO_EXTENSIONS:
                 source = path
                 break
         if source is None:
@@ -133,7 +128,7 @@ class FFmpegRenderer:
 
     async def render(
         self,
-        draft: dict[str, Any],
+        draft: Draft,
         sources: Mapping[str, Path],
         out_path: Path,
         on_progress: Callable[[float], None],
@@ -160,7 +155,7 @@ class FFmpegRenderer:
         on_progress(1.0)
         return RenderOutput(duration=duration, size=size)
 
-    async def _plan(self, draft: dict[str, Any], sources: Mapping[str, Path], workdir: Path) -> RenderGraph:
+    async def _plan(self, draft: Draft, sources: Mapping[str, Path], workdir: Path) -> RenderGraph:
         probed: dict[str, Source] = {}
         titles = _titles(draft)
         for track_type, url in draft_sources(draft):
@@ -266,24 +261,15 @@ class FFmpegRenderer:
             raise RenderError("render failed: FFmpeg could not make the video from this timeline")
 
 
-def _titles(draft: dict[str, Any]) -> dict[str, str]:
+def _titles(draft: Draft) -> dict[str, str]:
     titles: dict[str, str] = {}
-    tracks = draft.get("t")
-    for track in tracks if isinstance(tracks, list) else []:
-        for segment in track.get("sg", []) if isinstance(track, dict) else []:
-            meta = segment.get("m") if isinstance(segment, dict) else None
-            if isinstance(meta, dict) and isinstance(meta.get("src"), str):
-                titles.setdefault(meta["src"], str(meta.get("title") or "a clip"))
+    for track in draft.t:
+        for segment in track.sg:
+            if segment.m.src is not None:
+                titles.setdefault(segment.m.src, segment.m.title or "a clip")
     return titles
 
 
-def _needs_bundled_music(draft: dict[str, Any]) -> bool:
-    tracks = draft.get("t")
-    for track in tracks if isinstance(tracks, list) else []:
-        if not isinstance(track, dict) or track.get("tt") != 1:
-            continue
-        for segment in track.get("sg", []):
-            meta = segment.get("m") if isinstance(segment, dict) else None
-            if isinstance(meta, dict) and "src" not in meta:
-                return True
-    return False
+def _needs_bundled_music(draft: Draft) -> bool:
+    """An audio segment without a source plays the bundled music loop."""
+    return any(segment.m.src is None for track in draft.t if track.tt == TRACK_AUDIO for segment in track.sg)

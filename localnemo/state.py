@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bot.nemo.timeline_model import Draft
+
 log = logging.getLogger(__name__)
 
 JobStatus = Literal["pending", "processing", "completed", "failed"]
-
-
-def empty_draft() -> dict[str, Any]:
-    return {"t": [], "m": {}}
 
 
 @dataclass
@@ -48,7 +46,7 @@ class SessionRecord:
     language: str
     user_id: str
     folder: Path
-    draft: dict[str, Any] = field(default_factory=empty_draft)
+    draft: Draft = field(default_factory=Draft.empty)
     video_infos: list[dict[str, Any]] = field(default_factory=list)
     generated_media: list[dict[str, Any]] = field(default_factory=list)
     canvas_config: dict[str, Any] = field(default_factory=dict)
@@ -68,7 +66,7 @@ class SessionRecord:
             "task_id": self.task_id,
             "task_name": self.task_name,
             "state": {
-                "draft": self.draft,
+                "draft": self.draft.to_wire(),
                 "video_infos": self.video_infos,
                 "generated_media": self.generated_media,
                 "canvas_config": self.canvas_config,

@@ -1,7 +1,9 @@
-"""The draft (timeline) as localnemo writes and reads it, in the backend's short-key form.
+"""The draft (timeline) as localnemo writes and reads it: the typed ``bot.nemo.timeline_model.Draft``, in the
+backend's short-key form, and the edits every part of localnemo shares.
 
 A draft is ``{"t": [tracks], "m": {...}}``; a track is ``{"tt": type, "sg": [segments]}``; a segment is
-``{"d": milliseconds on the timeline, "m": {...}}``. The fields localnemo uses (others are kept as they are):
+``{"d": milliseconds on the timeline, "m": {...}}``. The fields localnemo uses, each a typed attribute of the
+model (``in`` is ``in_`` in Python; any other key is kept and written back as it came):
 
 - video track (``tt`` 0), played one segment after another in list order:
   ``src`` (the upload's URL), ``title``, ``start`` (timeline ms), ``kind`` ("video" or "image"),
@@ -27,45 +29,37 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from bot.nemo.timeline_model import (
+    TRACK_AUDIO,
+    TRACK_TEXT,
+    TRACK_VIDEO,
+    Draft,
+    DraftMeta,
+    Segment,
+    SegmentMeta,
+    Track,
+)
+
 if TYPE_CHECKING:
     from localnemo.state import SessionRecord
     from localnemo.subtitles import Cue
 
 log = logging.getLogger(__name__)
 
-TRACK_VIDEO = 0
-TRACK_AUDIO = 1
-TRACK_TEXT = 7
+__all__ = [
+    "TRACK_AUDIO",
+    "TRACK_TEXT",
+    "TRACK_VIDEO",
+    "Draft",
+    "DraftMeta",
+    "Segment",
+    "SegmentMeta",
+    "Track",
+]
 
 IMAGE_SEGMENT_MS = 3000
-# The length given to a clip whose duration could not be read.
-UNKNOWN_DURATION_MS = 5000
 DEFAULT_LENGTH_MS = 10_000
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
-
-Segment = dict[str, Any]
-Track = dict[str, Any]
-
-
-def tracks(draft: dict[str, Any]) -> list[Track]:
-    value = draft.setdefault("t", [])
-    if not isinstance(value, list):
-        value = draft["t"] = []
-    return value
-
-
-def meta(segment: Segment) -> dict[str, Any]:
-    value = segment.get("m")
-    if not isinstance(value, dict):
-        value = segment["m"] = {}
-    return value
-
-
-def draft_meta(draft: dict[str, Any]) -> dict[str, Any]:
-    value = draft.get("m")
-    if not isinstance(value, dict):
-        value = draft["m"] = {}
-    return value
 
 
 def number(value: Any, default: float = 0.0) -> float:
@@ -74,46 +68,44 @@ def number(value: Any, default: float = 0.0) -> float:
     return float(value)
 
 
-def tracks_of(draft: dict[str, Any], track_type: int) -> Iterator[Track]:
-    for track in tracks(draft):
-        if isinstance(track, dict) and track.get("tt") == track_type and isinstance(track.get("sg"), list):
+def tracks_of(draft: Draft, track_type: int) -> Iterator[Track]:
+    for track in draft.t:
+        if track.tt == track_type:
             yield track
 
 
-def video_track(draft: dict[str, Any], *, create: bool = False) -> Track | None:
+def video_track(draft: Draft, *, create: bool = False) -> Track | None:
     """The main video track (the first one), made at the front of the draft when asked."""
     track = next(tracks_of(draft, TRACK_VIDEO), None)
     if track is None and create:
-        track = {"tt": TRACK_VIDEO, "sg": []}
-        tracks(draft).insert(0, track)
+        track = Track(tt=TRACK_VIDEO, sg=[])
+        draft.t.insert(0, track)
     return track
 
 
-def video_segments(draft: dict[str, Any]) -> list[Segment]:
+def video_segments(draft: Draft) -> list[Segment]:
     """Every segment of every video track, in the order they play."""
-    return [segment for track in tracks_of(draft, TRACK_VIDEO) for segment in track["sg"] if isinstance(segment, dict)]
+    return [segment for track in tracks_of(draft, TRACK_VIDEO) for segment in track.sg]
 
 
 def is_image(segment: Segment) -> bool:
-    m = meta(segment)
-    if m.get("kind") in ("image", "video"):
-        return bool(m.get("kind") == "image")
-    src = m.get("src")
-    return isinstance(src, str) and any(src.lower().endswith(ext) for ext in IMAGE_EXTENSIONS)
+    m = segment.m
+    if m.kind in ("image", "video"):
+        return m.kind == "image"
+    return m.src is not None and any(m.src.lower().endswith(ext) for ext in IMAGE_EXTENSIONS)
 
 
 def speed_of(segment: Segment) -> float:
-    speed = number(meta(segment).get("speed"), 1.0)
+    speed = number(segment.m.speed, 1.0)
     return speed if speed > 0 else 1.0
 
 
 def source_span(segment: Segment) -> tuple[float, float]:
     """The part of a video segment's source it plays (ms): ``in``/``out``, or derived from ``d``."""
-    m = meta(segment)
-    start = max(0.0, number(m.get("in")))
-    end = number(m.get("out"), -1.0)
+    start = max(0.0, number(segment.m.in_))
+    end = number(segment.m.out, -1.0)
     if end <= start:
-        end = start + number(segment.get("d")) * speed_of(segment)
+        end = start + number(segment.d) * speed_of(segment)
     return start, end
 
 
@@ -126,45 +118,44 @@ def snap(ms: float, fps: float | None) -> int:
 
 
 def set_span(segment: Segment, start_ms: float, end_ms: float) -> None:
-    m = meta(segment)
-    fps = number(m.get("fps")) or None
-    m["in"], m["out"] = snap(start_ms, fps), snap(end_ms, fps)
-    segment["d"] = max(0, round((m["out"] - m["in"]) / speed_of(segment)))
+    m = segment.m
+    fps = number(m.fps) or None
+    m.in_, m.out = snap(start_ms, fps), snap(end_ms, fps)
+    segment.d = max(0, round((m.out - m.in_) / speed_of(segment)))
 
 
-def repack(draft: dict[str, Any]) -> int:
+def repack(draft: Draft) -> int:
     """Lay the video segments end to end from 0 (``start`` and, for clips, ``d``); the total length, ms."""
     position = 0
     for segment in video_segments(draft):
         if not is_image(segment):
             start, end = source_span(segment)
-            if "in" in meta(segment) or "out" in meta(segment):
-                segment["d"] = max(0, round((end - start) / speed_of(segment)))
-        meta(segment)["start"] = position
-        position += max(0, int(number(segment.get("d"))))
+            if segment.m.in_ is not None or segment.m.out is not None:
+                segment.d = max(0, round((end - start) / speed_of(segment)))
+        segment.m.start = position
+        position += max(0, int(number(segment.d)))
     return position
 
 
-def video_length_ms(draft: dict[str, Any]) -> int:
+def video_length_ms(draft: Draft) -> int:
     """Where the last video segment ends (0 when the timeline has no video)."""
     end = 0
     position = 0
     for segment in video_segments(draft):
-        start = number(meta(segment).get("start"), position)
-        position = int(start + number(segment.get("d")))
+        start = number(segment.m.start, position)
+        position = int(start + number(segment.d))
         end = max(end, position)
     return end
 
 
-def timeline_length_ms(draft: dict[str, Any]) -> int:
+def timeline_length_ms(draft: Draft) -> int:
     """The video's length, or without video the end of the last audio segment."""
     length = video_length_ms(draft)
     if length:
         return length
     for track in tracks_of(draft, TRACK_AUDIO):
-        for segment in track["sg"]:
-            if isinstance(segment, dict):
-                length = max(length, int(number(meta(segment).get("start")) + number(segment.get("d"))))
+        for segment in track.sg:
+            length = max(length, int(number(segment.m.start) + number(segment.d)))
     return length
 
 
@@ -183,17 +174,15 @@ def origins(video_infos: list[dict[str, Any]]) -> dict[str, float]:
     return offsets
 
 
-def map_original(
-    draft: dict[str, Any], offsets: Mapping[str, float], begin: float, end: float
-) -> tuple[int, int] | None:
+def map_original(draft: Draft, offsets: Mapping[str, float], begin: float, end: float) -> tuple[int, int] | None:
     """Where the span [begin, end) of the uncut sequence plays now (timeline ms), or None when cut out."""
     first: float | None = None
     last: float | None = None
     position = 0.0
     for segment in video_segments(draft):
-        duration = number(segment.get("d"))
-        src = meta(segment).get("src")
-        if not is_image(segment) and isinstance(src, str) and src in offsets:
+        duration = number(segment.d)
+        src = segment.m.src
+        if not is_image(segment) and src is not None and src in offsets:
             span_in, span_out = source_span(segment)
             origin = offsets[src]
             lo, hi = max(begin, origin + span_in), min(end, origin + span_out)
@@ -209,7 +198,14 @@ def map_original(
     return round(first), round(last)
 
 
-def sync(draft: dict[str, Any], video_infos: list[dict[str, Any]]) -> None:
+def drop_empty_tracks(draft: Draft, track_type: int) -> None:
+    """Take tracks of one type that have no segments left off the timeline."""
+    kept = [track for track in draft.t if not (track.tt == track_type and not track.sg)]
+    if len(kept) != len(draft.t):
+        draft.t = kept
+
+
+def sync(draft: Draft, video_infos: list[dict[str, Any]]) -> None:
     """Bring the derived parts of the draft in line after a change: video segments end to end, captions
     where their words now are, background music as long as the video."""
     length = repack(draft)
@@ -217,66 +213,61 @@ def sync(draft: dict[str, Any], video_infos: list[dict[str, Any]]) -> None:
     has_video = bool(video_segments(draft))
     for track in tracks_of(draft, TRACK_TEXT):
         kept: list[Segment] = []
-        for segment in track["sg"]:
-            m = meta(segment)
-            if m.get("role") != "caption" or "cue_in" not in m:
+        for segment in track.sg:
+            m = segment.m
+            if m.role != "caption" or m.cue_in is None:
                 kept.append(segment)
                 continue
-            cue_in, cue_out = number(m.get("cue_in")), number(m.get("cue_out"))
+            cue_in, cue_out = number(m.cue_in), number(m.cue_out)
             if not has_video:
                 placed: tuple[int, int] | None = (round(cue_in), round(cue_out))
             else:
                 placed = map_original(draft, offsets, cue_in, cue_out)
             if placed is None:
                 continue
-            m["start"] = placed[0]
-            segment["d"] = placed[1] - placed[0]
+            m.start = placed[0]
+            segment.d = placed[1] - placed[0]
             kept.append(segment)
-        kept.sort(key=lambda s: number(meta(s).get("start")))
-        track["sg"] = kept
+        kept.sort(key=lambda s: number(s.m.start))
+        track.sg = kept
     if length:
         for track in tracks_of(draft, TRACK_AUDIO):
-            for segment in track["sg"]:
-                m = meta(segment)
-                if m.get("fit"):
-                    m["start"] = 0
-                    segment["d"] = length
-    tracks(draft)[:] = [
-        track
-        for track in tracks(draft)
-        if not (isinstance(track, dict) and track.get("tt") == TRACK_TEXT and track.get("sg") == [])
-    ]
+            for segment in track.sg:
+                if segment.m.fit:
+                    segment.m.start = 0
+                    segment.d = length
+    drop_empty_tracks(draft, TRACK_TEXT)
 
 
-def place_captions(draft: dict[str, Any], cues: list[tuple[int, int, str]], src: str) -> int:
+def place_captions(draft: Draft, cues: list[tuple[int, int, str]], src: str) -> int:
     """Put a captions file's cues (uncut-sequence ms) on the timeline as a captions track, replacing any
     captions there; ``sync`` then moves them to where their words now play. Returns how many cues."""
     remove_captions(draft)
     segments = [
-        {
-            "d": end - start,
-            "m": {"text": text, "start": start, "role": "caption", "src": src, "cue_in": start, "cue_out": end},
-        }
+        Segment(
+            d=end - start,
+            m=SegmentMeta(text=text, start=start, role="caption", src=src, cue_in=start, cue_out=end),
+        )
         for start, end, text in cues
     ]
-    tracks(draft).append({"tt": TRACK_TEXT, "sg": segments})
+    draft.t.append(Track(tt=TRACK_TEXT, sg=segments))
     return len(segments)
 
 
-def remove_captions(draft: dict[str, Any]) -> int:
+def remove_captions(draft: Draft) -> int:
     """Take every caption off the timeline; how many there were."""
     removed = 0
     for track in tracks_of(draft, TRACK_TEXT):
-        kept = [s for s in track["sg"] if not (isinstance(s, dict) and meta(s).get("role") == "caption")]
-        removed += len(track["sg"]) - len(kept)
-        track["sg"] = kept
-    tracks(draft)[:] = [
-        t for t in tracks(draft) if not (isinstance(t, dict) and t.get("tt") == TRACK_TEXT and t.get("sg") == [])
-    ]
+        kept = [s for s in track.sg if s.m.role != "caption"]
+        removed += len(track.sg) - len(kept)
+        track.sg = kept
+    drop_empty_tracks(draft, TRACK_TEXT)
     return removed
 
 
-# -- placing an upload (what the backend does when it applies session state) -------------------------
+# -- uploads on the timeline ---------------------------------------------------------------------------
+
+UNKNOWN_DURATION_MS = 5000
 
 
 def _aspect_ratio(width: int, height: int) -> str:
@@ -284,67 +275,59 @@ def _aspect_ratio(width: int, height: int) -> str:
     return f"{width // divisor}:{height // divisor}"
 
 
-def _segment_end(track: Mapping[str, Any]) -> int:
-    segments = track.get("sg") or []
-    if not segments:
+def _segment_end(track: Track) -> int:
+    if not track.sg:
         return 0
-    last = segments[-1]
-    meta = last.get("m", {})
-    start = meta.get("start", 0) if isinstance(meta, dict) else 0
-    return int(start) + int(last.get("d", 0))
+    last = track.sg[-1]
+    return int(number(last.m.start)) + int(number(last.d))
 
 
 def place_upload(session: SessionRecord, info: dict[str, Any], title: str, cues: list[Cue] | None = None) -> None:
     """Put an uploaded file on the timeline, as the backend does when it applies session state."""
-    tracks: list[dict[str, Any]] = session.draft.setdefault("t", [])
+    draft = session.draft
     kind = info["file_type"]
     duration = info.get("duration")
     if kind == "subtitle":
         session.video_infos.append(info)
-        place_captions(session.draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
-        sync(session.draft, session.video_infos)
+        place_captions(draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
+        sync(draft, session.video_infos)
         return
     if kind == "audio":
-        track = next(
-            (t for t in tracks if t.get("tt") == 1 and any("src" in s.get("m", {}) for s in t.get("sg", []))), None
-        )
+        track = next((t for t in tracks_of(draft, TRACK_AUDIO) if any(s.m.src is not None for s in t.sg)), None)
         if track is None:
-            track = {"tt": 1, "sg": []}
-            tracks.append(track)
+            track = Track(tt=TRACK_AUDIO, sg=[])
+            draft.t.append(track)
         length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
-        meta: dict[str, Any] = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "volume": 1.0}
+        meta = SegmentMeta(title=title, src=info["cdn_url"], start=_segment_end(track), volume=1.0)
     else:
-        track = next((t for t in tracks if t.get("tt") == 0), None)
-        if track is None:
-            track = {"tt": 0, "sg": []}
-            tracks.insert(0, track)
-        meta = {"title": title, "src": info["cdn_url"], "start": _segment_end(track), "kind": kind}
+        track = video_track(draft, create=True)
+        assert track is not None
+        meta = SegmentMeta(title=title, src=info["cdn_url"], start=_segment_end(track), kind=kind)
         if kind == "image":
             length = IMAGE_SEGMENT_MS
         else:
             length = round(duration * 1000) if duration else UNKNOWN_DURATION_MS
-            # The kept span of the source: cutting pauses or trimming narrows it (see localnemo.timeline).
-            meta.update({"in": 0, "out": length})
+            # The kept span of the source: cutting pauses or trimming narrows it (see the module docstring).
+            meta.in_, meta.out = 0, length
             if info.get("fps"):
-                meta["fps"] = info["fps"]
+                meta.fps = info["fps"]
         width, height = info.get("width"), info.get("height")
         if width and height:
-            meta.update({"width": width, "height": height})
+            meta.width, meta.height = width, height
             # The first picture sets the canvas, until the user asks for another aspect ratio.
             if not session.canvas_config:
                 session.canvas_config.update(
                     {"width": width, "height": height, "aspect_ratio": _aspect_ratio(width, height)}
                 )
-                draft_meta = session.draft.setdefault("m", {})
-                draft_meta.setdefault("width", width)
-                draft_meta.setdefault("height", height)
-    track.setdefault("sg", []).append({"d": length, "m": meta})
+                if draft.m.width is None:
+                    draft.m.width = width
+                if draft.m.height is None:
+                    draft.m.height = height
+    track.sg.append(Segment(d=length, m=meta))
     session.video_infos.append(info)
-    sync(session.draft, session.video_infos)
+    sync(draft, session.video_infos)
 
 
-def has_segment(draft: Mapping[str, Any]) -> bool:
-    tracks = draft.get("t")
-    if not isinstance(tracks, list):
-        return False
-    return any(isinstance(track, dict) and isinstance(track.get("sg"), list) and track["sg"] for track in tracks)
+def has_segment(draft: Draft) -> bool:
+    """Whether the draft can be rendered: some track has a segment."""
+    return draft.exportable

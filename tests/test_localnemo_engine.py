@@ -24,6 +24,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from bot.nemo.models import Draft
 from localnemo import render as render_module
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
@@ -199,7 +200,8 @@ class Nemo:
 
     @property
     def draft(self) -> dict[str, Any]:
-        return self.server.state.sessions[self.session_id].draft
+        """The session's draft as the wire carries it."""
+        return self.server.state.sessions[self.session_id].draft.to_wire()
 
     async def upload(self, *files: Path, content_type: str = "application/octet-stream") -> httpx.Response:
         payload = [("files", (path.name, path.read_bytes(), content_type)) for path in files]
@@ -534,7 +536,7 @@ async def test_ffmpeg_failures_are_reported_without_ffmpegs_words(
 
     monkeypatch.setattr(render_module, "build_graph", broken_build)
     renderer = FFmpegRenderer(RenderSettings(default_resolution="240p", x264_preset="ultrafast"), tmp_path)
-    draft = {"t": [{"tt": 0, "sg": [{"d": 1000, "m": {"src": "u", "in": 0, "out": 1000}}]}], "m": {}}
+    draft = Draft.model_validate({"t": [{"tt": 0, "sg": [{"d": 1000, "m": {"src": "u", "in": 0, "out": 1000}}]}]})
     with pytest.raises(RenderError) as caught:
         await renderer.render(draft, {"u": dark_clip}, tmp_path / "out.mp4", lambda _: None)
     assert str(caught.value) == "render failed: FFmpeg could not make the video from this timeline"
@@ -544,7 +546,9 @@ async def test_ffmpeg_failures_are_reported_without_ffmpegs_words(
 
 async def test_progress_comes_from_ffmpeg_and_ends_at_one(tmp_path: Path, dark_clip: Path) -> None:
     renderer = FFmpegRenderer(RenderSettings(default_resolution="240p", x264_preset="ultrafast"), tmp_path)
-    draft = {"t": [{"tt": 0, "sg": [{"d": 5000, "m": {"src": "u", "in": 0, "out": 5000, "kind": "video"}}]}], "m": {}}
+    draft = Draft.model_validate(
+        {"t": [{"tt": 0, "sg": [{"d": 5000, "m": {"src": "u", "in": 0, "out": 5000, "kind": "video"}}]}], "m": {}}
+    )
     seen: list[float] = []
     result = await renderer.render(draft, {"u": dark_clip}, tmp_path / "out.mp4", seen.append)
     assert result.duration == pytest.approx(5.0, abs=FRAME)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot.nemo.models import Track
 from localnemo import planner
 from localnemo.agent import AgentText, AgentToolCall, AgentToolResult, PlannerAgent, kept_spans
 from localnemo.config import LocalNemoConfig, resolution_lines
@@ -238,7 +239,7 @@ async def test_honest_answers_offline(nemo: Nemo, sync_clip: Path) -> None:
 def _session(tmp_path: Path, seconds: int = 10) -> SessionRecord:
     session = SessionRecord("1", "t", "p", "en", "u", tmp_path)
     meta = {"src": "http://x/files/1/a.mp4", "start": 0, "kind": "video", "in": 0, "out": seconds * 1000, "fps": 30}
-    session.draft["t"].append({"tt": 0, "sg": [{"d": seconds * 1000, "m": meta}]})
+    session.draft.t.append(Track.model_validate({"tt": 0, "sg": [{"d": seconds * 1000, "m": meta}]}))
     return session
 
 
@@ -270,7 +271,7 @@ async def test_trims(tmp_path: Path, text: str, spans: list[tuple[int, int]]) ->
     session = _session(tmp_path)
     calls, reply = await _run(PlannerAgent(silent_every=0), session, text)
     assert [call.args["operation"] for call in calls] == ["trim"]
-    assert [(s["m"]["in"], s["m"]["out"]) for s in session.draft["t"][0]["sg"]] == spans
+    assert [(s.m.in_, s.m.out) for s in session.draft.t[0].sg] == spans
     assert "I kept" in reply
 
 
@@ -278,23 +279,23 @@ async def test_speed_volume_music_and_text_edits(tmp_path: Path) -> None:
     session = _session(tmp_path)
     agent = PlannerAgent(silent_every=0)
     _, reply = await _run(agent, session, "2x speed")
-    assert session.draft["t"][0]["sg"][0]["d"] == 5000
+    assert session.draft.t[0].sg[0].d == 5000
     assert "2×" in reply
     _, reply = await _run(agent, session, "play it at 10x")
     assert "outside that range" in reply
-    assert session.draft["t"][0]["sg"][0]["m"]["speed"] == 2.0
+    assert session.draft.t[0].sg[0].m.speed == 2.0
     await _run(agent, session, "add music")
-    music = session.draft["t"][1]["sg"][0]
-    assert (music["d"], music["m"]["volume"], music["m"]["role"]) == (5000, 0.3, "music")
+    music = session.draft.t[1].sg[0]
+    assert (music.d, music.m.volume, music.m.role) == (5000, 0.3, "music")
     await _run(agent, session, "music volume 20%")
-    assert music["m"]["volume"] == 0.2
+    assert music.m.volume == 0.2
     await _run(agent, session, "mute")
-    assert session.draft["t"][0]["sg"][0]["m"]["volume"] == 0.0
+    assert session.draft.t[0].sg[0].m.volume == 0.0
     _, reply = await _run(agent, session, 'add text "Hello" from 1s to 2s')
-    (text,) = [s for t in session.draft["t"] if t["tt"] == 7 for s in t["sg"]]
-    assert (text["m"]["start"], text["d"], text["m"]["role"]) == (1000, 1000, "text")
+    (text,) = [s for t in session.draft.t if t.tt == 7 for s in t.sg]
+    assert (text.m.start, text.d, text.m.role) == (1000, 1000, "text")
     _, reply = await _run(agent, session, "remove the music")
-    assert not [t for t in session.draft["t"] if t["tt"] == 1]
+    assert not [t for t in session.draft.t if t.tt == 1]
     assert reply == "I removed the background music."
 
 

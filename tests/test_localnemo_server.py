@@ -488,7 +488,7 @@ async def test_render_refusals_failures_and_cancel(
 
     nemo_server.config.render_step_seconds = 30  # long enough to cancel in the middle
     await upload(client, token, sid, tiny_mp4)
-    draft = nemo_server.state.sessions[sid].draft
+    draft = nemo_server.state.sessions[sid].draft.to_wire()
     body = {"id": "render_slow", "sessionId": sid, "draft": draft, "output": {}}
     assert (await client.post("/api/render/proxy/lambda", json=body, headers=auth(token))).status_code == 200
     await until(lambda: nemo_server.state.jobs["render_slow"].status == "processing")
@@ -597,7 +597,7 @@ async def test_dropped_stream_is_incomplete_and_the_turn_still_completes(
     assert len([line for line in lines if line.startswith("data: ")]) == 1
     # The backend keeps working after a dropped stream: the state shows the edit.
     session = nemo_server.state.sessions[sid]
-    await until(lambda: any(track["tt"] == 1 for track in session.draft["t"]))
+    await until(lambda: any(track["tt"] == 1 for track in session.draft.to_wire()["t"]))
     await until(lambda: nemo_server.state.active_runs[sid] == 0)
     assert nemo_server.state.max_concurrent_runs[sid] == 1
     # The next stream is normal again.
@@ -640,17 +640,17 @@ async def test_planner_agent_rules_without_media(tmp_path: Path) -> None:
     assert "1080×1920" in await say("make it 9:16 please")
     assert session.canvas_config == {"width": 1080, "height": 1920, "aspect_ratio": "9:16"}
     await say("export in 4k")
-    assert session.draft["m"]["resolution"] == "4k"
-    assert session.draft["m"]["width"] == 2160
+    assert session.draft.to_wire()["m"]["resolution"] == "4k"
+    assert session.draft.to_wire()["m"]["width"] == 2160
     # No captions from speech offline: an honest answer, and nothing fake on the timeline.
     answer = await say("加字幕")
     assert "语音识别" in answer
     assert "NemoVideo" in answer
-    assert not [track for track in session.draft["t"] if track["tt"] == 7]
+    assert not [track for track in session.draft.to_wire()["t"] if track["tt"] == 7]
     assert "标题" in await say("标题：城市之夜")
-    assert any(s["m"].get("text") == "城市之夜" for track in session.draft["t"] for s in track["sg"])
+    assert any(s["m"].get("text") == "城市之夜" for track in session.draft.to_wire()["t"] for s in track["sg"])
     assert (await say("what a nice day")).startswith("Noted:")
-    assert session.draft["m"]["notes"] == ["what a nice day"]
+    assert session.draft.to_wire()["m"]["notes"] == ["what a nice day"]
 
 
 def test_config_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

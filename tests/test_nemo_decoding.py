@@ -20,7 +20,7 @@ from bot.nemo.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from bot.nemo.models import Draft, RenderJob, SessionState
+from bot.nemo.models import Draft, RenderJob, Segment, SegmentMeta, SessionState, Track
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nemo"
 
@@ -181,13 +181,67 @@ def test_draft_tolerates_unknown_keys() -> None:
     assert draft.model_dump()["v"] == 3
 
 
+def test_draft_round_trips_the_hosted_form() -> None:
+    body = json.loads((FIXTURES / "state.json").read_text())
+    raw = body["data"]["state"]["draft"]
+    draft = Draft.model_validate(raw)
+    assert draft.to_wire() == raw
+    assert draft.model_dump(mode="json", by_alias=True, exclude_unset=True) == raw
+    assert SessionState.model_validate(body["data"]["state"]).draft.model_dump(mode="json") == raw
+    assert (draft.t[1].sg[0].m.volume, draft.t[2].sg[0].m.text, draft.m.width) == (0.35, "Urban Dreams", 1920)
+
+
+def test_draft_keeps_unknown_keys_and_wrong_values_at_every_level() -> None:
+    raw = {
+        "v": 3,
+        "t": [
+            {
+                "tt": 0,
+                "lane": [1, {"x": None}],
+                "sg": [
+                    {"d": 500, "zz": 1, "m": {"in": 0, "out": 500.5, "start": "soon", "deep": {"a": None}}},
+                    {"d": 1.5, "m": {"src": None, "speed": True, "volume": "loud"}},
+                ],
+            },
+            {"tt": "7", "sg": "not a list"},
+            {"sg": [{"m": "not an object"}, 5]},
+        ],
+        "m": {"width": 10, "weird": True, "notes": [1], "fit": 2},
+    }
+    draft = Draft.model_validate(json.loads(json.dumps(raw)))
+    assert draft.to_wire() == raw
+    first = draft.t[0].sg[0].m
+    # Typed reads see what could be read; a wrong-typed value reads as unset.
+    assert (first.in_, first.out, first.start, draft.t[0].sg[1].m.speed, draft.m.fit) == (0, 500.5, None, None, None)
+    assert summarize(draft).startswith("Timeline (1 track): 1. Video")
+    # An edit writes the typed value in place of the raw one, under the same key.
+    first.start = 0
+    assert draft.to_wire()["t"][0]["sg"][0]["m"] == {"in": 0, "out": 500.5, "start": 0, "deep": {"a": None}}
+
+
+def test_an_edited_draft_writes_only_what_it_holds() -> None:
+    draft = Draft.empty()
+    assert draft.to_wire() == {"t": [], "m": {}}
+    track = Track(tt=0, sg=[Segment(d=1000, m=SegmentMeta(src="u", start=0, in_=0, out=1000))])
+    draft.t.append(track)
+    draft.m.resolution = "720p"
+    assert draft.to_wire() == {
+        "t": [{"tt": 0, "sg": [{"d": 1000, "m": {"src": "u", "start": 0, "in": 0, "out": 1000}}]}],
+        "m": {"resolution": "720p"},
+    }
+    # A part that was never given but is filled in place is written too.
+    bare = Draft.model_validate({"t": [{"tt": 1}]})
+    bare.t[0].sg.append(Segment(d=5))
+    assert bare.to_wire() == {"t": [{"tt": 1, "sg": [{"d": 5}]}]}
+
+
 def test_change_summary_in_words() -> None:
     after = _state().draft
     before = Draft.model_validate({"t": [after.t[0].model_dump()], "m": dict(after.m)})
     assert describe_changes(before, after) == ["added a Music track 0–10 s", "added the title 'Urban Dreams' (0–3 s)"]
 
     retitled = after.model_copy(deep=True)
-    retitled.t[2].sg[0].m["text"] = "City Nights"
+    retitled.t[2].sg[0].m.text = "City Nights"
     retitled.t[0].sg[0].d = 8000
     assert describe_changes(after, retitled) == ["video now 0–8 s (was 0–10 s)", "title now 'City Nights'"]
     assert describe_changes(after, after) == []

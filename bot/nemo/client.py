@@ -498,7 +498,7 @@ class NemoAccount:
     async def submit_export(
         self, session_id: str, draft: Draft | dict[str, Any], *, output: dict[str, Any] | None = None
     ) -> RenderJob:
-        draft_body = draft.model_dump(mode="json") if isinstance(draft, Draft) else draft
+        draft_body = draft.to_wire() if isinstance(draft, Draft) else draft
         render_id = new_render_id()
         for _ in range(3):
             try:

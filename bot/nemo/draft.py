@@ -8,39 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.nemo.models import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, Segment, Track
-
-# Phrases in English and Chinese; {placeholders} are filled by the functions below.
-_PHRASES: dict[str, tuple[str, str]] = {
-    "span": ("{a}–{b} s", "{a}–{b} 秒"),
-    "Video": ("Video", "视频"), "Music": ("Music", "音乐"), "Audio": ("Audio", "音频"), "Title": ("Title", "标题"),
-    "Captions": ("Captions", "字幕"), "Track": ("Track", "轨道"),
-    "clips": ("{n} clips", "{n} 个片段"), "lines": ("{n} lines", "{n} 行"), "type": ("type {n}", "类型 {n}"),
-    "empty": ("Timeline: empty", "时间线：空"),
-    "timeline": ("Timeline ({n} {noun}): ", "时间线（{n} 条轨道）："),
-    "added_title": ("added the title '{name}' ({span})", "添加了标题“{name}”（{span}）"),
-    "added_untitled": ("added a title ({span})", "添加了标题（{span}）"),
-    "added_captions": ("added captions ({n} lines, {span})", "添加了字幕（{n} 行，{span}）"),
-    "added_track": ("added a {kind} track {span}", "添加了{kind}轨道 {span}"),
-    "title_now": ("title now '{name}'", "标题改为“{name}”"),
-    "captions_now": ("captions now {n} lines (were {m})", "字幕现为 {n} 行（原 {m} 行）"),
-    "clips_now": ("video now has {n} clips (was {m})", "视频现有 {n} 个片段（原 {m} 个）"),
-    "named_now": ("{noun} now '{name}'", "{noun}改为“{name}”"),
-    "span_now": ("{noun} now {span} (was {old})", "{noun}现为 {span}（原 {old}）"),
-    "title_shown": ("title now shown {span}", "标题显示时间改为 {span}"),
-    "volume_now": ("{noun} volume now {p}%", "{noun}音量改为 {p}%"),
-    "removed": ("removed the {noun}", "删除了{noun}"),
-    "removed_track": ("removed the {noun} track", "删除了{noun}轨道"),
-    "frame_now": ("frame now {w}×{h}", "画面改为 {w}×{h}"),
-    "output_now": ("output now {v}", "输出改为 {v}"),
-    "aspect_now": ("aspect ratio now {v}", "画面比例改为 {v}"),
-    "updated": ("the timeline was updated", "时间线已更新"),
-}
+from bot.nemo.models import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, DraftMeta, Segment, Track
+from bot.texts import t
 
 
 def _w(key: str, lang: str, **values: object) -> str:
-    en, zh = _PHRASES[key]
-    return (zh if lang == "zh" else en).format(**values)
+    """A phrase from the catalogue's draft block (``draft.*`` in bot/texts.py)."""
+    return t(f"draft.{key}", lang, **values)
 
 
 def _seconds(ms: float) -> str:
@@ -88,7 +62,7 @@ def _segment_spans(segments: list[Segment]) -> list[tuple[float, float]]:
     spans: list[tuple[float, float]] = []
     cursor = 0.0
     for seg in segments:
-        start = _number(seg.m.get("start"))
+        start = _number(seg.m.start)
         if start is None:
             start = cursor
         end = start + max(seg.d, 0)
@@ -98,9 +72,8 @@ def _segment_spans(segments: list[Segment]) -> list[tuple[float, float]]:
 
 
 def _segment_label(seg: Segment) -> str | None:
-    for key in ("text", "title", "name", "filename"):
-        value = seg.m.get(key)
-        if isinstance(value, str) and value.strip():
+    for value in (seg.m.text, seg.m.title, seg.m.name, seg.m.filename):
+        if value is not None and value.strip():
             return value.strip()
     return None
 
@@ -111,8 +84,8 @@ def view_track(track: Track) -> TrackView:
     end = max((e for _, e in spans), default=0.0)
     first = track.sg[0] if track.sg else None
     name = _segment_label(first) if first else None
-    volume = _number(first.m.get("volume")) if first else None
-    role = str(first.m.get("role", "")) if first else ""
+    volume = _number(first.m.volume) if first else None
+    role = (first.m.role or "") if first else ""
     counted: str | None = None
     count = len(track.sg)
     if track.tt == TRACK_VIDEO:
@@ -141,21 +114,21 @@ def _describe(view: TrackView, lang: str) -> str:
         details.append(_percent(view.volume))
     name = view.display_name(lang)
     if view.kind == "Title" and name:
-        name = f"“{name}”" if lang == "zh" else f'"{name}"'
+        name = _w("quoted", lang, name=name)
+    joined = _w("details_joiner", lang).join(details)
     kind = _w(view.kind, lang)
-    if lang == "zh":
-        return f"{kind}：{name}（{'，'.join(details)}）" if name else f"{kind}（{'，'.join(details)}）"
-    return f"{kind}: {name} ({', '.join(details)})" if name else f"{kind} ({', '.join(details)})"
+    if name:
+        return _w("track_named", lang, kind=kind, name=name, details=joined)
+    return _w("track_unnamed", lang, kind=kind, details=joined)
 
 
 def summarize(draft: Draft | None, lang: str = "en") -> str:
     """``Timeline (3 tracks): 1. Video: city timelapse (0–10 s) 2. Music: Lo-fi (0–10 s, 35%) …``"""
-    tracks = [t for t in (draft.t if draft else []) if t.sg]
+    tracks = [track for track in (draft.t if draft else []) if track.sg]
     if not tracks:
         return _w("empty", lang)
-    parts = [f"{i}. {_describe(view_track(t), lang)}" for i, t in enumerate(tracks, 1)]
-    noun = "track" if len(tracks) == 1 else "tracks"
-    return _w("timeline", lang, n=len(tracks), noun=noun) + " ".join(parts)
+    parts = [f"{i}. {_describe(view_track(track), lang)}" for i, track in enumerate(tracks, 1)]
+    return _w("timeline_one" if len(tracks) == 1 else "timeline", lang, n=len(tracks)) + " ".join(parts)
 
 
 def _keyed(draft: Draft | None) -> dict[tuple[int, int], TrackView]:
@@ -217,15 +190,18 @@ def describe_changes(before: Draft | None, after: Draft | None, lang: str = "en"
         if key not in new:
             track = view.kind not in ("Title", "Captions")
             changes.append(_w("removed_track" if track else "removed", lang, noun=view.noun(lang)))
-    before_m = before.m if before else {}
-    after_m = after.m if after else {}
-    size_before = (before_m.get("width"), before_m.get("height"))
-    size_after = (after_m.get("width"), after_m.get("height"))
+    before_m = before.m if before else DraftMeta()
+    after_m = after.m if after else DraftMeta()
+    size_before = (before_m.width, before_m.height)
+    size_after = (after_m.width, after_m.height)
     if size_before != size_after and all(isinstance(v, int) for v in size_after):
         changes.append(_w("frame_now", lang, w=size_after[0], h=size_after[1]))
-    for setting, phrase in (("resolution", "output_now"), ("aspect_ratio", "aspect_now")):
-        if before_m.get(setting) != after_m.get(setting) and after_m.get(setting):
-            changes.append(_w(phrase, lang, v=after_m[setting]))
+    for old_value, new_value, phrase in (
+        (before_m.resolution, after_m.resolution, "output_now"),
+        (before_m.aspect_ratio, after_m.aspect_ratio, "aspect_now"),
+    ):
+        if old_value != new_value and new_value:
+            changes.append(_w(phrase, lang, v=new_value))
     if not changes and (before.model_dump() if before else None) != (after.model_dump() if after else None):
         changes.append(_w("updated", lang))
     return changes

@@ -8,9 +8,36 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-TRACK_VIDEO = 0
-TRACK_AUDIO = 1
-TRACK_TEXT = 7
+from bot.nemo.timeline_model import (
+    TRACK_AUDIO,
+    TRACK_TEXT,
+    TRACK_VIDEO,
+    Draft,
+    DraftMeta,
+    Segment,
+    SegmentMeta,
+    Track,
+)
+
+# The draft's model has its own module; it is part of what the backend answers, so it is named here too.
+__all__ = [
+    "TRACK_AUDIO",
+    "TRACK_TEXT",
+    "TRACK_VIDEO",
+    "Credits",
+    "Draft",
+    "DraftMeta",
+    "RenderJob",
+    "RenderStatus",
+    "Segment",
+    "SegmentMeta",
+    "SessionInfo",
+    "SessionState",
+    "TokenGrant",
+    "Track",
+    "UploadResult",
+    "UploadedFile",
+]
 
 
 class _Loose(BaseModel):
@@ -40,27 +67,6 @@ class Credits(_Loose):
     available: float = 0
     frozen: float = 0
     total: float = 0
-
-
-class Segment(_Loose):
-    d: int = 0
-    m: dict[str, Any] = Field(default_factory=dict)
-
-
-class Track(_Loose):
-    tt: int = TRACK_VIDEO
-    sg: list[Segment] = Field(default_factory=list)
-
-
-class Draft(_Loose):
-    """The timeline in the backend's short-key form (``t`` tracks, ``tt`` type, ``sg`` segments)."""
-
-    t: list[Track] = Field(default_factory=list)
-    m: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def exportable(self) -> bool:
-        return any(track.sg for track in self.t)
 
 
 class SessionState(_Loose):
