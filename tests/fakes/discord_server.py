@@ -38,6 +38,8 @@ from typing import Any, Self, TypeVar
 import yarl
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 
+from tests.waiting import Changes, wait_for
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -720,7 +722,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._connections: set[_Connection] = set()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._changes = Changes()
         self._sessions: dict[str, GatewaySession] = {}
 
         self.calls: list[RestCall] = []
@@ -777,8 +779,7 @@ class FakeDiscord:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for waiter in self._waiters:
-            waiter.cancel()
+        self._signal()  # wakes waiters, which then meet their deadline or a final state
         if self._given_tmp_dir is None and self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
         if self.server_errors and exc_info[0] is None:
@@ -877,10 +878,7 @@ class FakeDiscord:
     # --- recordings and waiting --------------------------------------------------------------------------
 
     def _signal(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._changes.notify()
 
     async def wait_for(self, predicate: Callable[[], T], within: float = 10.0, *, what: str = "") -> T:
         """Return the predicate's first truthy value, re-checked on every recorded call and gateway event.
@@ -888,21 +886,12 @@ class FakeDiscord:
         The predicate should look at the fake's state (or anything that changes together with it); for
         client-side state, wait on the client's own events instead.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            result = predicate()
-            if result:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                recent = "; ".join(f"{call.route} -> {call.status}" for call in self.calls[-10:])
-                raise TimeoutError(f"{what or 'condition'} not met within {within:.1f}s; last calls: {recent}")
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
-            await asyncio.wait([waiter], timeout=remaining)
-            if not waiter.done():
-                waiter.cancel()
+        return await wait_for(
+            predicate, within=within, what=what or "condition", changes=self._changes, details=self._recent_calls
+        )
+
+    def _recent_calls(self) -> str:
+        return "last calls: " + "; ".join(f"{call.route} -> {call.status}" for call in self.calls[-10:])
 
     def calls_to(self, method: str, path_glob: str) -> list[RestCall]:
         """Recorded calls whose method and path (after /api/v10, fnmatch pattern) match."""

@@ -17,7 +17,6 @@ what api.telegram.org answers in practice (error descriptions are copied from re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import json
 import logging
@@ -35,6 +34,8 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from aiohttp import web
 from aiohttp.multipart import BodyPartReader
+
+from tests.waiting import Changes, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ class FakeTelegram:
         self._base_url: str | None = None
         self._closing = False
 
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._pending: list[JSON] = []
         self._next_update_id = first_update_id
         self._allowed_updates: list[str] = []
@@ -784,28 +785,19 @@ class FakeTelegram:
         """Wait until `predicate()` is truthy and return its value.
 
         Re-checked whenever the fake records or answers a call, serves a file, or enqueues an update
-        (or on `notify()`): no polling interval, and a TimeoutError naming the last calls on the deadline.
+        (or on `notify()`): no polling interval, and a WaitTimeout naming the last calls on the deadline.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            changed = self._changed
-            value = predicate()
-            if value:
-                return value
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                recent = ", ".join(f"{c.method}->{c.status}" for c in self.calls[-8:])
-                raise TimeoutError(f"{what or 'condition'} not met within {within}s; last calls: {recent}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+        return await wait_for(
+            predicate, within=within, what=what or "condition", changes=self._changes, details=self._recent_calls
+        )
+
+    def _recent_calls(self) -> str:
+        return "last calls: " + ", ".join(f"{c.method}->{c.status}" for c in self.calls[-8:])
 
     # ------------------------------------------------------------------ HTTP layer
 
     def _bump(self) -> None:
-        # A fresh Event per change: waiters hold the old one, so a sync caller can signal without a lock.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
@@ -976,13 +968,12 @@ class FakeTelegram:
                         "Conflict: terminated by other getUpdates request; "
                         "make sure that only one bot instance is running",
                     )
-                changed = self._changed
+                changed = self._changes.ticket()
                 ready = self._deliverable(limit)
                 remaining = deadline - loop.time()
                 if ready or remaining <= 0 or self._closing:
                     return ready
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+                await Changes.wait(changed, remaining)
         finally:
             self._active_polls -= 1
 
