@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from aiohttp import web
 from aiohttp.multipart import BodyPartReader
+from telegram.constants import FileSizeLimit, MessageLimit
 
 from tests.waiting import Changes, wait_for
 
@@ -44,15 +45,16 @@ ChatId = int | str
 ChatType = Literal["private", "group", "supergroup", "channel"]
 JSON = dict[str, Any]
 
-MB = 1024 * 1024
-# Cloud Bot API limits (https://core.telegram.org/bots/api#getfile, #sending-files); a local
-# `telegram-bot-api --local` server lifts the download limit and raises uploads to 2000 MB.
-CLOUD_DOWNLOAD_LIMIT = 20 * MB
-CLOUD_UPLOAD_LIMIT = 50 * MB
-LOCAL_UPLOAD_LIMIT = 2000 * MB
-URL_FETCH_LIMIT = 20 * MB
-MESSAGE_LIMIT = 4096
-CAPTION_LIMIT = 1024
+MB = 1024 * 1024  # a size unit for scripting files, not a Telegram limit
+# Cloud Bot API limits (https://core.telegram.org/bots/api#getfile, #sending-files), as python-telegram-bot
+# states them; a local `telegram-bot-api --local` server lifts the download limit and raises uploads.
+CLOUD_DOWNLOAD_LIMIT = int(FileSizeLimit.FILESIZE_DOWNLOAD)
+CLOUD_UPLOAD_LIMIT = int(FileSizeLimit.FILESIZE_UPLOAD)
+LOCAL_UPLOAD_LIMIT = int(FileSizeLimit.FILESIZE_UPLOAD_LOCAL_MODE)
+# Files sent by URL: "20 MB for other types of content" (#sending-files), the same figure as downloads.
+URL_FETCH_LIMIT = int(FileSizeLimit.FILESIZE_DOWNLOAD)
+MESSAGE_LIMIT = int(MessageLimit.MAX_TEXT_LENGTH)
+CAPTION_LIMIT = int(MessageLimit.CAPTION_LENGTH)
 
 CHAT_ACTIONS = frozenset(
     {
