@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -48,24 +48,48 @@ class Changes:
         return False
 
 
+@overload
 async def wait_for(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
+    *,
+    within: float = ...,
+    what: str = ...,
+    changes: Changes | None = ...,
+    details: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    condition: Callable[[], T | None],
+    *,
+    within: float = ...,
+    what: str = ...,
+    changes: Changes | None = ...,
+    details: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+async def wait_for(
+    condition: Callable[[], Any],
     *,
     within: float = DEFAULT_WITHIN,
     what: str = "condition",
     changes: Changes | None = None,
     details: Callable[[], str] | None = None,
-) -> T:
+) -> Any:
     """Return the condition's first truthy value, re-checked on every change (or every POLL_SECONDS).
 
-    ``details`` adds context to the timeout message (e.g. a stand-in's last calls).
+    The condition may be sync or async. ``details`` adds context to the timeout message (e.g. a stand-in's
+    last calls).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
         ticket = changes.ticket() if changes is not None else None
-        raw = condition()
-        value = cast(T, await raw) if inspect.isawaitable(raw) else cast(T, raw)
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         remaining = deadline - loop.time()

@@ -842,7 +842,7 @@ class FakeDiscord:
     def _signal(self) -> None:
         self._changes.notify()
 
-    async def wait_for(self, predicate: Callable[[], T], within: float = 10.0, *, what: str = "") -> T:
+    async def wait_for(self, predicate: Callable[[], T | None], within: float = 10.0, *, what: str = "") -> T:
         """Return the predicate's first truthy value, re-checked on every recorded call and gateway event.
 
         The predicate should look at the fake's state (or anything that changes together with it); for

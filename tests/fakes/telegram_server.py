@@ -795,7 +795,9 @@ class FakeTelegram:
         """Wake `wait_for` waiters; for predicates over state the fake does not see (a handler's list)."""
         self._bump()
 
-    async def wait_for(self, predicate: Callable[[], T], *, within: float = 10.0, what: str | None = None) -> T:
+    async def wait_for(
+        self, predicate: Callable[[], T | None], *, within: float = 10.0, what: str | None = None
+    ) -> T:
         """Wait until `predicate()` is truthy and return its value.
 
         Re-checked whenever the fake records or answers a call, serves a file, or enqueues an update
