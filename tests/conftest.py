@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,9 @@ from bot.nemo.client import NemoClient
 from localnemo.config import LocalNemoConfig
 from localnemo.testing import TestLocalNemo
 from storage import Repository
+from tests.waiting import wait_for
+
+__all__ = ["wait_for"]  # re-exported: tests import it from here
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def fast_settings(api_base: str, **overrides: Any) -> NemoSettings:
         "skill_platform": "tests",
     }
     values.update(overrides)
-    return NemoSettings(_env_file=None, **values)  # type: ignore[call-arg]
+    return NemoSettings(_env_file=None, **values)
 
 
 @pytest.fixture
@@ -89,22 +90,6 @@ def identities() -> MemoryIdentityStore:
 @pytest.fixture
 def nemo(http: httpx.AsyncClient, settings: NemoSettings, identities: MemoryIdentityStore) -> NemoClient:
     return NemoClient(http, settings, identities)
-
-
-async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, what: str = "condition"
-) -> None:
-    """Wait for a condition with a deadline (tests never sleep a fixed time)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def ffmpeg_exe() -> str:
@@ -142,7 +127,7 @@ class Bot:
     async def start(self) -> Engine:
         self.repo = await Repository.connect(self.db)
         nemo = NemoClient(self.http, self.settings, RepositoryIdentities(self.repo))
-        self.engine = Engine(nemo, self.repo, BotSettings(_env_file=None, db=str(self.db)))  # type: ignore[call-arg]
+        self.engine = Engine(nemo, self.repo, BotSettings(_env_file=None, db=str(self.db)))
         return self.engine
 
     async def stop(self) -> None:

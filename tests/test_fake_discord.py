@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import io
 import warnings
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,6 +22,7 @@ from tests.fakes.discord_server import (
     InteractionLog,
     discord_py_pointed_at,
 )
+from tests.waiting import await_within
 
 with warnings.catch_warnings():
     # discord.py imports audioop for voice (deprecated since 3.11); under filterwarnings=error that import
@@ -29,8 +30,6 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     import discord
     from discord import app_commands
-
-T = TypeVar("T")
 
 # Small, so the over-the-limit follow-up stays quick; the default (10 MiB) is checked separately.
 SIZE_LIMIT = 256 * 1024
@@ -125,28 +124,16 @@ def _install_commands(bot: ReelBot) -> None:
     bot.tree.add_command(add_to_reel)
 
 
-async def _within(awaitable: Awaitable[T], runner: asyncio.Task[None], seconds: float = 10.0) -> T:
-    """Await with a deadline, surfacing the client task's own error if it died first."""
-    waiter = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({waiter, runner}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    if waiter in done:
-        return waiter.result()
-    waiter.cancel()
-    if runner in done:
-        runner.result()
-    raise TimeoutError(f"nothing within {seconds}s")
-
-
 @dataclass
 class Running:
     bot: ReelBot
     runner: asyncio.Task[None]
 
     async def outcome(self) -> Outcome:
-        return await _within(self.bot.outcomes.get(), self.runner)
+        return await await_within(self.bot.outcomes.get(), what="a command outcome", watch=[self.runner])
 
     async def message(self) -> discord.Message:
-        return await _within(self.bot.inbox.get(), self.runner)
+        return await await_within(self.bot.inbox.get(), what="a message", watch=[self.runner])
 
 
 @pytest.fixture
@@ -162,7 +149,7 @@ async def running(fake: FakeDiscord) -> AsyncIterator[Running]:
     await bot.login(fake.token)
     runner = asyncio.create_task(bot.connect(reconnect=True))
     try:
-        await _within(bot.wait_until_ready(), runner)
+        await await_within(bot.wait_until_ready(), what="READY", watch=[runner])
         yield Running(bot, runner)
     finally:
         await bot.close()
@@ -402,9 +389,9 @@ async def test_default_attachment_limit_is_ten_mib_and_close_is_clean() -> None:
             bot = ReelBot(fake.guild.id)
             await bot.login(fake.token)
             runner = asyncio.create_task(bot.connect())
-            await _within(bot.wait_until_ready(), runner)
+            await await_within(bot.wait_until_ready(), what="READY", watch=[runner])
             await fake.slash("render", {"size": 10}, attachments=[FakeAttachment("a.mp4", 1)])
-            outcome = await _within(bot.outcomes.get(), runner)
+            outcome = await await_within(bot.outcomes.get(), what="a command outcome", watch=[runner])
             assert outcome.details["filesize_limit"] == 10 * 1024 * 1024
 
             await bot.close()

@@ -28,7 +28,7 @@ from bot.nemo.models import Draft
 from localnemo import render as render_module
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
-from localnemo.graph import RenderGraph
+from localnemo.graph import RenderGraph, build_graph
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.render import FFmpegRenderer, RenderError, RenderSettings
 from localnemo.uploads import PublicResolver
@@ -527,7 +527,7 @@ async def test_a_render_that_cannot_read_its_input_fails_plainly(nemo: Nemo, dar
 async def test_ffmpeg_failures_are_reported_without_ffmpegs_words(
     tmp_path: Path, dark_clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real_build = render_module.build_graph
+    real_build = build_graph
 
     def broken_build(*args: Any, **kwargs: Any) -> RenderGraph:
         graph = real_build(*args, **kwargs)

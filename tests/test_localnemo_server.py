@@ -375,7 +375,7 @@ class _WaitingAgent:
 @pytest.mark.parametrize("dialect", ["simple", "adk"])
 async def test_heartbeats_rotate_while_the_agent_is_silent(tmp_path: Path, dialect: str) -> None:
     agent = _WaitingAgent()
-    config = LocalNemoConfig(data_dir=tmp_path, dialect=dialect, heartbeat_seconds=0.01)  # type: ignore[arg-type]
+    config = LocalNemoConfig(data_dir=tmp_path, dialect=dialect, heartbeat_seconds=0.01)
     async with LocalNemo(config, agent=agent) as server, httpx.AsyncClient(base_url=server.base_url) as http:
         token = (await grant(http))["token"]
         sid = await new_session(http, token)

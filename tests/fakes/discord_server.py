@@ -38,6 +38,9 @@ from typing import Any, Self, TypeVar
 import yarl
 from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 
+from tests.fakes.recorded import recorded as recorded_payload
+from tests.waiting import Changes, wait_for
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -51,6 +54,24 @@ DEFAULT_ATTACHMENT_SIZE_LIMIT = 10 * MiB
 DISCORD_EPOCH_MS = 1_420_070_400_000
 MAX_MESSAGE_LENGTH = 2000
 _CHUNK = 256 * 1024
+# Fields of an application command that a bulk overwrite stores as sent; the rest of the recorded shape
+# (tests/fixtures/discord/application_command.json) holds Discord's defaults.
+_COMMAND_FIELDS = (
+    "name_localizations",
+    "description",
+    "description_localizations",
+    "options",
+    "default_member_permissions",
+    "dm_permission",
+    "contexts",
+    "integration_types",
+    "nsfw",
+)
+
+
+def _discord(fixture: str, /, **values: Any) -> Payload:
+    """A recorded Discord payload (tests/fixtures/discord/<name>.json) with ``values`` filled in."""
+    return recorded_payload("discord", fixture, **values)
 
 
 class Perm(enum.IntFlag):
@@ -216,15 +237,7 @@ class FakeUser:
         return f"<@{self.id}>"
 
     def payload(self) -> Payload:
-        data: Payload = {
-            "id": str(self.id),
-            "username": self.username,
-            "discriminator": "0",
-            "global_name": self.global_name,
-            "avatar": None,
-            "public_flags": 0,
-            "flags": 0,
-        }
+        data = _discord("user", id=str(self.id), username=self.username, global_name=self.global_name)
         if self.bot:
             data["bot"] = True
         return data
@@ -240,20 +253,14 @@ class FakeRole:
     bot_id: int | None = None
 
     def payload(self) -> Payload:
-        data: Payload = {
-            "id": str(self.id),
-            "name": self.name,
-            "permissions": str(int(self.permissions)),
-            "position": self.position,
-            "color": 0,
-            "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
-            "hoist": False,
-            "managed": self.managed,
-            "mentionable": False,
-            "icon": None,
-            "unicode_emoji": None,
-            "flags": 0,
-        }
+        data = _discord(
+            "role",
+            id=str(self.id),
+            name=self.name,
+            permissions=str(int(self.permissions)),
+            position=self.position,
+            managed=self.managed,
+        )
         if self.bot_id is not None:
             data["tags"] = {"bot_id": str(self.bot_id)}
         return data
@@ -267,19 +274,9 @@ class FakeMember:
     joined_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def payload(self, *, with_user: bool = True) -> Payload:
-        data: Payload = {
-            "roles": [str(role.id) for role in self.roles],
-            "nick": self.nick,
-            "avatar": None,
-            "banner": None,
-            "joined_at": _iso(self.joined_at),
-            "premium_since": None,
-            "deaf": False,
-            "mute": False,
-            "pending": False,
-            "flags": 0,
-            "communication_disabled_until": None,
-        }
+        data = _discord(
+            "member", roles=[str(role.id) for role in self.roles], nick=self.nick, joined_at=_iso(self.joined_at)
+        )
         if with_user:
             data["user"] = self.user.payload()
         return data
@@ -322,40 +319,14 @@ class FakeGuild:
         return value
 
     def payload(self) -> Payload:
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "icon": None,
-            "splash": None,
-            "discovery_splash": None,
-            "banner": None,
-            "description": None,
-            "owner_id": str(self.owner_id),
-            "afk_channel_id": None,
-            "afk_timeout": 300,
-            "verification_level": 0,
-            "default_message_notifications": 0,
-            "explicit_content_filter": 0,
-            "mfa_level": 0,
-            "nsfw_level": 0,
-            "premium_tier": 0,
-            "premium_subscription_count": 0,
-            "premium_progress_bar_enabled": False,
-            "preferred_locale": self.locale,
-            "features": [],
-            "roles": [role.payload() for role in self.roles.values()],
-            "emojis": [],
-            "stickers": [],
-            "system_channel_id": None,
-            "system_channel_flags": 0,
-            "rules_channel_id": None,
-            "public_updates_channel_id": None,
-            "safety_alerts_channel_id": None,
-            "vanity_url_code": None,
-            "max_members": 500_000,
-            "application_id": None,
-            "incidents_data": None,
-        }
+        return _discord(
+            "guild",
+            id=str(self.id),
+            name=self.name,
+            owner_id=str(self.owner_id),
+            preferred_locale=self.locale,
+            roles=[role.payload() for role in self.roles.values()],
+        )
 
 
 @dataclass(eq=False)
@@ -384,28 +355,24 @@ class FakeChannel:
         last = self.last_message_id
         if self.type is ChannelType.DM:
             assert self.recipient is not None
-            return {
-                "id": str(self.id),
-                "type": int(self.type),
-                "last_message_id": None if last is None else str(last),
-                "recipients": [self.recipient.payload()],
-                "flags": 0,
-            }
+            return _discord(
+                "dm_channel",
+                id=str(self.id),
+                type=int(self.type),
+                last_message_id=None if last is None else str(last),
+                recipients=[self.recipient.payload()],
+            )
         assert self.guild is not None
-        return {
-            "id": str(self.id),
-            "type": int(self.type),
-            "guild_id": str(self.guild.id),
-            "name": self.name,
-            "position": self.position,
-            "permission_overwrites": [],
-            "topic": self.topic,
-            "nsfw": False,
-            "parent_id": None,
-            "rate_limit_per_user": 0,
-            "last_message_id": None if last is None else str(last),
-            "flags": 0,
-        }
+        return _discord(
+            "text_channel",
+            id=str(self.id),
+            type=int(self.type),
+            guild_id=str(self.guild.id),
+            name=self.name,
+            position=self.position,
+            topic=self.topic,
+            last_message_id=None if last is None else str(last),
+        )
 
 
 @dataclass(eq=False)
@@ -456,15 +423,15 @@ class FakeAttachment:
         return b"".join(self.iter_chunks())
 
     def payload(self) -> Payload:
-        data: Payload = {
-            "id": str(self.id),
-            "filename": self.filename,
-            "size": self.size,
-            "url": self.url,
-            "proxy_url": self.url,
-            "content_type": self.content_type,
-            "flags": 0,
-        }
+        data = _discord(
+            "attachment",
+            id=str(self.id),
+            filename=self.filename,
+            size=self.size,
+            url=self.url,
+            proxy_url=self.url,
+            content_type=self.content_type,
+        )
         if self.description is not None:
             data["description"] = self.description
         if self.ephemeral:
@@ -508,24 +475,20 @@ class FakeMessage:
         return self.channel.guild
 
     def payload(self) -> Payload:
-        data: Payload = {
-            "id": str(self.id),
-            "channel_id": str(self.channel.id),
-            "author": self.author.payload(),
-            "content": self.content,
-            "timestamp": _iso(self.created_at),
-            "edited_timestamp": _iso(self.edited_at),
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [user.payload() for user in self.mentions],
-            "mention_roles": [],
-            "attachments": [attachment.payload() for attachment in self.attachments],
-            "embeds": list(self.embeds),
-            "pinned": False,
-            "type": self.type,
-            "flags": self.flags,
-            "components": [],
-        }
+        data = _discord(
+            "message",
+            id=str(self.id),
+            channel_id=str(self.channel.id),
+            author=self.author.payload(),
+            content=self.content,
+            timestamp=_iso(self.created_at),
+            edited_timestamp=_iso(self.edited_at),
+            mentions=[user.payload() for user in self.mentions],
+            attachments=[attachment.payload() for attachment in self.attachments],
+            embeds=list(self.embeds),
+            type=self.type,
+            flags=self.flags,
+        )
         if self.webhook_id is not None:
             data["webhook_id"] = str(self.webhook_id)
             data["application_id"] = str(self.webhook_id)
@@ -615,14 +578,15 @@ class InteractionLog:
         return [attachment for message in self.followups for attachment in message.attachments]
 
     def metadata(self) -> Payload:
-        data: Payload = {
-            "id": str(self.id),
-            "type": INTERACTION_APPLICATION_COMMAND,
-            "user": self.user.payload(),
-            "authorizing_integration_owners": self.payload.get("authorizing_integration_owners", {}),
-            "name": self.command_name,
-            "command_type": self.command_type,
-        }
+        data = _discord(
+            "interaction_metadata",
+            id=str(self.id),
+            type=INTERACTION_APPLICATION_COMMAND,
+            user=self.user.payload(),
+            authorizing_integration_owners=self.payload.get("authorizing_integration_owners", {}),
+            name=self.command_name,
+            command_type=self.command_type,
+        )
         if self.original is not None:
             data["original_response_message_id"] = str(self.original.id)
         return data
@@ -720,7 +684,7 @@ class FakeDiscord:
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._connections: set[_Connection] = set()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._changes = Changes()
         self._sessions: dict[str, GatewaySession] = {}
 
         self.calls: list[RestCall] = []
@@ -777,8 +741,7 @@ class FakeDiscord:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for waiter in self._waiters:
-            waiter.cancel()
+        self._signal()  # wakes waiters, which then meet their deadline or a final state
         if self._given_tmp_dir is None and self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
         if self.server_errors and exc_info[0] is None:
@@ -877,32 +840,20 @@ class FakeDiscord:
     # --- recordings and waiting --------------------------------------------------------------------------
 
     def _signal(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._changes.notify()
 
-    async def wait_for(self, predicate: Callable[[], T], within: float = 10.0, *, what: str = "") -> T:
+    async def wait_for(self, predicate: Callable[[], T | None], within: float = 10.0, *, what: str = "") -> T:
         """Return the predicate's first truthy value, re-checked on every recorded call and gateway event.
 
         The predicate should look at the fake's state (or anything that changes together with it); for
         client-side state, wait on the client's own events instead.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            result = predicate()
-            if result:
-                return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                recent = "; ".join(f"{call.route} -> {call.status}" for call in self.calls[-10:])
-                raise TimeoutError(f"{what or 'condition'} not met within {within:.1f}s; last calls: {recent}")
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
-            await asyncio.wait([waiter], timeout=remaining)
-            if not waiter.done():
-                waiter.cancel()
+        return await wait_for(
+            predicate, within=within, what=what or "condition", changes=self._changes, details=self._recent_calls
+        )
+
+    def _recent_calls(self) -> str:
+        return "last calls: " + "; ".join(f"{call.route} -> {call.status}" for call in self.calls[-10:])
 
     def calls_to(self, method: str, path_glob: str) -> list[RestCall]:
         """Recorded calls whose method and path (after /api/v10, fnmatch pattern) match."""
@@ -1143,19 +1094,18 @@ class FakeDiscord:
         guild = channel.guild
         interaction_id = self._next_id()
         token = f"fake-interaction.{secrets.token_urlsafe(48)}"
-        payload: Payload = {
-            "id": str(interaction_id),
-            "application_id": str(self.application_id),
-            "type": INTERACTION_APPLICATION_COMMAND,
-            "data": data,
-            "token": token,
-            "version": 1,
-            "locale": locale,
-            "channel_id": str(channel.id),
-            "channel": channel.payload(),
-            "entitlements": [],
-            "attachment_size_limit": limit,
-        }
+        payload = _discord(
+            "interaction",
+            id=str(interaction_id),
+            application_id=str(self.application_id),
+            type=INTERACTION_APPLICATION_COMMAND,
+            data=data,
+            token=token,
+            locale=locale,
+            channel_id=str(channel.id),
+            channel=channel.payload(),
+            attachment_size_limit=limit,
+        )
         if guild is not None:
             member = guild.member(user).payload()
             member["permissions"] = str(guild.permissions_of(user))
@@ -1401,24 +1351,15 @@ class FakeDiscord:
                     session.conn = None
 
     def _ready_payload(self, session: GatewaySession) -> Payload:
-        user = self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None}
-        data: Payload = {
-            "v": API_VERSION,
-            "user": user,
-            "guilds": [{"id": str(guild.id), "unavailable": True} for guild in self._session_guilds(session)],
-            "session_id": session.session_id,
-            "session_type": "normal",
-            "resume_gateway_url": self.gateway_url,
-            "application": {"id": str(self.application_id), "flags": 0},
-            "private_channels": [],
-            "relationships": [],
-            "presences": [],
-            "guild_join_requests": [],
-            "geo_ordered_rtc_regions": [],
-            "user_settings": {},
-            "auth": {},
-            "_trace": ["fake-discord"],
-        }
+        data = _discord(
+            "ready",
+            v=API_VERSION,
+            user=self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None},
+            guilds=[{"id": str(guild.id), "unavailable": True} for guild in self._session_guilds(session)],
+            session_id=session.session_id,
+            resume_gateway_url=self.gateway_url,
+        )
+        data["application"]["id"] = str(self.application_id)
         if session.shard is not None:
             data["shard"] = session.shard
         return data
@@ -1435,20 +1376,14 @@ class FakeDiscord:
         if not session.intents & Intent.GUILD_MEMBERS:
             # Without the privileged members intent, GUILD_CREATE lists only the bot itself.
             members = [member for member in members if member.user is self.bot_user]
-        return guild.payload() | {
-            "joined_at": _iso(guild.joined_at),
-            "large": False,
-            "unavailable": False,
-            "member_count": len(guild.members),
-            "members": [member.payload() for member in members],
-            "channels": [channel.payload() for channel in guild.channels.values()],
-            "threads": [],
-            "presences": [],
-            "voice_states": [],
-            "stage_instances": [],
-            "guild_scheduled_events": [],
-            "soundboard_sounds": [],
-        }
+        # GUILD_CREATE is the guild object plus the fields of tests/fixtures/discord/guild_create.json.
+        return guild.payload() | _discord(
+            "guild_create",
+            joined_at=_iso(guild.joined_at),
+            member_count=len(guild.members),
+            members=[member.payload() for member in members],
+            channels=[channel.payload() for channel in guild.channels.values()],
+        )
 
     async def _gateway_handler(self, request: web.Request) -> web.StreamResponse:
         # No permessage-deflate and plain-text frames: discord.py asks for compress=zlib-stream in the query,
@@ -1576,13 +1511,9 @@ class FakeDiscord:
             limit = int(data.get("limit") or 0)
             if limit:
                 members = members[:limit]
-            chunk: Payload = {
-                "guild_id": str(guild.id),
-                "members": [member.payload() for member in members],
-                "chunk_index": 0,
-                "chunk_count": 1,
-                "not_found": [],
-            }
+            chunk = _discord(
+                "guild_members_chunk", guild_id=str(guild.id), members=[member.payload() for member in members]
+            )
             if data.get("nonce") is not None:
                 chunk["nonce"] = data["nonce"]
             if data.get("presences"):
@@ -1756,7 +1687,7 @@ class FakeDiscord:
                 "X-RateLimit-Reset-After": f"{rule.retry_after:.3f}",
                 "X-RateLimit-Bucket": "fake" + secrets.token_hex(8),
             }
-        body = {"message": "You are being rate limited.", "retry_after": rule.retry_after, "global": rule.global_}
+        body = _discord("rate_limited", retry_after=rule.retry_after, **{"global": rule.global_})
         return _json_response(body, status=429, headers=headers)
 
     @staticmethod
@@ -1790,8 +1721,7 @@ class FakeDiscord:
     # --- REST: identity ----------------------------------------------------------------------------------
 
     async def _get_me(self, request: web.Request) -> web.StreamResponse:
-        user = self.bot_user.payload() | {"verified": True, "mfa_enabled": False, "email": None, "locale": "en-US"}
-        return _json_response(user)
+        return _json_response(_discord("current_user", **self.bot_user.payload()))
 
     async def _get_user(self, request: web.Request) -> web.StreamResponse:
         user = self.users.get(self._snowflake_param(request, "user_id"))
@@ -1801,37 +1731,21 @@ class FakeDiscord:
 
     async def _get_application(self, request: web.Request) -> web.StreamResponse:
         return _json_response(
-            {
-                "id": str(self.application_id),
-                "name": self.bot_user.username,
-                "icon": None,
-                "description": "",
-                "summary": "",
-                "type": None,
-                "bot_public": True,
-                "bot_require_code_grant": False,
-                "verify_key": "0" * 64,
-                "owner": self.application_owner.payload(),
-                "team": None,
-                "flags": 0,
-                "bot": self.bot_user.payload(),
-                "interactions_endpoint_url": None,
-                "redirect_uris": [],
-                "approximate_guild_count": len(self.guilds),
-            }
+            _discord(
+                "application",
+                id=str(self.application_id),
+                name=self.bot_user.username,
+                owner=self.application_owner.payload(),
+                bot=self.bot_user.payload(),
+                approximate_guild_count=len(self.guilds),
+            )
         )
 
     async def _get_gateway(self, request: web.Request) -> web.StreamResponse:
         return _json_response({"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: web.Request) -> web.StreamResponse:
-        return _json_response(
-            {
-                "url": self.gateway_url,
-                "shards": 1,
-                "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
-            }
-        )
+        return _json_response(_discord("gateway_bot", url=self.gateway_url))
 
     # --- REST: guilds and channels -----------------------------------------------------------------------
 
@@ -1994,22 +1908,15 @@ class FakeDiscord:
                 raise _invalid_form(f"{index}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length.")
             # A bulk overwrite keeps the id of a command with the same name and type, like Discord.
             old = previous.get((name, command_type))
-            entry: Payload = {
-                "id": old["id"] if old else str(self._next_id()),
-                "application_id": str(self.application_id),
-                "version": str(self._next_id()),
-                "type": command_type,
-                "name": name,
-                "name_localizations": command.get("name_localizations"),
-                "description": command.get("description", ""),
-                "description_localizations": command.get("description_localizations"),
-                "options": command.get("options", []),
-                "default_member_permissions": command.get("default_member_permissions"),
-                "dm_permission": command.get("dm_permission", True),
-                "contexts": command.get("contexts"),
-                "integration_types": command.get("integration_types", [0]),
-                "nsfw": command.get("nsfw", False),
-            }
+            entry = _discord(
+                "application_command",
+                id=old["id"] if old else str(self._next_id()),
+                application_id=str(self.application_id),
+                version=str(self._next_id()),
+                type=command_type,
+                name=name,
+                **{key: command[key] for key in _COMMAND_FIELDS if key in command},
+            )
             if scope is not None:
                 entry["guild_id"] = str(scope)
             stored.append(entry)

@@ -17,7 +17,6 @@ what api.telegram.org answers in practice (error descriptions are copied from re
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import json
 import logging
@@ -35,6 +34,10 @@ from urllib.parse import unquote, urlsplit
 import aiohttp
 from aiohttp import web
 from aiohttp.multipart import BodyPartReader
+from telegram.constants import FileSizeLimit, MessageLimit
+
+from tests.fakes.recorded import recorded
+from tests.waiting import Changes, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +46,16 @@ ChatId = int | str
 ChatType = Literal["private", "group", "supergroup", "channel"]
 JSON = dict[str, Any]
 
-MB = 1024 * 1024
-# Cloud Bot API limits (https://core.telegram.org/bots/api#getfile, #sending-files); a local
-# `telegram-bot-api --local` server lifts the download limit and raises uploads to 2000 MB.
-CLOUD_DOWNLOAD_LIMIT = 20 * MB
-CLOUD_UPLOAD_LIMIT = 50 * MB
-LOCAL_UPLOAD_LIMIT = 2000 * MB
-URL_FETCH_LIMIT = 20 * MB
-MESSAGE_LIMIT = 4096
-CAPTION_LIMIT = 1024
+MB = 1024 * 1024  # a size unit for scripting files, not a Telegram limit
+# Cloud Bot API limits (https://core.telegram.org/bots/api#getfile, #sending-files), as python-telegram-bot
+# states them; a local `telegram-bot-api --local` server lifts the download limit and raises uploads.
+CLOUD_DOWNLOAD_LIMIT = int(FileSizeLimit.FILESIZE_DOWNLOAD)
+CLOUD_UPLOAD_LIMIT = int(FileSizeLimit.FILESIZE_UPLOAD)
+LOCAL_UPLOAD_LIMIT = int(FileSizeLimit.FILESIZE_UPLOAD_LOCAL_MODE)
+# Files sent by URL: "20 MB for other types of content" (#sending-files), the same figure as downloads.
+URL_FETCH_LIMIT = int(FileSizeLimit.FILESIZE_DOWNLOAD)
+MESSAGE_LIMIT = int(MessageLimit.MAX_TEXT_LENGTH)
+CAPTION_LIMIT = int(MessageLimit.CAPTION_LENGTH)
 
 CHAT_ACTIONS = frozenset(
     {
@@ -268,6 +272,22 @@ def _decode_param(name: str, raw: str) -> Any:
         return raw
 
 
+def _telegram(fixture: str, /, **values: Any) -> JSON:
+    """A recorded Bot API object (tests/fixtures/telegram/<fixture>.json) with ``values`` filled in."""
+    return recorded("telegram", fixture, **values)
+
+
+def _user(user_id: int, first_name: str, username: str | None, language_code: str | None, *, is_bot: bool) -> JSON:
+    # Telegram leaves out optional fields a user has not set, rather than sending null.
+    user = _telegram(
+        "user", id=user_id, is_bot=is_bot, first_name=first_name, username=username, language_code=language_code
+    )
+    for optional in ("username", "language_code"):
+        if not user[optional]:
+            del user[optional]
+    return user
+
+
 def _safe_name(name: str | None) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name or "upload").name)
     return cleaned[:80] or "upload"
@@ -335,7 +355,7 @@ class FakeTelegram:
         self._base_url: str | None = None
         self._closing = False
 
-        self._changed = asyncio.Event()
+        self._changes = Changes()
         self._pending: list[JSON] = []
         self._next_update_id = first_update_id
         self._allowed_updates: list[str] = []
@@ -441,7 +461,7 @@ class FakeTelegram:
 
     @property
     def bot_user(self) -> JSON:
-        return {"id": self.bot_id, "is_bot": True, "first_name": self.first_name, "username": self.username}
+        return _user(self.bot_id, self.first_name, self.username, None, is_bot=True)
 
     # ------------------------------------------------------------------ scripting
 
@@ -486,11 +506,11 @@ class FakeTelegram:
     ) -> JSON:
         """Make a chat known (as if the user had written first), so the bot may send to it."""
         if chat_type == "private":
-            chat: JSON = {"id": chat_id, "type": "private", "first_name": first_name}
-            if username:
-                chat["username"] = username
+            chat = _telegram("private_chat", id=chat_id, first_name=first_name, username=username)
+            if not username:
+                del chat["username"]
         else:
-            chat = {"id": chat_id, "type": chat_type, "title": title or f"Test {chat_type} {chat_id}"}
+            chat = _telegram("group_chat", id=chat_id, type=chat_type, title=title or f"Test {chat_type} {chat_id}")
         self._chats[chat_id] = chat
         return chat
 
@@ -564,13 +584,9 @@ class FakeTelegram:
         **who: Unpack[Sender],
     ) -> JSON:
         record = self.register_file("videos", ext=".mp4", size=file_size, content=content, mime_type=mime_type)
-        video: JSON = {
-            **self._file_fields(record),
-            "width": width,
-            "height": height,
-            "duration": duration,
-            "mime_type": mime_type,
-        }
+        video = _telegram(
+            "video", **self._file_fields(record), width=width, height=height, duration=duration, mime_type=mime_type
+        )
         if file_name:
             video["file_name"] = file_name
         return self._user_message(chat_id, self._media_body("video", video, caption, media_group_id), who)
@@ -597,8 +613,8 @@ class FakeTelegram:
             scale = side / longest
             w, h = max(1, round(width * scale)), max(1, round(height * scale))
             small = self.register_file("photos", ext=".jpg", size=max(1, round(largest.size * scale * scale)))
-            sizes.append({**self._file_fields(small), "width": w, "height": h})
-        sizes.append({**self._file_fields(largest), "width": width, "height": height})
+            sizes.append(_telegram("photo_size", **self._file_fields(small), width=w, height=h))
+        sizes.append(_telegram("photo_size", **self._file_fields(largest), width=width, height=height))
         return self._user_message(chat_id, self._media_body("photo", sizes, caption, media_group_id), who)
 
     def user_document(
@@ -615,7 +631,7 @@ class FakeTelegram:
     ) -> JSON:
         ext = Path(file_name).suffix or ".bin"
         record = self.register_file("documents", ext=ext, size=file_size, content=content, mime_type=mime_type)
-        doc = {**self._file_fields(record), "file_name": file_name, "mime_type": mime_type}
+        doc = _telegram("document", **self._file_fields(record), file_name=file_name, mime_type=mime_type)
         return self._user_message(chat_id, self._media_body("document", doc, caption, media_group_id), who)
 
     def user_audio(
@@ -633,12 +649,9 @@ class FakeTelegram:
         **who: Unpack[Sender],
     ) -> JSON:
         record = self.register_file("music", ext=".mp3", size=file_size, content=content, mime_type=mime_type)
-        audio: JSON = {
-            **self._file_fields(record),
-            "duration": duration,
-            "file_name": file_name,
-            "mime_type": mime_type,
-        }
+        audio = _telegram(
+            "audio", **self._file_fields(record), duration=duration, file_name=file_name, mime_type=mime_type
+        )
         if title:
             audio["title"] = title
         if performer:
@@ -657,7 +670,7 @@ class FakeTelegram:
         **who: Unpack[Sender],
     ) -> JSON:
         record = self.register_file("voice", ext=".oga", size=file_size, content=content, mime_type=mime_type)
-        voice = {**self._file_fields(record), "duration": duration, "mime_type": mime_type}
+        voice = _telegram("voice", **self._file_fields(record), duration=duration, mime_type=mime_type)
         return self._user_message(chat_id, self._media_body("voice", voice, caption, None), who)
 
     def user_video_note(
@@ -671,7 +684,7 @@ class FakeTelegram:
         **who: Unpack[Sender],
     ) -> JSON:
         record = self.register_file("video_notes", ext=".mp4", size=file_size, content=content, mime_type="video/mp4")
-        note = {**self._file_fields(record), "duration": duration, "length": length}
+        note = _telegram("video_note", **self._file_fields(record), duration=duration, length=length)
         return self._user_message(chat_id, {"video_note": note}, who)
 
     def user_animation(
@@ -690,15 +703,16 @@ class FakeTelegram:
     ) -> JSON:
         """A GIF; Telegram fills both `animation` and `document` for backward compatibility."""
         record = self.register_file("animations", ext=".mp4", size=file_size, content=content, mime_type=mime_type)
-        animation = {
+        animation = _telegram(
+            "animation",
             **self._file_fields(record),
-            "width": width,
-            "height": height,
-            "duration": duration,
-            "file_name": file_name,
-            "mime_type": mime_type,
-        }
-        document = {**self._file_fields(record), "file_name": file_name, "mime_type": mime_type}
+            width=width,
+            height=height,
+            duration=duration,
+            file_name=file_name,
+            mime_type=mime_type,
+        )
+        document = _telegram("document", **self._file_fields(record), file_name=file_name, mime_type=mime_type)
         body = self._media_body("animation", animation, caption, None)
         body["document"] = document
         return self._user_message(chat_id, body, who)
@@ -723,13 +737,14 @@ class FakeTelegram:
         if message is None:
             # What Telegram sends for a message the bot can no longer see (date 0).
             message = {"chat": chat, "message_id": message_id, "date": 0}
-        query: JSON = {
-            "id": query_id,
-            "from": self._user_obj(uid, first_name, username, language_code),
-            "message": message,
-            "chat_instance": str(7_000_000_000 + abs(hash(chat_id)) % 1_000_000_000),
-            "data": data,
-        }
+        query = _telegram(
+            "callback_query",
+            id=query_id,
+            message=message,
+            chat_instance=str(7_000_000_000 + abs(hash(chat_id)) % 1_000_000_000),
+            data=data,
+            **{"from": self._user_obj(uid, first_name, username, language_code)},
+        )
         self._callback_queries[query_id] = query
         self._enqueue({"callback_query": query})
         return query
@@ -780,32 +795,25 @@ class FakeTelegram:
         """Wake `wait_for` waiters; for predicates over state the fake does not see (a handler's list)."""
         self._bump()
 
-    async def wait_for(self, predicate: Callable[[], T], *, within: float = 10.0, what: str | None = None) -> T:
+    async def wait_for(
+        self, predicate: Callable[[], T | None], *, within: float = 10.0, what: str | None = None
+    ) -> T:
         """Wait until `predicate()` is truthy and return its value.
 
         Re-checked whenever the fake records or answers a call, serves a file, or enqueues an update
-        (or on `notify()`): no polling interval, and a TimeoutError naming the last calls on the deadline.
+        (or on `notify()`): no polling interval, and a WaitTimeout naming the last calls on the deadline.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while True:
-            changed = self._changed
-            value = predicate()
-            if value:
-                return value
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                recent = ", ".join(f"{c.method}->{c.status}" for c in self.calls[-8:])
-                raise TimeoutError(f"{what or 'condition'} not met within {within}s; last calls: {recent}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), remaining)
+        return await wait_for(
+            predicate, within=within, what=what or "condition", changes=self._changes, details=self._recent_calls
+        )
+
+    def _recent_calls(self) -> str:
+        return "last calls: " + ", ".join(f"{c.method}->{c.status}" for c in self.calls[-8:])
 
     # ------------------------------------------------------------------ HTTP layer
 
     def _bump(self) -> None:
-        # A fresh Event per change: waiters hold the old one, so a sync caller can signal without a lock.
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._changes.notify()
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["token"] != self.token:
@@ -976,13 +984,12 @@ class FakeTelegram:
                         "Conflict: terminated by other getUpdates request; "
                         "make sure that only one bot instance is running",
                     )
-                changed = self._changed
+                changed = self._changes.ticket()
                 ready = self._deliverable(limit)
                 remaining = deadline - loop.time()
                 if ready or remaining <= 0 or self._closing:
                     return ready
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+                await Changes.wait(changed, remaining)
         finally:
             self._active_polls -= 1
 
@@ -1002,17 +1009,12 @@ class FakeTelegram:
         return True
 
     async def _get_webhook_info(self, call: ApiCall) -> JSON:
-        return {"url": self.webhook_url, "has_custom_certificate": False, "pending_update_count": len(self._pending)}
+        return _telegram("webhook_info", url=self.webhook_url, pending_update_count=len(self._pending))
 
     # ------------------------------------------------------------------ bot identity, misc
 
     async def _get_me(self, call: ApiCall) -> JSON:
-        return {
-            **self.bot_user,
-            "can_join_groups": True,
-            "can_read_all_group_messages": False,
-            "supports_inline_queries": False,
-        }
+        return _telegram("get_me", **self.bot_user)
 
     async def _true(self, call: ApiCall) -> bool:
         return True
@@ -1111,13 +1113,14 @@ class FakeTelegram:
         return {k: v for k, v in original.items() if k != "reply_to_message"}
 
     def _bot_message(self, chat: JSON, params: Mapping[str, Any], body: JSON) -> JSON:
-        message: JSON = {
-            "message_id": self._next_message_id(chat["id"]),
-            "from": self.bot_user,
-            "chat": chat,
-            "date": int(time.time()),
-            **body,
-        }
+        message = _telegram(
+            "message",
+            message_id=self._next_message_id(chat["id"]),
+            chat=chat,
+            date=int(time.time()),
+            **{"from": self.bot_user},
+        )
+        message.update(body)
         reply_to = self._reply_to(chat, params)
         if reply_to is not None:
             message["reply_to_message"] = reply_to
@@ -1350,12 +1353,7 @@ class FakeTelegram:
 
     @staticmethod
     def _user_obj(user_id: int, first_name: str, username: str | None, language_code: str | None) -> JSON:
-        user: JSON = {"id": user_id, "is_bot": False, "first_name": first_name}
-        if username:
-            user["username"] = username
-        if language_code:
-            user["language_code"] = language_code
-        return user
+        return _user(user_id, first_name, username, language_code, is_bot=False)
 
     def _user_message(self, chat_id: ChatId, body: JSON, who: Sender) -> JSON:
         known = self._chats.get(chat_id)
@@ -1373,12 +1371,13 @@ class FakeTelegram:
         user_id = who.get("user_id")
         if user_id is None:
             user_id = self._default_user_id(chat_id, chat_type)
-        message: JSON = {
-            "message_id": self._next_message_id(chat_id),
-            "from": self._user_obj(user_id, first_name, username, who.get("language_code", "en")),
-            "chat": known,
-            "date": int(time.time()),
-        }
+        message = _telegram(
+            "message",
+            message_id=self._next_message_id(chat_id),
+            chat=known,
+            date=int(time.time()),
+            **{"from": self._user_obj(user_id, first_name, username, who.get("language_code", "en"))},
+        )
         reply_id = who.get("reply_to_message_id")
         if reply_id is not None:
             original = self._messages.get((chat_id, reply_id))
