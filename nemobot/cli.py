@@ -1,0 +1,323 @@
+"""The command line: ``nemobot <command>`` (argparse and one handler per command).
+
+The wiring itself (HTTP client, database, engine, adapters) is :mod:`nemobot.compose`; this module reads
+the arguments, speaks to the user on stdout/stderr, and exits with a status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from bot import __version__
+from nemobot.compose import Runtime, platform_adapters, runtime, until_stopped
+
+log = logging.getLogger(__name__)
+
+
+def _configure_logging(default: str) -> None:
+    level = os.environ.get("NEMOBOT_LOG_LEVEL", default).upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO; keep those out of the bot's log unless debugging.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One line per request of the embedded localnemo would drown the bot's own log.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The bot has no voice features: discord.py's warnings about missing voice libraries are noise.
+    logging.getLogger("discord.client").addFilter(
+        lambda record: "voice will NOT be supported" not in record.getMessage()
+    )
+
+
+_SETTINGS_HELP = (
+    "Settings (environment or ./.env): NEMO_API_BASE, NEMO_TOKEN, NEMO_POLL_SECONDS, NEMO_RETRY_SECONDS, "
+    "NEMO_STILL_WORKING_SECONDS, NEMO_STREAM_TIMEOUT_SECONDS, NEMO_SKILL_PLATFORM and the other NEMO_* "
+    "settings; NEMOBOT_DB (default ./nemobot.sqlite3), NEMOBOT_GROUP_SESSIONS, NEMOBOT_MAX_IN_FLIGHT, "
+    "NEMOBOT_TEMP_DIR, NEMOBOT_LOG_LEVEL. The README lists them all."
+)
+
+
+_LOCALNEMO_HELP = (
+    "Reads LOCALNEMO_DATA_DIR (default: a new temporary folder), LOCALNEMO_DIALECT (adk|simple), "
+    "LOCALNEMO_JOB_SHAPE (top|wrapped), LOCALNEMO_RENDERER (ffmpeg|copy), LOCALNEMO_RESOLUTION, "
+    "LOCALNEMO_X264_PRESET, LOCALNEMO_X264_CRF, LOCALNEMO_SILENCE_THRESHOLD_DB, LOCALNEMO_SILENCE_MIN_MS, "
+    "LOCALNEMO_SILENCE_MARGIN_MS, LOCALNEMO_MIN_CLIP_MS, LOCALNEMO_FONT_FILE, LOCALNEMO_ALLOW_PRIVATE_URLS, "
+    "LOCALNEMO_MAX_DISK_MB, LOCALNEMO_RENDER_STEP_SECONDS, LOCALNEMO_HEARTBEAT_SECONDS, LOCALNEMO_SILENT_EVERY, "
+    "LOCALNEMO_CREDITS."
+)
+
+
+def _add_backend_choice(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--local", action="store_true",
+        help="start localnemo (the offline FFmpeg backend) inside this process on a free loopback port and use "
+        "it; it reads the LOCALNEMO_* settings (see 'nemobot serve-local --help')",
+    )
+    group.add_argument(
+        "--remote", action="store_true", help="use NEMO_API_BASE (the hosted NemoVideo) even if it looks unreachable"
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nemobot",
+        description="Edit and generate videos by chatting, through NemoVideo or the local localnemo server.",
+        epilog=_SETTINGS_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"nemobot {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat with the bot in this terminal",
+        description=(
+            "A terminal chat with the bot. Each line is a message; '/upload PATH|URL ...' sends files. "
+            "Interactive on a terminal; with piped input each line is handled after the previous one "
+            "finished, and the command exits once all work is done. Unfinished exports of the terminal "
+            "chat are resumed on start. Without --local/--remote the hosted NemoVideo is used when it can "
+            "be reached (or NEMO_API_BASE is set), else localnemo."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(chat)
+    chat.add_argument("--out", type=Path, help="save finished videos in this folder (else only links are shown)")
+    chat.add_argument("--sample", action="store_true", help="start by uploading a generated 10-second sample clip")
+
+    edit = commands.add_parser(
+        "edit",
+        help="one shot: upload, instruct, export, download",
+        description=(
+            "Upload INPUT files, send PROMPT, export and download the result. Exits non-zero with a plain "
+            "message on failure. Backend choice as for 'chat'."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    edit.add_argument("inputs", nargs="+", metavar="INPUT", help="video, image or audio files (or http(s) links)")
+    edit.add_argument("-p", "--prompt", required=True, help='what to do, e.g. "cut the pauses, add music"')
+    edit.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to save (default out.mp4)")
+    _add_backend_choice(edit)
+
+    telegram = commands.add_parser(
+        "telegram",
+        help="run the Telegram bot",
+        description=(
+            "Run the Telegram bot (long polling, or a webhook when TELEGRAM_WEBHOOK_URL is set). Reads "
+            "TELEGRAM_BOT_TOKEN, TELEGRAM_API_BASE, TELEGRAM_FILE_API_BASE, TELEGRAM_LOCAL_MODE, "
+            "TELEGRAM_ALLOWED_IDS, TELEGRAM_WEBHOOK_URL, TELEGRAM_WEBHOOK_LISTEN, TELEGRAM_WEBHOOK_PORT, "
+            "TELEGRAM_WEBHOOK_SECRET, TELEGRAM_ALBUM_SECONDS."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(telegram)
+
+    discord_cmd = commands.add_parser(
+        "discord",
+        help="run the Discord bot",
+        description=(
+            "Run the Discord bot (slash commands /edit /export /status /credits /new /help /reel and the "
+            "'Add to reel' message command). Reads DISCORD_BOT_TOKEN, DISCORD_API_BASE, DISCORD_GATEWAY_URL, "
+            "DISCORD_GUILD_IDS, DISCORD_MODERATOR_ROLE_IDS, DISCORD_ALLOWED_CHANNEL_IDS, "
+            "DISCORD_COOLDOWN_SECONDS, DISCORD_MESSAGE_CONTENT, DISCORD_EDIT_SECONDS."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(discord_cmd)
+
+    run = commands.add_parser(
+        "run",
+        help="run every chat platform whose token is set",
+        description=(
+            "Run the bot on every platform whose token is set (TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN), "
+            "sharing one engine and database."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+    _add_backend_choice(run)
+
+    serve = commands.add_parser(
+        "serve-local",
+        help="run localnemo, the NemoVideo-compatible server, on this machine",
+        description=(
+            "Run localnemo: a NemoVideo-compatible HTTP/SSE server that edits with FFmpeg, the backend of "
+            "the tests and of offline use. Point the bot at it with NEMO_API_BASE=http://HOST:PORT. "
+            + _LOCALNEMO_HELP
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 = any free)")
+    return parser
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+@contextlib.asynccontextmanager
+async def _runtime(args: argparse.Namespace) -> AsyncIterator[Runtime]:
+    async with runtime(local=getattr(args, "local", False), remote=getattr(args, "remote", False),
+                       notify=_say) as run:
+        yield run
+
+
+def make_sample(path: Path, seconds: int = 10) -> Path:
+    """A test-pattern clip with a tone and pauses, made with FFmpeg (the imageio-ffmpeg build unless one is
+    installed)."""
+    from localnemo.media import ffmpeg_exe
+
+    ffmpeg = ffmpeg_exe()
+    # -nostdin and no stdin: FFmpeg otherwise reads keystrokes from the terminal and eats the chat's input.
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}",
+         # A second of silence every four seconds, so that "cut the pauses" has something to cut.
+         "-af", "volume=enable='between(mod(t,4),2.8,3.8)':volume=0",
+         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
+        check=True, stdin=subprocess.DEVNULL,
+    )
+    return path
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from adapters.console import run_console
+
+    async with _runtime(args) as run:
+        first: list[str] = []
+        if args.sample:
+            sample_dir = Path(tempfile.mkdtemp(prefix="nemobot-sample-"))
+            sample = await asyncio.to_thread(make_sample, sample_dir / "sample.mp4")
+            first.append(f"/upload {sample}")
+        await run_console(run.engine, out_dir=args.out, first_lines=first)
+    return 0
+
+
+async def _edit(args: argparse.Namespace) -> int:
+    from adapters.console import ConsoleFiles, ConsoleReplies, parse_line
+    from bot.messages import ChatKey
+
+    missing = await asyncio.to_thread(
+        lambda: [i for i in args.inputs if not i.startswith(("http://", "https://")) and not Path(i).is_file()]
+    )
+    if missing:
+        print(f"nemobot: file not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    chat = ChatKey("edit", uuid.uuid4().hex[:12])
+    out_dir = Path(tempfile.mkdtemp(prefix="nemobot-edit-"))
+    replies = ConsoleReplies(sys.stderr, out_dir)
+    async with _runtime(args) as run:
+        engine = run.engine
+        upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)
+        if isinstance(upload, str):
+            print(f"nemobot: {upload}", file=sys.stderr)
+            return 2
+        files = ConsoleFiles()
+        await engine.handle(upload, replies, files)
+        await engine.join(chat)
+        for text in (args.prompt, "export"):
+            message = parse_line(text, chat)
+            assert not isinstance(message, str)
+            await engine.handle(message, replies, files)
+            await engine.join(chat)
+    if not replies.videos:
+        print("nemobot: no video was produced (see the messages above).", file=sys.stderr)
+        return 1
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(replies.videos[-1]), args.output)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    print(str(args.output))
+    return 0
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+async def _run(args: argparse.Namespace, only: str | None = None) -> int:
+    """Run the platforms whose tokens are set (or just ``only``) until interrupted."""
+    from adapters.discord import DiscordSettings
+    from adapters.telegram import TelegramSettings
+
+    telegram_settings = TelegramSettings()
+    discord_settings = DiscordSettings()
+    wanted = {
+        "telegram": telegram_settings.bot_token is not None and only in (None, "telegram"),
+        "discord": discord_settings.bot_token is not None and only in (None, "discord"),
+    }
+    if only is not None and not wanted.get(only):
+        print(f"nemobot {only}: {only.upper()}_BOT_TOKEN is not set.", file=sys.stderr)
+        return 2
+    if not any(wanted.values()):
+        print(
+            "nemobot run: no platform token is set (TELEGRAM_BOT_TOKEN, DISCORD_BOT_TOKEN). "
+            "For the terminal chat use 'nemobot chat'.",
+            file=sys.stderr,
+        )
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with _runtime(args) as run:
+        adapters = platform_adapters(
+            run, telegram=telegram_settings if wanted["telegram"] else None,
+            discord=discord_settings if wanted["discord"] else None,
+        )
+        for adapter in adapters:
+            # A stop request must not wait for a platform that is slow to answer its first call.
+            if not await until_stopped(run.start(adapter), stop):
+                break
+        await stop.wait()
+        log.info("nemobot.stopping")
+    return 0
+
+
+async def _telegram(args: argparse.Namespace) -> int:
+    return await _run(args, only="telegram")
+
+
+async def _discord(args: argparse.Namespace) -> int:
+    return await _run(args, only="discord")
+
+
+async def _serve_local(host: str, port: int) -> None:
+    from localnemo.config import LocalNemoConfig
+    from localnemo.server import serve_forever
+
+    await serve_forever(host, port, LocalNemoConfig.from_env())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    # In the terminal chat the log shares the screen with the conversation: only problems by default.
+    _configure_logging("WARNING" if args.command in ("chat", "edit") else "INFO")
+    try:
+        if args.command == "serve-local":
+            asyncio.run(_serve_local(args.host, args.port))
+            return 0
+        handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram,
+                   "discord": _discord}[args.command]
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
