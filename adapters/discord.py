@@ -101,6 +101,28 @@ class DiscordHosts:
             self._saved = None
 
 
+class Cooldowns:
+    """The least time between one user's commands. Only users who might still be refused are kept."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def wait(self, user_id: int, now: float) -> float:
+        """How long the user still has to wait (0: go ahead, and the clock starts again)."""
+        for user in [u for u, at in self._last.items() if now - at >= self.seconds]:
+            del self._last[user]
+        last = self._last.get(user_id)
+        if last is not None:
+            return self.seconds - (now - last)
+        if self.seconds > 0:
+            self._last[user_id] = now
+        return 0.0
+
+
 def _split(text: str) -> list[str]:
     return split_text(text, MAX_MESSAGE)
 
@@ -331,7 +353,7 @@ class DiscordAdapter:
         self.guild_ready_timeout = guild_ready_timeout
         self.files = DiscordFiles(context)
         self.picks = _Picks()
-        self._last_command: dict[int, float] = {}
+        self.cooldowns = Cooldowns(settings.cooldown_seconds)
         self._hosts = DiscordHosts(settings.api_base, settings.gateway_url)
         self.client = NemoDiscordClient(self)
         self._runner: asyncio.Task[None] | None = None
@@ -387,12 +409,6 @@ class DiscordAdapter:
             return any(role.id in self.settings.moderator_role_ids for role in member.roles)
         return member.guild_permissions.manage_messages
 
-    def _trim_cooldowns(self, now: float) -> None:
-        """Forget users whose cooldown is over: the map holds only those who might still be refused."""
-        cooldown = self.settings.cooldown_seconds
-        for user_id in [u for u, at in self._last_command.items() if now - at >= cooldown]:
-            del self._last_command[user_id]
-
     async def gate(self, interaction: discord.Interaction[Any]) -> bool:
         """Allowed channel and cooldown, answered at once (ephemeral) when refused."""
         lang = detect_language(interaction.locale)
@@ -400,16 +416,11 @@ class DiscordAdapter:
         if allowed and interaction.channel_id not in allowed:
             await interaction.response.send_message(t("discord_channel_not_allowed", lang), ephemeral=True)
             return False
-        now = time.monotonic()
-        self._trim_cooldowns(now)
-        last = self._last_command.get(interaction.user.id, -1e9)
-        if now - last < self.settings.cooldown_seconds:
-            wait = self.settings.cooldown_seconds - (now - last)
+        wait = self.cooldowns.wait(interaction.user.id, time.monotonic())
+        if wait > 0:
             await interaction.response.send_message(t("discord_cooldown", lang, seconds=f"{wait:.0f}"),
                                                     ephemeral=True)
             return False
-        if self.settings.cooldown_seconds > 0:
-            self._last_command[interaction.user.id] = now
         return True
 
     async def run_command(

@@ -19,7 +19,6 @@ from bot.texts import clean_backend_text, is_trailing_noise, tool_label
 from tests.conftest import wait_for
 
 
-
 @pytest.mark.parametrize(
     ("text", "intent"),
     [

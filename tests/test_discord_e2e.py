@@ -13,8 +13,8 @@ import pytest
 from adapters.common import AdapterContext
 from adapters.discord import DiscordAdapter, DiscordSettings
 from bot.config import BotSettings, NemoSettings
-from nemobot.compose import adapter_context
 from localnemo.server import LocalNemo
+from nemobot.compose import adapter_context
 from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.discord_server import FakeAttachment, FakeDiscord, InteractionLog, discord_py_pointed_at
 

@@ -13,8 +13,8 @@ import pytest
 from adapters.telegram import TelegramAdapter, TelegramSettings
 from bot.config import BotSettings, NemoSettings
 from bot.textsplit import split_text
-from nemobot.compose import adapter_context
 from localnemo.server import LocalNemo
+from nemobot.compose import adapter_context
 from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.telegram_server import MB, FakeTelegram
 
