@@ -45,10 +45,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.config import BotSettings, NemoSettings
-from bot.engine import Engine, RepositoryIdentities
+from bot.engine import Engine
 from bot.messages import Attachment, Button, Capabilities, ChatKey, IncomingMessage
 from bot.nemo.client import NemoClient
 from bot.nemo.uploads import UploadSource
+from bot.sessions import RepositoryIdentities
 from bot.texts import t
 from storage import Repository
 

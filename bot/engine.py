@@ -23,7 +23,7 @@ from bot.nemo import errors
 from bot.nemo.client import NemoClient
 from bot.reels import ReelPost, ReelRequest, make_reel
 from bot.scheduler import Scheduler
-from bot.sessions import RepositoryIdentities, Sessions
+from bot.sessions import Sessions
 from bot.texts import t
 from storage import Repository
 
@@ -127,4 +127,4 @@ class Engine:
             log.warning("engine.reply.failed", exc_info=True)
 
 
-__all__ = ["Engine", "RepositoryIdentities"]
+__all__ = ["Engine"]

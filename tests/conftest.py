@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from bot.config import BotSettings, NemoSettings
-from bot.engine import Engine, RepositoryIdentities
+from bot.engine import Engine
 from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoClient
+from bot.sessions import RepositoryIdentities
 from localnemo.config import LocalNemoConfig
 from localnemo.server import LocalNemo
 from storage import Repository
