@@ -16,11 +16,21 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from bot.engine import Engine
-from bot.messages import Attachment, Button, Capabilities, ChatKey, IncomingMessage, Replies, WorkingAction
-from bot.nemo.uploads import UploadSource, kind_of, mime_for
+from bot.messages import (
+    Attachment,
+    Button,
+    Capabilities,
+    ChatKey,
+    DeliveryTarget,
+    IncomingMessage,
+    MessageHandle,
+    Replies,
+    WorkingAction,
+)
+from bot.nemo.uploads import UploadSource, attachment_kind, mime_for
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +45,7 @@ class ConsoleReplies:
         self._out = out
         self.out_dir = out_dir
         self._ids = itertools.count(1)
-        self._texts: dict[int, str] = {}
+        self._texts: dict[str, str] = {}
         self.transcript: list[str] = []
         self.videos: list[Path] = []
         self._caps = Capabilities(
@@ -59,19 +69,19 @@ class ConsoleReplies:
     def _hint(buttons: Sequence[Button]) -> str:
         return f"\n   [{'  '.join(b.command for b in buttons)}]" if buttons else ""
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> int:
-        handle = next(self._ids)
-        self._texts[handle] = text
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle:
+        handle = MessageHandle(str(next(self._ids)))
+        self._texts[handle.id] = text
         self._print(f"nemobot> {text}{self._hint(buttons)}")
         return handle
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
-        if self._texts.get(handle) == text:
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        if self._texts.get(handle.id) == text:
             return
-        self._texts[handle] = text
+        self._texts[handle.id] = text
         self._print(f"nemobot> {text}{self._hint(buttons)}")
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> int:
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         assert self.out_dir is not None, "capabilities say no files without --out"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         target = self.out_dir / f"nemobot-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4"
@@ -87,17 +97,33 @@ class ConsoleFiles:
     """Local files are streamed from disk; nothing is copied first."""
 
     async def open(self, attachment: Attachment) -> UploadSource:
+        if attachment.ref is None:
+            raise ValueError(f"{attachment.filename} has no path")
         path = Path(attachment.ref)
         return UploadSource.from_path(path, content_type=attachment.mime_type)
 
 
-class ConsolePlatform:
-    name = "console"
+class ConsoleAdapter:
+    """The terminal as an adapter: one chat, answered on the terminal whatever the target."""
 
-    def __init__(self, replies: Replies) -> None:
+    def __init__(self, replies: ConsoleReplies) -> None:
         self._replies = replies
 
-    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> Replies:
+    @property
+    def name(self) -> str:
+        return CHAT.platform
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._replies.capabilities
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def replies_for(self, target: DeliveryTarget) -> Replies:
         return self._replies
 
 
@@ -117,15 +143,13 @@ def parse_line(line: str, chat: ChatKey = CHAT) -> IncomingMessage | str:
     for token in tokens:
         if token.lower().startswith(("http://", "https://")):
             name = token.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "link"
-            kind = kind_of(name) or "document"
-            attachments.append(Attachment(kind=kind, filename=name, url=token))  # type: ignore[arg-type]
+            attachments.append(Attachment(kind=attachment_kind(name), filename=name, url=token))
             continue
         path = Path(token).expanduser()
         if not path.is_file():
             return f"File not found: {token}"
-        kind = kind_of(path.name) or "document"
         attachments.append(Attachment(
-            kind=kind, filename=path.name, mime_type=mime_for(path.name),  # type: ignore[arg-type]
+            kind=attachment_kind(path.name), filename=path.name, mime_type=mime_for(path.name),
             size=path.stat().st_size, ref=str(path.resolve()),
         ))
     return IncomingMessage(chat=chat, user_id="local", message_id=message_id, attachments=tuple(attachments))
@@ -146,7 +170,7 @@ async def run_console(
         interactive = stdin.isatty()
     replies = ConsoleReplies(stdout, out_dir)
     files = ConsoleFiles()
-    resumed = await engine.resume(ConsolePlatform(replies))
+    resumed = await engine.resume(ConsoleAdapter(replies))
     if resumed:
         log.info("console.resumed exports=%d", resumed)
     if interactive:

@@ -10,25 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import discord
-import httpx
+import yarl
 from discord import app_commands
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from adapters.common import AdapterContext
+from bot.config import IdList
 from bot.engine import Engine
-from bot.messages import Attachment, AttachmentKind, Button, Capabilities, ChatKey, IncomingMessage, WorkingAction
-from bot.nemo.uploads import UploadSource, kind_of, spool_download
+from bot.lang import detect_language
+from bot.messages import (
+    Attachment,
+    Button,
+    Capabilities,
+    ChatKey,
+    DeliveryTarget,
+    IncomingMessage,
+    MessageHandle,
+    WorkingAction,
+)
+from bot.nemo.uploads import UploadSource, attachment_kind, spool_download
+from bot.reels import ReelPost, ReelRequest, is_clip
 from bot.texts import t
+from bot.textsplit import split_text
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +52,7 @@ DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # since January 2025, without boosts (p
 INTERACTION_LIFETIME = dt.timedelta(minutes=15)
 # Stop using the interaction a little before Discord does, rather than lose a reply to a dead token.
 _TOKEN_MARGIN = dt.timedelta(seconds=30)
-DEFAULT_REEL_PROMPT = (
-    "Make a highlight reel of about 60 seconds from these clips: keep the best moments, cut the pauses, "
-    "and add background music."
-)
-
-
-def _ids(value: Any) -> Any:
-    if isinstance(value, str):
-        return [int(part) for part in re.split(r"[,;\s]+", value) if part.strip()]
-    if isinstance(value, int):
-        return [value]
-    return value
+_T = TypeVar("_T")
 
 
 class DiscordSettings(BaseSettings):
@@ -57,43 +61,70 @@ class DiscordSettings(BaseSettings):
     bot_token: SecretStr | None = Field(None, description="The bot's token (Developer Portal → Bot).")
     api_base: str | None = Field(None, description="REST API base, e.g. a proxy; unset: Discord's.")
     gateway_url: str | None = Field(None, description="Gateway URL, e.g. a proxy; unset: Discord's.")
-    guild_ids: list[int] = Field(default_factory=list, description="Sync commands to these guilds at once.")
-    moderator_role_ids: list[int] = Field(
+    guild_ids: IdList = Field(default_factory=list, description="Sync commands to these guilds at once.")
+    moderator_role_ids: IdList = Field(
         default_factory=list, description="Roles that may make reels; unset: members with Manage Messages."
     )
-    allowed_channel_ids: list[int] = Field(default_factory=list, description="Only these channels; unset: all.")
+    allowed_channel_ids: IdList = Field(default_factory=list, description="Only these channels; unset: all.")
     cooldown_seconds: float = Field(3.0, ge=0, description="Least time between one user's commands.")
     message_content: bool = Field(
         False, description="The Message Content intent is enabled: DMs and mentions with attachments work."
     )
     edit_seconds: float = Field(1.5, ge=0, description="Least time between progress edits of one response.")
 
-    @field_validator("guild_ids", "moderator_role_ids", "allowed_channel_ids", mode="before")
-    @classmethod
-    def _split_ids(cls, value: Any) -> Any:
-        return _ids(value)
+
+class DiscordHosts:
+    """Where discord.py sends its REST calls and opens its gateway, for as long as the adapter runs.
+
+    discord.py has no constructor option for its hosts: large bots set the class attributes
+    ``Route.BASE`` and ``DiscordWebSocket.DEFAULT_GATEWAY`` to put a proxy in front of the API
+    (platforms.md), and tests use them to reach a local stand-in. They are set on start and put back on
+    stop, so nothing outlives the adapter (discord.py reads both when a request or a connection is made).
+    """
+
+    def __init__(self, api_base: str | None, gateway_url: str | None) -> None:
+        self._api_base = api_base.rstrip("/") if api_base else None
+        self._gateway = yarl.URL(gateway_url) if gateway_url else None
+        self._saved: tuple[str, yarl.URL] | None = None
+
+    def apply(self) -> None:
+        if self._saved is None:
+            self._saved = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        if self._api_base:
+            discord.http.Route.BASE = self._api_base
+        if self._gateway is not None:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._gateway
+
+    def restore(self) -> None:
+        if self._saved is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
+            self._saved = None
 
 
-def point_discord_py_at(settings: DiscordSettings) -> None:
-    """discord.py has no constructor option for its hosts: large bots set these class attributes to put a
-    proxy in front of the API (platforms.md), and tests use them to reach a local stand-in."""
-    if settings.api_base:
-        discord.http.Route.BASE = settings.api_base.rstrip("/")
-    if settings.gateway_url:
-        import yarl
+class Cooldowns:
+    """The least time between one user's commands. Only users who might still be refused are kept."""
 
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: dict[int, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def wait(self, user_id: int, now: float) -> float:
+        """How long the user still has to wait (0: go ahead, and the clock starts again)."""
+        for user in [u for u, at in self._last.items() if now - at >= self.seconds]:
+            del self._last[user]
+        last = self._last.get(user_id)
+        if last is not None:
+            return self.seconds - (now - last)
+        if self.seconds > 0:
+            self._last[user_id] = now
+        return 0.0
 
 
-def _split(text: str, limit: int = MAX_MESSAGE) -> list[str]:
-    parts: list[str] = []
-    while len(text) > limit:
-        cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit))
-        cut = cut if cut > 0 else limit
-        parts.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    parts.append(text)
-    return parts
+def _split(text: str) -> list[str]:
+    return split_text(text, MAX_MESSAGE)
 
 
 # -- replies ------------------------------------------------------------------------------------------
@@ -122,7 +153,7 @@ class ChannelReplies:
         assert isinstance(channel, discord.abc.Messageable)
         guild = getattr(channel, "guild", None)
         if guild is not None:
-            self._caps = Capabilities(**{**self._caps.__dict__, "max_upload_bytes": guild.filesize_limit})
+            self._caps = dataclasses.replace(self._caps, max_upload_bytes=guild.filesize_limit)
         return channel
 
     def _mention(self, text: str) -> str:
@@ -131,25 +162,27 @@ class ChannelReplies:
         self._mentioned = True
         return f"<@{self.user_id}> {text}"
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any:
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle:
         channel = await self.channel()
         message: discord.Message | None = None
         for part in _split(self._mention(text)):
             message = await channel.send(part, allowed_mentions=discord.AllowedMentions(users=True))
-        return message
+        assert message is not None
+        return MessageHandle(str(message.id), message)
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
-        if isinstance(handle, discord.Message):
-            await handle.edit(content=_split(text)[0])
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        if isinstance(handle.native, discord.Message):
+            await handle.native.edit(content=_split(text)[0])
         else:
-            await self.send_text(text)
+            await self.send_text(text)  # a handle of a dead interaction: say it anew in the channel
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         channel = await self.channel()
         # The result itself always names the user: that is the notification that matters.
         caption = f"<@{self.user_id}> {caption}" if self.user_id is not None else caption
-        return await channel.send(caption[:MAX_MESSAGE], file=discord.File(path),
-                                  allowed_mentions=discord.AllowedMentions(users=True))
+        message = await channel.send(caption[:MAX_MESSAGE], file=discord.File(path),
+                                     allowed_mentions=discord.AllowedMentions(users=True))
+        return MessageHandle(str(message.id), message)
 
     async def show_working(self, action: WorkingAction) -> None:
         with contextlib.suppress(discord.HTTPException):
@@ -184,53 +217,60 @@ class InteractionReplies:
     def _expired(self) -> bool:
         return dt.datetime.now(dt.UTC) >= self._interaction.expires_at - _TOKEN_MARGIN
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any:
+    async def _call(self, through_interaction: Callable[[], Awaitable[_T]],
+                    in_channel: Callable[[], Awaitable[_T]]) -> _T:
+        """Every outgoing call of this interaction: through it while its token lives, in the channel once
+        the token is (nearly) dead or Discord says it is."""
         if self._expired():
-            return await self._late.send_text(text)
-        parts = _split(text)
+            return await in_channel()
         try:
-            if not self._used_original:
-                self._used_original = True
-                await self._interaction.edit_original_response(content=parts[0])
-                handle: Any = "original"
-            else:
-                handle = await self._interaction.followup.send(parts[0], wait=True)
-            for part in parts[1:]:
-                await self._interaction.followup.send(part, wait=True)
-            return handle
-        except (discord.NotFound, discord.Forbidden, discord.HTTPException) as exc:
+            return await through_interaction()
+        except discord.HTTPException as exc:
             if not _token_dead(exc):
                 raise
             log.info("discord.interaction.expired id=%s", self._interaction.id)
-            return await self._late.send_text(text)
+            return await in_channel()
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
-        if self._expired() or not isinstance(handle, str | discord.WebhookMessage):
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle:
+        async def through_interaction() -> MessageHandle:
+            parts = _split(text)
+            if not self._used_original:
+                self._used_original = True
+                await self._interaction.edit_original_response(content=parts[0])
+                handle = MessageHandle("@original", self._interaction)
+            else:
+                sent = await self._interaction.followup.send(parts[0], wait=True)
+                handle = MessageHandle(str(sent.id), sent)
+            for part in parts[1:]:
+                await self._interaction.followup.send(part, wait=True)
+            return handle
+
+        return await self._call(through_interaction, lambda: self._late.send_text(text))
+
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        native = handle.native
+        if native is not self._interaction and not isinstance(native, discord.WebhookMessage):
             await self._late.edit_text(handle, text)
             return
-        content = _split(text)[0]
-        try:
-            if handle == "original":
-                await self._interaction.edit_original_response(content=content)
-            else:
-                assert isinstance(handle, discord.WebhookMessage)
-                await handle.edit(content=content)
-        except discord.HTTPException as exc:
-            if not _token_dead(exc):
-                raise
-            await self._late.send_text(text)
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
+        async def through_interaction() -> None:
+            content = _split(text)[0]
+            if isinstance(native, discord.WebhookMessage):
+                await native.edit(content=content)
+            else:
+                await self._interaction.edit_original_response(content=content)
+
+        await self._call(through_interaction, lambda: self._late.edit_text(handle, text))
+
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         if self._video_channel is not None:
             return await self._video_channel.send_video(path, caption=caption)
-        if self._expired():
-            return await self._late.send_video(path, caption=caption)
-        try:
-            return await self._interaction.followup.send(caption[:MAX_MESSAGE], file=discord.File(path), wait=True)
-        except discord.HTTPException as exc:
-            if not _token_dead(exc):
-                raise
-            return await self._late.send_video(path, caption=caption)
+
+        async def through_interaction() -> MessageHandle:
+            sent = await self._interaction.followup.send(caption[:MAX_MESSAGE], file=discord.File(path), wait=True)
+            return MessageHandle(str(sent.id), sent)
+
+        return await self._call(through_interaction, lambda: self._late.send_video(path, caption=caption))
 
     async def show_working(self, action: WorkingAction) -> None:
         return None  # the deferred response already shows "thinking…"
@@ -247,29 +287,25 @@ def _token_dead(exc: discord.HTTPException) -> bool:
 class DiscordFiles:
     """Attachment URLs are signed and expire (platforms.md): download promptly, to a temp file."""
 
-    def __init__(self, http: httpx.AsyncClient, temp_dir: str | None, max_bytes: int) -> None:
-        self._http = http
-        self._temp_dir = temp_dir
-        self._max_bytes = max_bytes
+    def __init__(self, context: AdapterContext) -> None:
+        self._context = context
 
     async def open(self, attachment: Attachment) -> UploadSource:
         return await spool_download(
-            self._http, str(attachment.ref), filename=attachment.filename, content_type=attachment.mime_type,
-            max_bytes=self._max_bytes, temp_dir=self._temp_dir,
+            self._context.http, str(attachment.ref), filename=attachment.filename,
+            content_type=attachment.mime_type, max_bytes=self._context.max_upload_bytes,
+            temp_dir=self._context.temp_dir,
         )
 
 
 def _attachment(a: discord.Attachment) -> Attachment:
     mime = (a.content_type or "").split(";")[0] or None
-    kind: AttachmentKind
-    by_name = kind_of(a.filename)
-    major = (mime or "").split("/")[0]
-    kind = by_name or (major if major in ("video", "image", "audio") else "document")  # type: ignore[assignment]
-    return Attachment(kind, a.filename, mime, a.size, a.url)
+    return Attachment(attachment_kind(a.filename, mime), a.filename, mime, a.size, a.url)
 
 
-def _is_clip(a: discord.Attachment) -> bool:
-    return _attachment(a).kind in ("video", "image")
+def _post(message: discord.Message) -> ReelPost:
+    return ReelPost(order=message.id, author=message.author.mention, by_bot=message.author.bot,
+                    attachments=tuple(_attachment(a) for a in message.attachments))
 
 
 # -- the bot ------------------------------------------------------------------------------------------
@@ -307,25 +343,35 @@ class NemoDiscordClient(discord.Client):
 
 
 class DiscordAdapter:
-    name = "dc"
-
-    def __init__(self, engine: Engine, http: httpx.AsyncClient, settings: DiscordSettings, *,
+    def __init__(self, engine: Engine, settings: DiscordSettings, context: AdapterContext, *,
                  guild_ready_timeout: float = 2.0) -> None:
         if settings.bot_token is None:
             raise ValueError("DISCORD_BOT_TOKEN is not set")
         self.engine = engine
         self.settings = settings
+        self._context = context
         self.guild_ready_timeout = guild_ready_timeout
-        self.files = DiscordFiles(http, engine.settings.temp_dir, engine.nemo.settings.max_upload_bytes)
+        self.files = DiscordFiles(context)
         self.picks = _Picks()
-        self._last_command: dict[int, float] = {}
-        point_discord_py_at(settings)
+        self.cooldowns = Cooldowns(settings.cooldown_seconds)
+        self._hosts = DiscordHosts(settings.api_base, settings.gateway_url)
         self.client = NemoDiscordClient(self)
         self._runner: asyncio.Task[None] | None = None
-        _install_commands(self)
+        DiscordCommands(self).install(self.client.tree)
+
+    @property
+    def name(self) -> str:
+        return "dc"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_upload_bytes=DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
+                            max_caption_length=MAX_MESSAGE, can_edit=True,
+                            edit_interval_seconds=self.settings.edit_seconds)
 
     async def start(self) -> None:
         assert self.settings.bot_token is not None
+        self._hosts.apply()
         await self.client.login(self.settings.bot_token.get_secret_value())
         self._runner = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self.client.wait_until_ready())
@@ -336,23 +382,24 @@ class DiscordAdapter:
         log.info("discord.started user=%s", self.client.user)
 
     async def stop(self) -> None:
-        await self.client.close()
-        if self._runner is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._runner, 10)
+        try:
+            await self.client.close()
+            if self._runner is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._runner, 10)
+        finally:
+            self._hosts.restore()
 
-    # -- the engine's Platform side ---------------------------------------------------------------
+    # -- delivering without a message to answer ---------------------------------------------------
 
-    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> ChannelReplies:
-        channel_id = int(target.get("channel_id", chat.chat))
-        user_id = target.get("user_id")
-        return ChannelReplies(self.client, channel_id, int(user_id) if user_id else None,
+    def replies_for(self, target: DeliveryTarget) -> ChannelReplies:
+        return ChannelReplies(self.client, int(target.address), int(target.mention) if target.mention else None,
                               edit_seconds=self.settings.edit_seconds)
 
     # -- helpers --------------------------------------------------------------------------------------
 
     def chat_for(self, channel_id: int, user_id: int, *, in_guild: bool) -> ChatKey:
-        return self.engine.chat_key(self.name, str(channel_id), str(user_id), is_group=in_guild)
+        return self._context.sessions.chat_key(self.name, str(channel_id), str(user_id), is_group=in_guild)
 
     def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
         member = interaction.user
@@ -364,25 +411,20 @@ class DiscordAdapter:
 
     async def gate(self, interaction: discord.Interaction[Any]) -> bool:
         """Allowed channel and cooldown, answered at once (ephemeral) when refused."""
-        lang = _lang(interaction.locale)
+        lang = detect_language(interaction.locale)
         allowed = self.settings.allowed_channel_ids
         if allowed and interaction.channel_id not in allowed:
             await interaction.response.send_message(t("discord_channel_not_allowed", lang), ephemeral=True)
             return False
-        now = time.monotonic()
-        last = self._last_command.get(interaction.user.id, -1e9)
-        if now - last < self.settings.cooldown_seconds:
-            wait = self.settings.cooldown_seconds - (now - last)
+        wait = self.cooldowns.wait(interaction.user.id, time.monotonic())
+        if wait > 0:
             await interaction.response.send_message(t("discord_cooldown", lang, seconds=f"{wait:.0f}"),
                                                     ephemeral=True)
             return False
-        self._last_command[interaction.user.id] = now
         return True
 
     async def run_command(
         self, interaction: discord.Interaction[Any], text: str, attachments: Sequence[discord.Attachment] = (),
-        *, chat: ChatKey | None = None, replies: InteractionReplies | None = None,
-        target: dict[str, Any] | None = None,
     ) -> None:
         """Defer at once, then hand the request to the engine."""
         if not await self.gate(interaction):
@@ -391,7 +433,7 @@ class DiscordAdapter:
         in_guild = interaction.guild_id is not None
         channel_id = interaction.channel_id or 0
         incoming = IncomingMessage(
-            chat=chat or self.chat_for(channel_id, interaction.user.id, in_guild=in_guild),
+            chat=self.chat_for(channel_id, interaction.user.id, in_guild=in_guild),
             user_id=str(interaction.user.id),
             message_id=f"i:{interaction.id}",
             text=text,
@@ -399,10 +441,10 @@ class DiscordAdapter:
             locale=str(interaction.locale),
             user_name=interaction.user.display_name,
             is_group=in_guild,
-            target=target or {"channel_id": channel_id, "user_id": interaction.user.id},
+            target=DeliveryTarget(address=str(channel_id), mention=str(interaction.user.id), group=in_guild),
         )
         await self.engine.handle(
-            incoming, replies or InteractionReplies(interaction, edit_seconds=self.settings.edit_seconds), self.files
+            incoming, InteractionReplies(interaction, edit_seconds=self.settings.edit_seconds), self.files
         )
 
     async def on_message(self, message: discord.Message) -> None:
@@ -425,7 +467,7 @@ class DiscordAdapter:
             attachments=tuple(_attachment(a) for a in message.attachments),
             user_name=message.author.display_name,
             is_group=in_guild,
-            target={"channel_id": message.channel.id, "user_id": message.author.id},
+            target=DeliveryTarget(address=str(message.channel.id), mention=str(message.author.id), group=in_guild),
         )
         replies = ChannelReplies(self.client, message.channel.id, message.author.id if in_guild else None,
                                  edit_seconds=self.settings.edit_seconds)
@@ -435,7 +477,8 @@ class DiscordAdapter:
         self, interaction: discord.Interaction[Any], channel: discord.TextChannel | None, messages: int,
         since: str | None, prompt: str | None,
     ) -> None:
-        lang = _lang(interaction.locale)
+        """Gather the channel's recent posts and the picked ones; the reel itself is the core's (bot.reels)."""
+        lang = detect_language(interaction.locale)
         if not self.is_moderator(interaction):
             await interaction.response.send_message(t("discord_reel_not_moderator", lang), ephemeral=True)
             return
@@ -450,50 +493,20 @@ class DiscordAdapter:
         if since and after is None:
             await interaction.edit_original_response(content=t("discord_reel_bad_since", lang, since=since))
             return
-        clips: list[discord.Attachment] = []
-        authors: list[str] = []
-        seen: set[int] = set()
         picked = list(self.picks.by_channel.pop(source.id, {}).values())
         history = [m async for m in source.history(limit=max(1, min(messages, 500)), after=after)]
-        for message in sorted([*history, *picked], key=lambda m: m.id):  # snowflakes grow with time
-            if message.id in seen or message.author.bot:
-                continue
-            seen.add(message.id)
-            for attachment in message.attachments:
-                if _is_clip(attachment):
-                    clips.append(attachment)
-                    mention = message.author.mention
-                    if mention not in authors:
-                        authors.append(mention)
-        if not clips:
-            await interaction.edit_original_response(
-                content=t("discord_reel_empty", lang, channel=source.mention, count=messages))
-            return
-        credits = t("discord_reel_credits", lang, channel=source.mention, authors=", ".join(authors))
-        reel_chat = ChatKey(self.name, str(source.id), scope=f"reel-{interaction.id}")
-        target = {"channel_id": source.id, "user_id": interaction.user.id, "caption": credits}
+        request = ReelRequest(
+            chat=ChatKey(self.name, str(source.id), scope=f"reel-{interaction.id}"),
+            user_id=str(interaction.user.id), request_id=f"i:{interaction.id}", channel=source.mention,
+            looked_at=messages, prompt=prompt, locale=str(interaction.locale),
+            target=DeliveryTarget(address=str(source.id), mention=str(interaction.user.id), group=True),
+        )
         replies = InteractionReplies(
             interaction, edit_seconds=self.settings.edit_seconds,
             video_channel=ChannelReplies(self.client, source.id, None, edit_seconds=self.settings.edit_seconds),
         )
-        base = IncomingMessage(
-            chat=reel_chat, user_id=str(interaction.user.id), message_id=f"i:{interaction.id}",
-            text=prompt or DEFAULT_REEL_PROMPT, attachments=tuple(_attachment(a) for a in clips),
-            locale=str(interaction.locale), is_group=True, target=target,
-        )
-        log.info("discord.reel channel=%s clips=%d", source.id, len(clips))
-        await self.engine.handle(base, replies, self.files)
-        # The export follows once the clips are in and cut (not queued beside them: nothing to announce).
-        await self.engine.join(reel_chat)
-        export = IncomingMessage(
-            chat=reel_chat, user_id=str(interaction.user.id), message_id=f"i:{interaction.id}:export",
-            text="/export", locale=str(interaction.locale), is_group=True, target=target,
-        )
-        await self.engine.handle(export, replies, self.files)
-
-
-def _lang(locale: Any) -> str:
-    return "zh" if str(locale).lower().startswith("zh") else "en"
+        log.info("discord.reel channel=%s posts=%d", source.id, len(history) + len(picked))
+        await self.engine.make_reel(request, [_post(m) for m in (*history, *picked)], replies, self.files)
 
 
 def _since(text: str | None) -> discord.abc.Snowflake | dt.datetime | None:
@@ -511,62 +524,70 @@ def _since(text: str | None) -> discord.abc.Snowflake | dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def _install_commands(adapter: DiscordAdapter) -> None:
-    tree = adapter.client.tree
+class DiscordCommands:
+    """The slash commands and the "Add to reel" message command. discord.py binds each command to this
+    object (its callbacks are bound methods), so they share the adapter without closures."""
 
-    @tree.command(name="edit", description="Edit your video: attach clips and say what you want")
+    def __init__(self, adapter: DiscordAdapter) -> None:
+        self.adapter = adapter
+
+    def install(self, tree: app_commands.CommandTree[Any]) -> None:
+        commands: list[tuple[str, str, Callable[..., Any]]] = [
+            ("edit", "Edit your video: attach clips and say what you want", self.edit),
+            ("export", "Render your video and send it", self.export),
+            ("status", "Show your timeline", self.status),
+            ("credits", "Show your NemoVideo credits", self.credits),
+            ("new", "Start a new project", self.new),
+            ("help", "What this bot does", self.help),
+            ("reel", "Moderators: make a highlight reel from a channel's recent clips", self.reel),
+        ]
+        for name, description, callback in commands:
+            tree.add_command(app_commands.Command(name=name, description=description, callback=callback))
+        tree.add_command(app_commands.ContextMenu(name="Add to reel", callback=self.add_to_reel))
+
     @app_commands.describe(prompt="What to do, e.g. 'cut the pauses, add music, make it 9:16'",
                            url="A link to a clip instead of (or besides) attachments")
     async def edit(
-        interaction: discord.Interaction[Any], prompt: str, clip1: discord.Attachment | None = None,
+        self, interaction: discord.Interaction[Any], prompt: str, clip1: discord.Attachment | None = None,
         clip2: discord.Attachment | None = None, clip3: discord.Attachment | None = None,
         clip4: discord.Attachment | None = None, clip5: discord.Attachment | None = None, url: str | None = None,
     ) -> None:
         clips = [c for c in (clip1, clip2, clip3, clip4, clip5) if c is not None]
         text = f"{prompt} {url}" if url else prompt
-        await adapter.run_command(interaction, text, clips)
+        await self.adapter.run_command(interaction, text, clips)
 
-    @tree.command(name="export", description="Render your video and send it")
-    async def export(interaction: discord.Interaction[Any]) -> None:
-        await adapter.run_command(interaction, "/export")
+    async def export(self, interaction: discord.Interaction[Any]) -> None:
+        await self.adapter.run_command(interaction, "/export")
 
-    @tree.command(name="status", description="Show your timeline")
-    async def status(interaction: discord.Interaction[Any]) -> None:
-        await adapter.run_command(interaction, "/status")
+    async def status(self, interaction: discord.Interaction[Any]) -> None:
+        await self.adapter.run_command(interaction, "/status")
 
-    @tree.command(name="credits", description="Show your NemoVideo credits")
-    async def credits(interaction: discord.Interaction[Any]) -> None:
-        await adapter.run_command(interaction, "/credits")
+    async def credits(self, interaction: discord.Interaction[Any]) -> None:
+        await self.adapter.run_command(interaction, "/credits")
 
-    @tree.command(name="new", description="Start a new project")
-    async def new(interaction: discord.Interaction[Any]) -> None:
-        await adapter.run_command(interaction, "/new")
+    async def new(self, interaction: discord.Interaction[Any]) -> None:
+        await self.adapter.run_command(interaction, "/new")
 
-    @tree.command(name="help", description="What this bot does")
-    async def help_(interaction: discord.Interaction[Any]) -> None:
-        await adapter.run_command(interaction, "/help")
+    async def help(self, interaction: discord.Interaction[Any]) -> None:
+        await self.adapter.run_command(interaction, "/help")
 
-    @tree.command(name="reel", description="Moderators: make a highlight reel from a channel's recent clips")
     @app_commands.describe(channel="Where the clips are (default: here)", messages="How many recent messages",
                            since="Only clips newer than this: 24h, 7d or a date", prompt="How to cut the reel")
     async def reel(
-        interaction: discord.Interaction[Any], channel: discord.TextChannel | None = None,
+        self, interaction: discord.Interaction[Any], channel: discord.TextChannel | None = None,
         messages: app_commands.Range[int, 1, 500] = 50, since: str | None = None, prompt: str | None = None,
     ) -> None:
-        await adapter.make_reel(interaction, channel, messages, since, prompt)
+        await self.adapter.make_reel(interaction, channel, messages, since, prompt)
 
-    @app_commands.context_menu(name="Add to reel")
-    async def add_to_reel(interaction: discord.Interaction[Any], message: discord.Message) -> None:
-        lang = _lang(interaction.locale)
+    async def add_to_reel(self, interaction: discord.Interaction[Any], message: discord.Message) -> None:
+        lang = detect_language(interaction.locale)
+        adapter = self.adapter
         if not adapter.is_moderator(interaction):
             await interaction.response.send_message(t("discord_reel_not_moderator", lang), ephemeral=True)
             return
-        clips = [a for a in message.attachments if _is_clip(a)]
-        if not clips:
+        if not any(is_clip(_attachment(a)) for a in message.attachments):
             await interaction.response.send_message(t("discord_pick_no_clip", lang), ephemeral=True)
             return
         adapter.picks.by_channel.setdefault(message.channel.id, {})[message.id] = message
         count = len(adapter.picks.by_channel[message.channel.id])
         await interaction.response.send_message(t("discord_picked", lang, count=count), ephemeral=True)
-
-    tree.add_command(add_to_reel)

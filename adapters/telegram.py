@@ -2,7 +2,12 @@
 
 Limits and conventions come from ../shared/docs/platforms.md: 20 MB downloads and 50 MB uploads on the
 cloud Bot API (none and 2000 MB with a local ``telegram-bot-api --local`` server), albums arriving as
-separate updates with one ``media_group_id``, edits throttled per chat, ``RetryAfter`` obeyed.
+separate updates with one ``media_group_id``, edits throttled per chat, ``RetryAfter`` obeyed. The figures
+themselves are python-telegram-bot's (``telegram.constants``).
+
+python-telegram-bot 22 warns whenever a time period is read (``RetryAfter`` reads its own while being
+made) unless ``PTB_TIMEDELTA`` is set; the composition root sets it at start-up, and this module reads
+periods whichever type they come as.
 """
 
 from __future__ import annotations
@@ -11,27 +16,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from bot.engine import Engine
-from bot.intents import Intent, route
-from bot.messages import Attachment, AttachmentKind, Button, Capabilities, ChatKey, IncomingMessage, WorkingAction
-from bot.nemo.errors import FileTooLarge
-from bot.nemo.uploads import UploadSource, format_size, kind_of, spool_download
-from bot.texts import t
-
-# python-telegram-bot 22 warns on every read of a time period (RetryAfter.retry_after, Video.duration)
-# unless this opt-in is set; with it, those values are datetime.timedelta (telegram/_utils/datetime.py).
-os.environ.setdefault("PTB_TIMEDELTA", "true")
-
 from telegram import (
     BotCommand,
     InlineKeyboardButton,
@@ -39,7 +30,7 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.constants import ChatAction, ChatType, MessageEntityType
+from telegram.constants import ChatAction, ChatType, FileSizeLimit, MessageEntityType, MessageLimit
 from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
@@ -50,14 +41,30 @@ from telegram.ext import (
     filters,
 )
 
+from adapters.common import AdapterContext
+from bot.config import IdList
+from bot.engine import Engine
+from bot.intents import Intent, route
+from bot.lang import detect_language
+from bot.messages import (
+    Attachment,
+    Button,
+    Capabilities,
+    DeliveryTarget,
+    IncomingMessage,
+    MessageHandle,
+    WorkingAction,
+)
+from bot.nemo.errors import FileTooLarge
+from bot.nemo.uploads import UploadSource, attachment_kind, spool_download
+from bot.texts import t
+from bot.textsplit import split_text
+
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
-CLOUD_DOWNLOAD_LIMIT = 20 * MB
-CLOUD_UPLOAD_LIMIT = 50 * MB
-LOCAL_UPLOAD_LIMIT = 2000 * MB
-MAX_MESSAGE = 4096
-MAX_CAPTION = 1024
+MAX_MESSAGE = int(MessageLimit.MAX_TEXT_LENGTH)
+MAX_CAPTION = int(MessageLimit.CAPTION_LENGTH)
+_T = TypeVar("_T")
 
 COMMANDS = [
     ("start", "What I can do"),
@@ -77,7 +84,7 @@ class TelegramSettings(BaseSettings):
     api_base: str = Field("https://api.telegram.org/bot", description="Bot API base ({token} is appended).")
     file_api_base: str = Field("https://api.telegram.org/file/bot", description="Bot API file base.")
     local_mode: bool = Field(False, description="The Bot API server runs with --local: big files, local paths.")
-    allowed_ids: list[int] = Field(
+    allowed_ids: IdList = Field(
         default_factory=list, description="Only these user or chat ids may use the bot (comma-separated)."
     )
     webhook_url: str | None = Field(None, description="Public HTTPS URL of the webhook; unset: long polling.")
@@ -89,40 +96,26 @@ class TelegramSettings(BaseSettings):
     private_edit_seconds: float = Field(3.0, ge=0, description="Least time between status edits, private chats.")
     group_edit_seconds: float = Field(10.0, ge=0, description="Least time between status edits, groups.")
 
-    @field_validator("allowed_ids", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
-        if isinstance(value, int):
-            return [value]
-        return value
-
     @property
     def download_limit(self) -> int | None:
-        return None if self.local_mode else CLOUD_DOWNLOAD_LIMIT
+        return None if self.local_mode else int(FileSizeLimit.FILESIZE_DOWNLOAD)
 
     @property
     def upload_limit(self) -> int:
-        return LOCAL_UPLOAD_LIMIT if self.local_mode else CLOUD_UPLOAD_LIMIT
+        return int(FileSizeLimit.FILESIZE_UPLOAD_LOCAL_MODE if self.local_mode else FileSizeLimit.FILESIZE_UPLOAD)
 
 
 def _seconds(value: dt.timedelta | float | int) -> float:
     return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
 
 
-def split_text(text: str, limit: int = MAX_MESSAGE) -> list[str]:
-    """Telegram refuses messages over 4096 characters: split at paragraph, line or word boundaries."""
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        cut = max(rest.rfind("\n\n", 0, limit), rest.rfind("\n", 0, limit), rest.rfind(" ", 0, limit))
-        if cut <= 0:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    parts.append(rest)
-    return parts
+def _megabytes(n: int) -> str:
+    # Telegram states its limits in decimal megabytes ("20 MB" is 20,000,000 bytes in telegram.constants).
+    return f"{n / 1e6:.1f} MB"
+
+
+def _split(text: str) -> list[str]:
+    return split_text(text, MAX_MESSAGE)
 
 
 def _keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
@@ -153,7 +146,7 @@ class TelegramReplies:
     def capabilities(self) -> Capabilities:
         return self._caps
 
-    async def _obeying_flood_control(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _obeying_flood_control(self, call: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
         for _ in range(5):
             try:
                 return await call(*args, **kwargs)
@@ -163,8 +156,8 @@ class TelegramReplies:
                 await asyncio.sleep(wait)
         return await call(*args, **kwargs)
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> int:
-        parts = split_text(text)
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle:
+        parts = _split(text)
         message: Message | None = None
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -175,13 +168,13 @@ class TelegramReplies:
             )
         self._reply_to = None  # quote the user's message once, not every status line
         assert message is not None
-        return message.message_id
+        return MessageHandle(str(message.message_id))
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
-        parts = split_text(text)
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        parts = _split(text)
         try:
             await self._obeying_flood_control(
-                self._app.bot.edit_message_text, parts[0], chat_id=self.chat_id, message_id=int(handle),
+                self._app.bot.edit_message_text, parts[0], chat_id=self.chat_id, message_id=int(handle.id),
                 reply_markup=_keyboard(buttons) if len(parts) == 1 else None,
             )
         except BadRequest as exc:
@@ -193,12 +186,12 @@ class TelegramReplies:
                 reply_markup=_keyboard(buttons) if i == len(parts) - 1 else None,
             )
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> int:
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         message = await self._obeying_flood_control(
             self._app.bot.send_video, self.chat_id, path, caption=caption[:MAX_CAPTION], supports_streaming=True,
             reply_markup=_keyboard(buttons), read_timeout=600, write_timeout=600,
         )
-        return int(message.message_id)
+        return MessageHandle(str(message.message_id))
 
     async def show_working(self, action: WorkingAction) -> None:
         kind = ChatAction.UPLOAD_VIDEO if action == "upload_video" else ChatAction.TYPING
@@ -209,13 +202,11 @@ class TelegramReplies:
 class TelegramFiles:
     """Opens a user's file: local mode reads the server's path; the cloud API streams to a temp file."""
 
-    def __init__(self, application: Application[Any, Any, Any, Any, Any, Any], http: httpx.AsyncClient,
-                 settings: TelegramSettings, temp_dir: str | None, max_bytes: int) -> None:
+    def __init__(self, application: Application[Any, Any, Any, Any, Any, Any], settings: TelegramSettings,
+                 context: AdapterContext) -> None:
         self._app = application
-        self._http = http
         self._settings = settings
-        self._temp_dir = temp_dir
-        self._max_bytes = max_bytes
+        self._context = context
 
     async def open(self, attachment: Attachment) -> UploadSource:
         limit = self._settings.download_limit
@@ -227,14 +218,14 @@ class TelegramFiles:
             return UploadSource.from_path(tg_file.file_path, filename=attachment.filename,
                                           content_type=attachment.mime_type)
         return await spool_download(
-            self._http, tg_file.file_path or "", filename=attachment.filename, content_type=attachment.mime_type,
-            max_bytes=limit or self._max_bytes, temp_dir=self._temp_dir,
+            self._context.http, tg_file.file_path or "", filename=attachment.filename,
+            content_type=attachment.mime_type, max_bytes=limit or self._context.max_upload_bytes,
+            temp_dir=self._context.temp_dir,
         )
 
 
 def _attachment(message: Message) -> Attachment | None:
     """The file a message carries, if any; photos come in several sizes: take the largest."""
-    kind: AttachmentKind
     if message.video:
         v = message.video
         return Attachment("video", v.file_name or f"video_{message.message_id}.mp4", v.mime_type or "video/mp4",
@@ -261,10 +252,7 @@ def _attachment(message: Message) -> Attachment | None:
     if message.document:
         d = message.document
         name = d.file_name or f"file_{message.message_id}"
-        by_name = kind_of(name)
-        mime = (d.mime_type or "").split("/")[0]
-        kind = by_name or (mime if mime in ("video", "image", "audio") else "document")  # type: ignore[assignment]
-        return Attachment(kind, name, d.mime_type, d.file_size, d.file_id)
+        return Attachment(attachment_kind(name, d.mime_type), name, d.mime_type, d.file_size, d.file_id)
     return None
 
 
@@ -277,14 +265,12 @@ class _Album:
 class TelegramAdapter:
     """Runs the Application (polling or webhook) and feeds the engine."""
 
-    name = "tg"
-
-    def __init__(self, engine: Engine, http: httpx.AsyncClient, settings: TelegramSettings) -> None:
+    def __init__(self, engine: Engine, settings: TelegramSettings, context: AdapterContext) -> None:
         if settings.bot_token is None:
             raise ValueError("TELEGRAM_BOT_TOKEN is not set")
         self.engine = engine
         self.settings = settings
-        self._http = http
+        self._context = context
         self._albums: dict[str, _Album] = {}
         self.username: str | None = None
         builder = (
@@ -302,8 +288,19 @@ class TelegramAdapter:
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_callback))
         self.app.add_error_handler(self._on_error)
-        self._files = TelegramFiles(self.app, http, settings, engine.settings.temp_dir,
-                                   engine.nemo.settings.max_upload_bytes)
+        self._files = TelegramFiles(self.app, settings, context)
+
+    @property
+    def name(self) -> str:
+        return "tg"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            max_upload_bytes=self.settings.upload_limit, max_message_length=MAX_MESSAGE,
+            max_caption_length=MAX_CAPTION, can_edit=True, edit_interval_seconds=self.settings.private_edit_seconds,
+            buttons=True,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -311,7 +308,6 @@ class TelegramAdapter:
         await self.app.initialize()
         me = self.app.bot.bot
         self.username = me.username
-        self.engine.bot_username = me.username
         await self.app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
         await self.app.start()
         assert self.app.updater is not None
@@ -339,11 +335,10 @@ class TelegramAdapter:
             await self.app.stop()
         await self.app.shutdown()
 
-    # -- the engine's Platform side ---------------------------------------------------------------
+    # -- delivering without a message to answer ---------------------------------------------------
 
-    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> TelegramReplies:
-        chat_id = int(target.get("chat_id", chat.chat))
-        return TelegramReplies(self.app, chat_id, group=bool(target.get("group")), settings=self.settings)
+    def replies_for(self, target: DeliveryTarget) -> TelegramReplies:
+        return TelegramReplies(self.app, int(target.address), group=target.group, settings=self.settings)
 
     # -- incoming -------------------------------------------------------------------------------
 
@@ -375,6 +370,13 @@ class TelegramAdapter:
         if self.username:
             text = text.replace(f"@{self.username}", " ")
         return " ".join(text.split()) if text.strip() else ""
+
+    def _for_another_bot(self, text: str) -> bool:
+        """``/cmd@otherbot``: a command for another bot in the chat (ours lost its ``@name`` already)."""
+        if not text.startswith("/"):
+            return False
+        mention = text[1:].partition(" ")[0].partition("@")[2]
+        return bool(mention) and mention.lower() != (self.username or "").lower()
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message
@@ -413,9 +415,12 @@ class TelegramAdapter:
         user = first.from_user
         chat = first.chat
         is_group = chat.type != ChatType.PRIVATE
-        lang = "zh" if (user.language_code or "").lower().startswith("zh") else "en"
         text = next((m.text or m.caption for m in messages if m.text or m.caption), "") or ""
         text = self._strip_mention(text)
+        if self._for_another_bot(text):
+            log.info("telegram.other_bots_command chat=%s", chat.id)
+            return
+        lang = detect_language(user.language_code, text)
         replies = TelegramReplies(self.app, chat.id, group=is_group, settings=self.settings,
                                   reply_to=first.message_id if is_group else None)
         attachments: list[Attachment] = []
@@ -428,7 +433,7 @@ class TelegramAdapter:
             if limit is not None and attachment.size is not None and attachment.size > limit:
                 # Refused from the size in the update itself: no getFile, no download (platforms.md).
                 refusals.append(t("telegram_too_big", lang, name=attachment.filename,
-                                  size=format_size(attachment.size), limit=format_size(limit)))
+                                  size=_megabytes(attachment.size), limit=_megabytes(limit)))
                 continue
             attachments.append(attachment)
         if refusals:
@@ -436,7 +441,7 @@ class TelegramAdapter:
             if not attachments and (not text or route(text).intent is Intent.UPLOAD):
                 return
         incoming = IncomingMessage(
-            chat=self.engine.chat_key(self.name, str(chat.id), str(user.id), is_group=is_group),
+            chat=self._context.sessions.chat_key(self.name, str(chat.id), str(user.id), is_group=is_group),
             user_id=str(user.id),
             message_id=f"{chat.id}:{first.message_id}",
             text=text,
@@ -444,7 +449,7 @@ class TelegramAdapter:
             locale=user.language_code,
             user_name=user.username or user.first_name,
             is_group=is_group,
-            target={"chat_id": chat.id, "group": is_group},
+            target=DeliveryTarget(address=str(chat.id), group=is_group),
         )
         await self.engine.handle(incoming, replies, self._files)
 
@@ -460,13 +465,13 @@ class TelegramAdapter:
         chat = message.chat
         is_group = chat.type != ChatType.PRIVATE
         incoming = IncomingMessage(
-            chat=self.engine.chat_key(self.name, str(chat.id), str(query.from_user.id), is_group=is_group),
+            chat=self._context.sessions.chat_key(self.name, str(chat.id), str(query.from_user.id), is_group=is_group),
             user_id=str(query.from_user.id),
             message_id=f"cb:{query.id}",
             text=query.data,
             locale=query.from_user.language_code,
             is_group=is_group,
-            target={"chat_id": chat.id, "group": is_group},
+            target=DeliveryTarget(address=str(chat.id), group=is_group),
         )
         replies = TelegramReplies(self.app, chat.id, group=is_group, settings=self.settings)
         await self.engine.handle(incoming, replies, self._files)

@@ -1,7 +1,7 @@
 """Concurrency benchmark: N chats at once, each uploading a clip, editing it and exporting it, through the
 real conversation engine, the real NemoVideo client and a fresh SQLite database, against localnemo.
 
-By default localnemo runs in a subprocess (``python -m bot.main serve-local``) so that the figures —
+By default localnemo runs in a subprocess (``python -m nemobot serve-local``) so that the figures —
 CPU per message, peak RSS — are the bot's alone; ``--in-process`` runs it in the same event loop instead.
 
 Each chat is a user who waits for each answer before sending the next message (``--burst``: who sends
@@ -45,10 +45,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.config import BotSettings, NemoSettings
-from bot.engine import Engine, RepositoryIdentities
+from bot.engine import Engine
 from bot.messages import Attachment, Button, Capabilities, ChatKey, IncomingMessage
 from bot.nemo.client import NemoClient
 from bot.nemo.uploads import UploadSource
+from bot.sessions import RepositoryIdentities
 from bot.texts import t
 from storage import Repository
 
@@ -321,12 +322,12 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
     log_path = work / "localnemo.log"
     with log_path.open("wb") as server_log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "bot.main", "serve-local", "--port", str(port)],
+            [sys.executable, "-m", "nemobot", "serve-local", "--port", str(port)],
             env=env, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT,
         )
     try:
         await wait_until_up(base, server)
-        yield base, f"subprocess (pid {server.pid}, `python -m bot.main serve-local`; not counted)", server.pid
+        yield base, f"subprocess (pid {server.pid}, `python -m nemobot serve-local`; not counted)", server.pid
     finally:
         server.terminate()
         try:

@@ -116,7 +116,7 @@ async def main() -> None:
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "LOCALNEMO_DATA_DIR": str(work / "server"), "NEMOBOT_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "bot.main", "serve-local", "--port", str(port)],
+        [sys.executable, "-m", "nemobot", "serve-local", "--port", str(port)],
         env=env, cwd=Path(__file__).resolve().parents[1],
     )
     try:

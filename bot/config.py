@@ -5,14 +5,33 @@ Every endpoint and delay the bot uses is a setting so that tests and users can p
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot import __version__
 
 DEFAULT_NEMO_API_BASE = "https://mega-api-prod.nemovideo.ai"
+
+
+def parse_ids(value: Any) -> Any:
+    """Platform ids from a setting: ``1,2``, ``1; 2``, ``1 2``, a JSON list, one number, or a list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [int(part) for part in re.split(r"[,;\s]+", text) if part]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+# NoDecode: pydantic-settings would otherwise read a list setting from the environment as JSON only, and
+# refuse the comma-separated form people write.
+IdList = Annotated[list[int], NoDecode, BeforeValidator(parse_ids)]
 
 
 class NemoSettings(BaseSettings):

@@ -56,7 +56,6 @@ _KEYWORDS: list[tuple[Intent, re.Pattern[str]]] = [
 _EXPORT_WITH_OPTIONS = re.compile(
     r"^(please\s+)?(export|render|导出)\s*(in\s+|at\s+|as\s+)?(?P<res>720p|1080p|4k|2160p)[.!]*$", re.IGNORECASE
 )
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 
 
@@ -68,7 +67,9 @@ class Routed:
 
 
 def route(text: str, *, has_files: bool = False, bot_username: str | None = None) -> Routed:
-    """Decide what one message asks for. ``/cmd@botname args`` commands win over keywords."""
+    """Decide what one message asks for. ``/cmd@botname args`` commands win over keywords; a command for
+    another bot (``bot_username`` given and not the one named) is not a command. Adapters that know their
+    own username normalise commands before the engine sees them."""
     stripped = text.strip()
     if stripped.startswith("/"):
         head, _, rest = stripped[1:].partition(" ")
@@ -90,13 +91,6 @@ def route(text: str, *, has_files: bool = False, bot_username: str | None = None
                 return Routed(Intent.HELP, stripped)
             return Routed(intent, stripped)
     return Routed(Intent.EDIT, stripped)
-
-
-def detect_language(locale: str | None, text: str) -> str:
-    """``zh`` or ``en``: the platform's locale when it gives one, else the script of the text."""
-    if locale:
-        return "zh" if locale.lower().startswith("zh") else "en"
-    return "zh" if _CJK.search(text) else "en"
 
 
 def links_in(text: str) -> list[str]:

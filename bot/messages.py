@@ -1,21 +1,36 @@
 """The contracts between platform adapters and the conversation engine.
 
 An adapter turns what its platform delivers into an :class:`IncomingMessage` and implements
-:class:`Replies` for the chat it came from. The engine decides what to say; the adapter only speaks.
-Nothing here knows Telegram or Discord.
+:class:`Replies` for the chat it came from; as an :class:`Adapter` it also starts, stops and can speak in a
+chat later (a result after a restart) from a :class:`DeliveryTarget`. The engine decides what to say; the
+adapter only speaks. Nothing here knows Telegram or Discord.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bot.nemo.uploads import UploadSource
+from bot.nemo.uploads import AttachmentKind, UploadSource
 
-AttachmentKind = Literal["video", "image", "audio", "subtitle", "document"]
 WorkingAction = Literal["typing", "upload_video"]
+
+__all__ = [
+    "Adapter",
+    "Attachment",
+    "AttachmentKind",
+    "Button",
+    "Capabilities",
+    "ChatKey",
+    "DeliveryTarget",
+    "FileOpener",
+    "IncomingMessage",
+    "MessageHandle",
+    "Replies",
+    "WorkingAction",
+]
 
 
 @dataclass(frozen=True)
@@ -24,6 +39,7 @@ class ChatKey:
 
     ``user`` is set where sessions are per user inside a group chat, so two people in one group do not
     edit each other's timeline; ``scope`` separates other parallel sessions (a moderator's reel).
+    ``str(key)`` is the storage key; the parts travel as themselves (:meth:`to_json`), never re-read from it.
     """
 
     platform: str
@@ -39,12 +55,61 @@ class ChatKey:
             key += f":s:{self.scope}"
         return key
 
+    def to_json(self) -> dict[str, str]:
+        parts = {"platform": self.platform, "chat": self.chat}
+        if self.user is not None:
+            parts["user"] = self.user
+        if self.scope is not None:
+            parts["scope"] = self.scope
+        return parts
+
+    @classmethod
+    def from_json(cls, parts: Mapping[str, Any]) -> ChatKey:
+        user, scope = parts.get("user"), parts.get("scope")
+        return cls(str(parts["platform"]), str(parts["chat"]), None if user is None else str(user),
+                   None if scope is None else str(scope))
+
     @classmethod
     def parse(cls, text: str) -> ChatKey:
+        """Only for exports stored before the key's parts were: a key written by ``str``."""
         platform, _, rest = text.partition(":")
         rest, _, scope = rest.partition(":s:")
         chat, _, user = rest.partition(":u:")
         return cls(platform, chat, user or None, scope or None)
+
+
+@dataclass(frozen=True)
+class DeliveryTarget:
+    """Where to speak in a chat when no message is being answered (a result after a restart, or after a
+    Discord interaction's token died). Platform-neutral: each adapter reads the fields it needs."""
+
+    address: str  # the platform's chat or channel id
+    mention: str | None = None  # the user to name in the result, where the platform mentions people
+    group: bool = False
+    caption: str | None = None  # the adapter's own words to go with the result (a reel credits its authors)
+
+    def to_json(self, chat: ChatKey) -> dict[str, Any]:
+        """What storage keeps (``ExportRecord.target``): the target and the chat it belongs to."""
+        return {"chat": chat.to_json(), "address": self.address, "mention": self.mention, "group": self.group,
+                "caption": self.caption}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None, chat_key: str) -> tuple[ChatKey, DeliveryTarget]:
+        """The chat and target of a stored export. Reads the keys stored before this type existed too
+        (``chat_id``/``group`` from Telegram, ``channel_id``/``user_id`` from Discord, ``caption``), so an
+        export begun before an upgrade is still delivered after it."""
+        data = data or {}
+        parts = data.get("chat")
+        chat = ChatKey.from_json(parts) if isinstance(parts, Mapping) else ChatKey.parse(chat_key)
+        address = data.get("address", data.get("chat_id", data.get("channel_id")))
+        mention = data.get("mention", data.get("user_id"))
+        caption = data.get("caption")
+        return chat, cls(
+            address=str(address) if address is not None else chat.chat,
+            mention=str(mention) if mention else None,
+            group=bool(data.get("group", False)),
+            caption=str(caption) if caption else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -56,7 +121,7 @@ class Attachment:
     filename: str
     mime_type: str | None = None
     size: int | None = None
-    ref: Any = None
+    ref: str | None = None
     url: str | None = None  # a public http(s) URL the backend can fetch by itself, when there is one
 
 
@@ -71,8 +136,13 @@ class IncomingMessage:
     user_name: str | None = None
     reply_to: str | None = None
     is_group: bool = False
-    # Where to deliver results later (after a restart, or once an interaction token has expired).
-    target: dict[str, Any] = field(default_factory=dict)
+    # Where to deliver results later (after a restart, or once an interaction token has expired);
+    # None: the chat itself.
+    target: DeliveryTarget | None = None
+
+    @property
+    def delivery(self) -> DeliveryTarget:
+        return self.target or DeliveryTarget(address=self.chat.chat, group=self.is_group)
 
 
 @dataclass(frozen=True)
@@ -93,8 +163,13 @@ class Capabilities:
     buttons: bool = False
 
 
-class MessageHandle(Protocol):
-    """Whatever an adapter returns for a sent message, so it can edit it later."""
+@dataclass(frozen=True)
+class MessageHandle:
+    """A message an adapter sent, as that adapter can find it again to edit it. ``id`` is the platform's
+    message id; ``native`` is the adapter's own object for it, when it keeps one (the core never reads it)."""
+
+    id: str
+    native: object = field(default=None, compare=False, repr=False)
 
 
 class Replies(Protocol):
@@ -103,11 +178,11 @@ class Replies(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any: ...
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle: ...
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None: ...
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None: ...
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any: ...
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle: ...
 
     async def show_working(self, action: WorkingAction) -> None: ...
 
@@ -118,9 +193,22 @@ class FileOpener(Protocol):
     async def open(self, attachment: Attachment) -> UploadSource: ...
 
 
-class Platform(Protocol):
-    """What the engine needs of an adapter beyond one message: delivering to a chat later."""
+class Adapter(Protocol):
+    """A platform as the composition root and the engine see it: its lifecycle, and speaking in a chat
+    without a message to answer (delivering a result after a restart)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The platform part of its chat keys (``tg``, ``dc``, ``console``)."""
+        ...
 
-    def replies_for(self, chat: ChatKey, target: dict[str, Any]) -> Replies: ...
+    @property
+    def capabilities(self) -> Capabilities:
+        """What its replies can do by default (one chat's replies may narrow it)."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def replies_for(self, target: DeliveryTarget) -> Replies: ...

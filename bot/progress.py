@@ -14,12 +14,23 @@ import math
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
-from bot.messages import Button, Replies
-from bot.texts import t
+from bot.messages import Button, MessageHandle, Replies
+from bot.texts import BUTTON_LABELS, t
+from bot.textsplit import split_text
 
 log = logging.getLogger(__name__)
+
+
+def buttons(lang: str, *commands: str) -> list[Button]:
+    """The buttons under a status message: by default what one usually does next."""
+    chosen = commands or ("/export", "/status", "/credits", "/new")
+    return [Button(BUTTON_LABELS[c][1 if lang == "zh" else 0], c) for c in chosen]
+
+
+def join_text(prefix: str, text: str) -> str:
+    """A status message that keeps what was said before (an upload's note above the edit's result)."""
+    return f"{prefix}\n\n{text}" if prefix else text
 
 
 class StatusMessage:
@@ -27,7 +38,7 @@ class StatusMessage:
 
     def __init__(self, replies: Replies) -> None:
         self._replies = replies
-        self._handle: Any = None
+        self._handle: MessageHandle | None = None
         self._shown: tuple[str, tuple[Button, ...]] | None = None
         self._wanted: tuple[str, tuple[Button, ...]] | None = None
         self._last_edit = 0.0
@@ -100,8 +111,7 @@ class StatusMessage:
             self._last_edit = time.monotonic()
 
     def _fit(self, text: str) -> str:
-        limit = self._replies.capabilities.max_message_length
-        return text if len(text) <= limit else text[: limit - 1] + "…"
+        return split_text(text, self._replies.capabilities.max_message_length, max_parts=1)[0]
 
 
 class Progress:

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from bot.config import BotSettings, NemoSettings
-from bot.engine import Engine, RepositoryIdentities
+from bot.engine import Engine
 from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoClient
+from bot.sessions import RepositoryIdentities
 from localnemo.config import LocalNemoConfig
 from localnemo.testing import TestLocalNemo
 from storage import Repository
@@ -161,13 +162,13 @@ class BotProcess:
 
 @contextlib.contextmanager
 def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> Iterator[BotProcess]:
-    """Run ``python -m bot.main COMMAND`` with only the given settings (none inherited), stop it with SIGTERM
+    """Run ``python -m nemobot COMMAND`` with only the given settings (none inherited), stop it with SIGTERM
     on leaving, and collect how it ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
     env.update(environment)
     env.update({"PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING"})
     running = BotProcess(subprocess.Popen(
-        [sys.executable, "-m", "bot.main", command], cwd=cwd, env=env,
+        [sys.executable, "-m", "nemobot", command], cwd=cwd, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ))
     try:

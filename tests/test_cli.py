@@ -18,7 +18,7 @@ def nemobot(*args: str, cwd: Path, stdin: str = "", timeout: float = 120) -> sub
     env["NEMOBOT_LOG_LEVEL"] = "WARNING"
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "bot.main", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
+        [sys.executable, "-m", "nemobot", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
         timeout=timeout, check=False,
     )
 

@@ -191,14 +191,14 @@ async def test_export_interrupted_by_a_restart_is_delivered_once(
     engine = await second.start()
     try:
         replies_after = console(tmp_path)
-        from adapters.console import ConsolePlatform
+        from adapters.console import ConsoleAdapter
 
-        assert await engine.resume(ConsolePlatform(replies_after)) == 1
+        assert await engine.resume(ConsoleAdapter(replies_after)) == 1
         await engine.join()
         assert said(replies_after).count("Your video is ready") == 1
         assert len(replies_after.videos) == 1
         # A third start owes nothing.
-        assert await engine.resume(ConsolePlatform(replies_after)) == 0
+        assert await engine.resume(ConsoleAdapter(replies_after)) == 0
     finally:
         await second.stop()
 

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import ast
 import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.config import BotSettings
-from bot.intents import Intent, detect_language, links_in, route
-from bot.messages import Button, Capabilities, ChatKey, WorkingAction
+from bot.intents import Intent, links_in, route
+from bot.lang import detect_language
+from bot.messages import Button, Capabilities, ChatKey, MessageHandle, WorkingAction
 from bot.progress import Progress, StatusMessage
+from bot.sessions import SessionPolicy
 from bot.texts import clean_backend_text, is_trailing_noise, tool_label
 from tests.conftest import wait_for
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -101,14 +99,14 @@ class Recorder:
     def capabilities(self) -> Capabilities:
         return self.caps
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any:
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle:
         self.sent.append(text)
-        return len(self.sent)
+        return MessageHandle(str(len(self.sent)))
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
         self.edits.append((time.monotonic(), text))
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         raise NotImplementedError
 
     async def show_working(self, action: WorkingAction) -> None:
@@ -149,28 +147,8 @@ async def test_still_working_note_after_silence() -> None:
 
 
 def test_group_sessions_setting() -> None:
-    from bot.engine import Engine
-
-    per_user = Engine.__new__(Engine)
-    per_user.settings = BotSettings(_env_file=None, group_sessions="user")  # type: ignore[call-arg]
+    per_user = SessionPolicy.from_settings(BotSettings(_env_file=None, group_sessions="user"))
     assert per_user.chat_key("tg", "-100", "42", is_group=True) == ChatKey("tg", "-100", "42")
     assert per_user.chat_key("tg", "7", "7", is_group=False) == ChatKey("tg", "7")
-    shared = Engine.__new__(Engine)
-    shared.settings = BotSettings(_env_file=None, group_sessions="shared")  # type: ignore[call-arg]
+    shared = SessionPolicy.from_settings(BotSettings(_env_file=None, group_sessions="shared"))
     assert shared.chat_key("tg", "-100", "42", is_group=True) == ChatKey("tg", "-100")
-
-
-def test_bot_never_imports_a_platform_library() -> None:
-    for path in (ROOT / "bot").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            for name in names:
-                root = name.split(".")[0]
-                assert root not in ("telegram", "discord"), f"{path} imports {name}"
-                # Only the composition root may know the adapters.
-                assert root != "adapters" or path.name == "main.py", f"{path} imports {name}"

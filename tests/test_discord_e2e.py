@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.common import AdapterContext
 from adapters.discord import DiscordAdapter, DiscordSettings
-from bot.config import NemoSettings
+from bot.config import BotSettings, NemoSettings
 from localnemo.testing import TestLocalNemo as LocalNemo
+from nemobot.compose import adapter_context
 from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.discord_server import FakeAttachment, FakeDiscord, InteractionLog, discord_py_pointed_at
 
@@ -24,6 +26,10 @@ async def fake(tmp_path: Path) -> AsyncIterator[FakeDiscord]:
         server.add_text_channel(server.guild, "clips")
         with discord_py_pointed_at(server):
             yield server
+
+
+def context(http: httpx.AsyncClient, settings: NemoSettings) -> AdapterContext:
+    return adapter_context(http, settings, BotSettings(_env_file=None))
 
 
 def dc_settings(fake: FakeDiscord, **overrides: Any) -> DiscordSettings:
@@ -41,7 +47,7 @@ async def adapter(
 ) -> AsyncIterator[DiscordAdapter]:
     bot = Bot(http, settings, tmp_path / "bot.sqlite3")
     engine = await bot.start()
-    adapter = DiscordAdapter(engine, http, dc_settings(fake), guild_ready_timeout=0.05)
+    adapter = DiscordAdapter(engine, dc_settings(fake), context(http, settings), guild_ready_timeout=0.05)
     await adapter.start()
     yield adapter
     await adapter.stop()
@@ -202,7 +208,7 @@ async def test_restart_mid_export_delivers_once_in_the_channel(
     localnemo: LocalNemo,
 ) -> None:
     bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake), guild_ready_timeout=0.05)
+    adapter = DiscordAdapter(await bot.start(), dc_settings(fake), context(http, settings), guild_ready_timeout=0.05)
     await adapter.start()
     edit = await fake.slash("edit", {"prompt": "add music"}, user=fake.user, attachments=[clip(sample_video)])
     await finished(fake, edit, "music")
@@ -213,7 +219,7 @@ async def test_restart_mid_export_delivers_once_in_the_channel(
     await bot.stop()
 
     bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake), guild_ready_timeout=0.05)
+    adapter = DiscordAdapter(await bot.start(), dc_settings(fake), context(http, settings), guild_ready_timeout=0.05)
     await adapter.start()
     try:
         posted = await fake.wait_for(
@@ -238,7 +244,7 @@ async def test_mention_with_an_attachment_when_message_content_is_enabled(
     localnemo: LocalNemo,
 ) -> None:
     bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake, message_content=True),
+    adapter = DiscordAdapter(await bot.start(), dc_settings(fake, message_content=True), context(http, settings),
                              guild_ready_timeout=0.05)
     await adapter.start()
     try:
@@ -257,7 +263,7 @@ async def test_cooldown_refuses_a_second_command_at_once(
     http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeDiscord
 ) -> None:
     bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    adapter = DiscordAdapter(await bot.start(), http, dc_settings(fake, cooldown_seconds=60),
+    adapter = DiscordAdapter(await bot.start(), dc_settings(fake, cooldown_seconds=60), context(http, settings),
                              guild_ready_timeout=0.05)
     await adapter.start()
     try:

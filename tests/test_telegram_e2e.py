@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.telegram import TelegramAdapter, TelegramSettings, split_text
-from bot.config import NemoSettings
+from adapters.telegram import TelegramAdapter, TelegramSettings
+from bot.config import BotSettings, NemoSettings
+from bot.textsplit import split_text
 from localnemo.testing import TestLocalNemo as LocalNemo
+from nemobot.compose import adapter_context
 from tests.conftest import Bot, assert_video, bot_process, wait_for
 from tests.fakes.telegram_server import MB, FakeTelegram
 
@@ -47,7 +49,8 @@ class Running:
 
     async def start(self, **overrides: Any) -> TelegramAdapter:
         engine = await self.bot.start()
-        self.adapter = TelegramAdapter(engine, self.http, tg_settings(self.fake, **overrides))
+        context = adapter_context(self.http, self.settings, BotSettings(_env_file=None))
+        self.adapter = TelegramAdapter(engine, tg_settings(self.fake, **overrides), context)
         await self.adapter.start()
         return self.adapter
 
@@ -179,7 +182,7 @@ async def test_export_button_and_restart_mid_export_delivers_once(
 
 
 def test_long_text_is_split_at_4096() -> None:
-    parts = split_text(("word " * 2000).strip())
+    parts = split_text(("word " * 2000).strip(), 4096)
     assert all(len(p) <= 4096 for p in parts)
     assert " ".join(parts) == ("word " * 2000).strip()
 

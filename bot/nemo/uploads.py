@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Literal
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -38,10 +38,27 @@ _EXTRA_MIME = {
 _MIME_MAJORS = {"video": ("video",), "image": ("image",), "audio": ("audio",), "subtitle": ("text", "application")}
 
 
+AttachmentKind = Literal["video", "image", "audio", "subtitle", "document"]
+
+
 def kind_of(filename: str) -> str | None:
     """``video``, ``image`` or ``audio`` for an accepted extension, else ``None``."""
     ext = PurePosixPath(filename.lower()).suffix.lstrip(".")
     return _KIND_BY_EXT.get(ext)
+
+
+_KINDS: dict[str, AttachmentKind] = {"video": "video", "image": "image", "audio": "audio", "subtitle": "subtitle"}
+_MEDIA_MAJORS: dict[str, AttachmentKind] = {"video": "video", "image": "image", "audio": "audio"}
+
+
+def attachment_kind(filename: str, mime_type: str | None = None) -> AttachmentKind:
+    """What a user's file is: by its extension when the backend accepts it, else by the major part of the
+    MIME type the platform gave, else a document (which the engine then refuses in words)."""
+    by_name = _KINDS.get(kind_of(filename) or "")
+    if by_name is not None:
+        return by_name
+    major = (mime_type or "").split(";")[0].split("/")[0].strip().lower()
+    return _MEDIA_MAJORS.get(major, "document")
 
 
 def mime_for(filename: str) -> str:

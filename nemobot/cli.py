@@ -1,7 +1,7 @@
-"""Composition root and command line: ``nemobot <command>``.
+"""The command line: ``nemobot <command>`` (argparse and one handler per command).
 
-Connections (the HTTP client, the database, the platform adapters) are created here, inside one
-``AsyncExitStack``, and handed to the parts that use them; nothing holds a connection globally.
+The wiring itself (HTTP client, database, engine, adapters) is :mod:`nemobot.compose`; this module reads
+the arguments, speaks to the user on stdout/stderr, and exits with a status.
 """
 
 from __future__ import annotations
@@ -13,23 +13,15 @@ import logging
 import os
 import shutil
 import signal
-import socket
+import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from datetime import timedelta
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
-
-import httpx
 
 from bot import __version__
-from bot.config import DEFAULT_NEMO_API_BASE, BotSettings, NemoSettings
-from bot.engine import Engine, RepositoryIdentities
-from bot.nemo.client import NemoClient
-from storage import Repository
+from nemobot.compose import Runtime, platform_adapters, runtime, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -171,63 +163,23 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
-    parts = urlsplit(base)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 @contextlib.asynccontextmanager
-async def backend(args: argparse.Namespace, settings: NemoSettings) -> AsyncIterator[NemoSettings]:
-    """The settings to use: as configured, or pointed at a localnemo started in this process."""
-    explicit = "NEMO_API_BASE" in os.environ or settings.api_base != DEFAULT_NEMO_API_BASE
-    use_local = getattr(args, "local", False)
-    if not use_local and not getattr(args, "remote", False) and not explicit:
-        use_local = not await asyncio.to_thread(_hosted_reachable, settings.api_base)
-        if use_local:
-            print("NemoVideo is out of reach from here: using localnemo, the offline backend.", file=sys.stderr)
-    if not use_local:
-        yield settings
-        return
-    from localnemo.config import LocalNemoConfig
-    from localnemo.server import LocalNemo
-
-    with tempfile.TemporaryDirectory(prefix="localnemo-") as data:
-        # The LOCALNEMO_* settings hold for the embedded server too.
-        async with LocalNemo(LocalNemoConfig.from_env(default_data_dir=Path(data))) as server:
-            log.info("localnemo.started base=%s", server.base_url)
-            yield settings.model_copy(update={"api_base": server.base_url, "token": None})
-
-
-@contextlib.asynccontextmanager
-async def runtime(args: argparse.Namespace) -> AsyncIterator[Engine]:
-    """The composition root: HTTP client, database and engine, closed in reverse order."""
-    bot_settings = BotSettings()
-    async with contextlib.AsyncExitStack() as stack:
-        nemo_settings = await stack.enter_async_context(backend(args, NemoSettings()))
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
-        )
-        repo = await stack.enter_async_context(Repository.open(bot_settings.db))
-        # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
-        await repo.prune_processed(timedelta(days=30))
-        engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings)
-        stack.push_async_callback(engine.close)
-        yield engine
+async def _runtime(args: argparse.Namespace) -> AsyncIterator[Runtime]:
+    async with runtime(local=getattr(args, "local", False), remote=getattr(args, "remote", False),
+                       notify=_say) as run:
+        yield run
 
 
 def make_sample(path: Path, seconds: int = 10) -> Path:
     """A test-pattern clip with a tone and pauses, made with FFmpeg (the imageio-ffmpeg build unless one is
     installed)."""
-    import subprocess
+    from localnemo.media import ffmpeg_exe
 
-    import imageio_ffmpeg
-
-    ffmpeg = shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
+    ffmpeg = ffmpeg_exe()
     # -nostdin and no stdin: FFmpeg otherwise reads keystrokes from the terminal and eats the chat's input.
     subprocess.run(
         [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
@@ -244,13 +196,13 @@ def make_sample(path: Path, seconds: int = 10) -> Path:
 async def _chat(args: argparse.Namespace) -> int:
     from adapters.console import run_console
 
-    async with runtime(args) as engine:
+    async with _runtime(args) as run:
         first: list[str] = []
         if args.sample:
             sample_dir = Path(tempfile.mkdtemp(prefix="nemobot-sample-"))
             sample = await asyncio.to_thread(make_sample, sample_dir / "sample.mp4")
             first.append(f"/upload {sample}")
-        await run_console(engine, out_dir=args.out, first_lines=first)
+        await run_console(run.engine, out_dir=args.out, first_lines=first)
     return 0
 
 
@@ -267,7 +219,8 @@ async def _edit(args: argparse.Namespace) -> int:
     chat = ChatKey("edit", uuid.uuid4().hex[:12])
     out_dir = Path(tempfile.mkdtemp(prefix="nemobot-edit-"))
     replies = ConsoleReplies(sys.stderr, out_dir)
-    async with runtime(args) as engine:
+    async with _runtime(args) as run:
+        engine = run.engine
         upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)
         if isinstance(upload, str):
             print(f"nemobot: {upload}", file=sys.stderr)
@@ -298,8 +251,8 @@ def _quote(text: str) -> str:
 
 async def _run(args: argparse.Namespace, only: str | None = None) -> int:
     """Run the platforms whose tokens are set (or just ``only``) until interrupted."""
-    from adapters.discord import DiscordAdapter, DiscordSettings
-    from adapters.telegram import TelegramAdapter, TelegramSettings
+    from adapters.discord import DiscordSettings
+    from adapters.telegram import TelegramSettings
 
     telegram_settings = TelegramSettings()
     discord_settings = DiscordSettings()
@@ -322,36 +275,18 @@ async def _run(args: argparse.Namespace, only: str | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with runtime(args) as engine, contextlib.AsyncExitStack() as adapters:
-        http = engine.nemo.http
-        starters: list[Any] = []
-        if wanted["telegram"]:
-            starters.append(TelegramAdapter(engine, http, telegram_settings))
-        if wanted["discord"]:
-            starters.append(DiscordAdapter(engine, http, discord_settings))
-        for adapter in starters:
-            adapters.push_async_callback(adapter.stop)
+    async with _runtime(args) as run:
+        adapters = platform_adapters(
+            run, telegram=telegram_settings if wanted["telegram"] else None,
+            discord=discord_settings if wanted["discord"] else None,
+        )
+        for adapter in adapters:
             # A stop request must not wait for a platform that is slow to answer its first call.
-            if not await _until_stopped(adapter.start(), stop):
+            if not await until_stopped(run.start(adapter), stop):
                 break
         await stop.wait()
         log.info("nemobot.stopping")
     return 0
-
-
-async def _until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless ``stop`` is set first; True when it finished."""
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if task in done:
-        task.result()
-        return True
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    return False
 
 
 async def _telegram(args: argparse.Namespace) -> int:
@@ -363,8 +298,8 @@ async def _discord(args: argparse.Namespace) -> int:
 
 
 async def _serve_local(host: str, port: int) -> None:
+    from localnemo.app import serve_forever
     from localnemo.config import LocalNemoConfig
-    from localnemo.server import serve_forever
 
     await serve_forever(host, port, LocalNemoConfig.from_env())
 

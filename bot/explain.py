@@ -1,0 +1,57 @@
+"""Backend errors in plain words: what a user reads instead of a code, a trace or raw JSON.
+
+Pure functions of the error and the language: whatever must be fetched first (a registration link) is
+fetched by the caller and passed in.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bot.nemo import errors
+from bot.nemo.uploads import format_size
+from bot.texts import t
+
+_RAW_LOOKING = re.compile(r"[{}\[\]<>]|Traceback|Exception|nmv_|Bearer", re.IGNORECASE)
+
+
+def plain_reason(reason: str | None, lang: str) -> str:
+    """A backend reason fit for a user: short, and never raw JSON, a trace or a credential."""
+    text = " ".join((reason or "").split())
+    if not text or _RAW_LOOKING.search(text):
+        return "未知错误" if lang == "zh" else "an unexpected error on NemoVideo's side"
+    return text if len(text) <= 160 else text[:159] + "…"
+
+
+def file_refusal(exc: errors.NemoError, name: str, lang: str, *, upload_limit: int) -> str:
+    """Why one file was refused: too large (with both sizes) or not a kind the backend takes."""
+    if isinstance(exc, errors.FileTooLarge):
+        return t("file_too_large", lang, name=name, size=format_size(exc.size) if exc.size else "?",
+                 limit=format_size(exc.limit or upload_limit))
+    return t("unsupported_file", lang, name=name)
+
+
+def explain(exc: errors.NemoError, lang: str, *, registration_link: str | None, upload_limit: int) -> str:
+    """The answer to a failed operation. ``registration_link`` is where a user out of credits gets more
+    (None when every chat shares one token: then there is nothing for the user to do but wait)."""
+    if isinstance(exc, errors.OutOfCredits):
+        if registration_link is None:
+            return t("out_of_credits_shared", lang)
+        return t("out_of_credits", lang, link=registration_link)
+    if isinstance(exc, errors.SessionNotFound):
+        return t("session_lost", lang)
+    if isinstance(exc, errors.ExportBlocked):
+        return t("export_blocked", lang)
+    if isinstance(exc, errors.RateLimited):
+        return t("rate_limited", lang)
+    if isinstance(exc, errors.FileTooLarge | errors.UnsupportedFileType):
+        return file_refusal(exc, getattr(exc, "filename", None) or "this file", lang, upload_limit=upload_limit)
+    if isinstance(exc, errors.StreamTimeout):
+        return t("stream_timeout", lang)
+    if isinstance(exc, errors.StreamInterrupted | errors.BackendUnavailable):
+        return t("backend_down", lang)
+    if isinstance(exc, errors.TokenInvalid | errors.MissingClientId):
+        return t("token_refused", lang)
+    if isinstance(exc, errors.ExportFailed):
+        return t("export_failed", lang, reason=plain_reason(exc.message, lang))
+    return t("backend_error", lang, reason=plain_reason(exc.message, lang))

@@ -1,0 +1,197 @@
+"""Exports: submit a render, follow it, and deliver the result exactly once — also after a restart.
+
+Every submitted export is stored with where to deliver it (a :class:`DeliveryTarget`, as JSON). Its long
+wait runs in the background; a restarted engine picks up the unfinished ones (:meth:`Exports.resume`).
+Delivery is claimed in storage first and released if sending fails, so a result goes out once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bot.explain import plain_reason
+from bot.flows import Job
+from bot.messages import Adapter, ChatKey, DeliveryTarget, Replies
+from bot.nemo import errors
+from bot.nemo.client import NemoClient
+from bot.nemo.models import RenderJob
+from bot.nemo.uploads import format_size
+from bot.progress import StatusMessage, buttons, join_text
+from bot.scheduler import Scheduler
+from bot.sessions import Sessions, identity_key
+from bot.texts import t
+from storage import ExportRecord, Repository
+
+log = logging.getLogger(__name__)
+
+
+class Exports:
+    def __init__(self, nemo: NemoClient, repo: Repository, sessions: Sessions, scheduler: Scheduler, *,
+                 temp_dir: str | None) -> None:
+        self._nemo = nemo
+        self._repo = repo
+        self._sessions = sessions
+        self._scheduler = scheduler
+        self._temp_dir = temp_dir
+
+    async def start(self, job: Job, session_lost: Callable[[ChatKey, str, StatusMessage], Awaitable[None]]) -> None:
+        """Submit the chat's timeline for rendering and follow it in the background."""
+        message, lang = job.message, job.lang
+        chat = message.chat
+        status = StatusMessage(job.replies)
+        try:
+            session = await self._sessions.get(chat, lang)
+            draft = await self._sessions.draft(chat, session)
+            if not draft.exportable:
+                await status.finish(t("export_empty", lang))
+                return
+            output: dict[str, Any] = {"format": "mp4", "quality": "high"}
+            if job.routed.resolution:
+                output["resolution"] = job.routed.resolution
+            job_state = await self._sessions.account(chat).submit_export(session.session_id, draft, output=output)
+        except errors.SessionNotFound:
+            await session_lost(chat, lang, status)
+            return
+        except errors.NemoError as exc:
+            await status.finish(await self._sessions.words_for(exc, lang, chat))
+            return
+        record = await self._repo.add_export(ExportRecord(
+            render_id=job_state.id, chat_key=str(chat), session_id=session.session_id,
+            identity_key=identity_key(chat), status="submitted", target=message.delivery.to_json(chat),
+            language=lang,
+        ))
+        log.info("engine.export.submitted render=%s chat=%s", record.render_id, chat)
+        await status.show(t("export_started", lang))
+        self._scheduler.track_export(str(chat), self._follow(record, job.replies, status))
+
+    async def resume(self, adapter: Adapter) -> int:
+        """Pick up every unfinished export of the adapter's chats and deliver each once. Returns how many."""
+        count = 0
+        for record in await self._repo.unfinished_exports(platform_prefix=f"{adapter.name}:"):
+            chat, target = DeliveryTarget.from_json(record.target, record.chat_key)
+            replies = adapter.replies_for(target)
+            log.info("engine.export.resume render=%s chat=%s", record.render_id, record.chat_key)
+            self._scheduler.track_export(str(chat), self._follow(record, replies, None))
+            count += 1
+        return count
+
+    async def cancel_stored(self, chat: ChatKey) -> bool:
+        """Cancel the chat's unfinished exports at the backend and in storage. True when there were any."""
+        cancelled = False
+        for record in await self._repo.exports_for_chat(str(chat), limit=5):
+            if not record.finished and not record.delivered:
+                with contextlib.suppress(errors.NemoError):
+                    await self._sessions.account_for(record.identity_key).cancel_export(record.render_id)
+                await self._repo.update_export(record.render_id, status="cancelled")
+                cancelled = True
+        return cancelled
+
+    async def _follow(self, record: ExportRecord, replies: Replies, status: StatusMessage | None) -> None:
+        lang = record.language
+        status = status or StatusMessage(replies)
+        account = self._sessions.account_for(record.identity_key)
+        try:
+            if not status.sent:
+                await status.show(t("export_resumed", lang))
+
+            async def on_progress(update: RenderJob) -> None:
+                await self._repo.update_export(
+                    record.render_id, status=_storable(update.status), progress=min(max(update.progress, 0), 100)
+                )
+                if not update.done and not update.failed:
+                    await status.show(t("export_progress", lang, progress=int(update.progress)))
+
+            job = await account.wait_for_export(record.render_id, on_progress)
+            await self._repo.update_export(record.render_id, status="completed", progress=100, url=job.url)
+            await self._deliver(record, job, replies, status)
+        except asyncio.CancelledError:
+            raise
+        except errors.ExportFailed as exc:
+            await self._repo.update_export(record.render_id, status="failed", error=exc.message)
+            await status.finish(t("export_failed", lang, reason=plain_reason(exc.message, lang)),
+                                buttons=buttons(lang, "/export", "/status"))
+        except errors.ExportTimeout:
+            await self._repo.update_export(record.render_id, status="failed", error="timed out")
+            await status.finish(t("export_timeout", lang))
+        except errors.NemoError as exc:
+            if isinstance(exc, errors.BadRequest) and exc.code == 404:
+                # The backend no longer knows the job (localnemo restarted, say): nothing left to wait for.
+                await self._repo.update_export(record.render_id, status="failed", error="unknown to the backend")
+                await status.finish(t("export_failed", lang, reason=t("export_lost", lang)),
+                                    buttons=buttons(lang, "/export", "/status"))
+                return
+            # Left unfinished in storage: the next start tries again.
+            log.warning("engine.export.poll_failed render=%s kind=%s", record.render_id, type(exc).__name__)
+            await status.finish(await self._sessions.words_for(exc, lang, None))
+        except Exception:
+            log.exception("engine.export.internal_error render=%s", record.render_id)
+            await status.finish(t("internal_error", lang))
+        finally:
+            await status.close()
+
+    async def _deliver(self, record: ExportRecord, job: RenderJob, replies: Replies, status: StatusMessage) -> None:
+        if not await self._repo.claim_delivery(record.render_id):
+            log.info("engine.export.already_delivered render=%s", record.render_id)
+            return
+        lang = record.language
+        url = job.url or ""
+        # An adapter may ask for its own words with the result (a reel credits its clips' authors).
+        _, target = DeliveryTarget.from_json(record.target, record.chat_key)
+        caption = target.caption or ""
+        try:
+            limit = replies.capabilities.max_upload_bytes
+            sent = False
+            if limit > 0 and (job.size is None or job.size <= limit):
+                # Downloading and re-uploading a result is work like any other: it takes a slot.
+                async with self._scheduler.slots:
+                    sent = await self._send_file(url, limit, replies, caption or t("export_caption", lang))
+            if sent:
+                text = t("export_done", lang, url=url)
+            else:
+                size = format_size(job.size) if job.size else "?"
+                text = t("export_link_only", lang, url=url, size=size) if limit > 0 else t(
+                    "export_done", lang, url=url)
+            await status.finish(join_text(caption, text) if caption and not sent else text, buttons=buttons(lang))
+            log.info("engine.export.delivered render=%s file=%s", record.render_id, sent)
+        except BaseException:
+            await self._repo.release_delivery(record.render_id)
+            raise
+
+    async def _send_file(self, url: str, limit: int, replies: Replies, caption: str) -> bool:
+        with tempfile.TemporaryDirectory(prefix="nemobot-", dir=self._temp_dir) as tmp:
+            path = Path(tmp) / "video.mp4"
+            await replies.show_working("upload_video")
+            try:
+                await self._nemo.download(url, path, max_bytes=limit)
+            except errors.NemoError as exc:
+                log.info("engine.export.download_skipped reason=%s", exc.message)
+                return False
+            keep_alive = asyncio.create_task(_repeat(lambda: replies.show_working("upload_video"), 4.0))
+            try:
+                await replies.send_video(path, caption=caption)
+            except Exception:
+                # The platform refused the file (too large after all, say): the link still goes out.
+                log.warning("engine.export.send_video_failed", exc_info=True)
+                return False
+            finally:
+                keep_alive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keep_alive
+        return True
+
+
+def _storable(status: str) -> Any:
+    return status if status in ("pending", "processing", "completed", "failed") else "processing"
+
+
+async def _repeat(action: Callable[[], Awaitable[None]], every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            await action()

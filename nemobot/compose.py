@@ -1,0 +1,152 @@
+"""The composition root: settings → HTTP client → storage → engine → adapters, in one ``AsyncExitStack``.
+
+Every connection is made here and handed to the parts that use them; nothing holds one globally, and
+everything is closed in reverse order on the way out. The backend is the configured NemoVideo, or a
+localnemo started inside this process (``--local``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import httpx
+
+from adapters.common import AdapterContext
+from bot.config import DEFAULT_NEMO_API_BASE, BotSettings, NemoSettings
+from bot.engine import Engine
+from bot.messages import Adapter
+from bot.nemo.client import NemoClient
+from bot.sessions import RepositoryIdentities, SessionPolicy
+from storage import Repository
+
+if TYPE_CHECKING:
+    from adapters.discord import DiscordSettings
+    from adapters.telegram import TelegramSettings
+
+log = logging.getLogger(__name__)
+
+
+def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
+    parts = urlsplit(base)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def backend(
+    settings: NemoSettings, *, local: bool = False, remote: bool = False, notify: Callable[[str], None] = log.info
+) -> AsyncIterator[NemoSettings]:
+    """The settings to use: as configured, or pointed at a localnemo started in this process. Without a
+    choice, localnemo is used when the hosted NemoVideo cannot be reached and no base URL was set."""
+    explicit = "NEMO_API_BASE" in os.environ or settings.api_base != DEFAULT_NEMO_API_BASE
+    use_local = local
+    if not use_local and not remote and not explicit:
+        use_local = not await asyncio.to_thread(_hosted_reachable, settings.api_base)
+        if use_local:
+            notify("NemoVideo is out of reach from here: using localnemo, the offline backend.")
+    if not use_local:
+        yield settings
+        return
+    from localnemo.app import LocalNemo
+    from localnemo.config import LocalNemoConfig
+
+    with tempfile.TemporaryDirectory(prefix="localnemo-") as data:
+        # The LOCALNEMO_* settings hold for the embedded server too.
+        async with LocalNemo(LocalNemoConfig.from_env(default_data_dir=Path(data))) as server:
+            log.info("localnemo.started base=%s", server.base_url)
+            yield settings.model_copy(update={"api_base": server.base_url, "token": None})
+
+
+def adapter_context(http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings) -> AdapterContext:
+    """What every adapter is handed: the HTTP client, the session policy and the download limits."""
+    return AdapterContext(http=http, sessions=SessionPolicy.from_settings(bot),
+                          max_upload_bytes=nemo.max_upload_bytes, temp_dir=bot.temp_dir)
+
+
+@dataclass
+class Runtime:
+    """A running engine, what adapters need, and the stack that closes them all."""
+
+    engine: Engine
+    context: AdapterContext
+    stack: contextlib.AsyncExitStack
+    adapters: list[Adapter]
+
+    async def start(self, adapter: Adapter) -> None:
+        """Start an adapter; it is stopped (before the engine and the database close) on the way out."""
+        self.adapters.append(adapter)
+        self.stack.push_async_callback(adapter.stop)
+        await adapter.start()
+
+
+@contextlib.asynccontextmanager
+async def runtime(
+    *, local: bool = False, remote: bool = False, notify: Callable[[str], None] = log.info
+) -> AsyncIterator[Runtime]:
+    """HTTP client, database and engine (and later the adapters), closed in reverse order."""
+    bot_settings = BotSettings()
+    async with contextlib.AsyncExitStack() as stack:
+        nemo_settings = await stack.enter_async_context(
+            backend(NemoSettings(), local=local, remote=remote, notify=notify)
+        )
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        )
+        repo = await stack.enter_async_context(Repository.open(bot_settings.db))
+        # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
+        await repo.prune_processed(timedelta(days=30))
+        engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings)
+        stack.push_async_callback(engine.close)
+        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings), stack, [])
+
+
+def platform_adapters(
+    run: Runtime, *, telegram: TelegramSettings | None = None, discord: DiscordSettings | None = None
+) -> list[Adapter]:
+    """The chat platforms to run, built over the runtime's engine and context (not started yet)."""
+    adapters: list[Adapter] = []
+    if telegram is not None:
+        from adapters.telegram import TelegramAdapter
+
+        # python-telegram-bot 22 warns (PTBDeprecationWarning) on every read of a time period, and
+        # RetryAfter reads its own while it is being made (telegram/error.py), unless the environment
+        # variable PTB_TIMEDELTA opts in to datetime.timedelta values (telegram/_utils/datetime.py,
+        # get_timedelta_value). There is no other switch, so it is set here, once, at start-up, before
+        # the first request; the adapter reads periods of either type.
+        os.environ.setdefault("PTB_TIMEDELTA", "true")
+        adapters.append(TelegramAdapter(run.engine, telegram, run.context))
+    if discord is not None:
+        from adapters.discord import DiscordAdapter
+
+        adapters.append(DiscordAdapter(run.engine, discord, run.context))
+    return adapters
+
+
+async def until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first; True when it finished."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
