@@ -13,6 +13,7 @@ COPY bot ./bot
 COPY adapters ./adapters
 COPY storage ./storage
 COPY localnemo ./localnemo
+COPY nemobot ./nemobot
 RUN pip install --no-cache-dir .
 
 USER nemobot

@@ -171,10 +171,12 @@ class ChannelReplies:
         return MessageHandle(str(message.id), message)
 
     async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
-        if isinstance(handle.native, discord.Message):
+        # A follow-up (WebhookMessage) is edited through its interaction's token, which is dead by the time
+        # anything lands here: say it anew in the channel, as for any handle of a dead interaction.
+        if isinstance(handle.native, discord.Message) and not isinstance(handle.native, discord.WebhookMessage):
             await handle.native.edit(content=_split(text)[0])
         else:
-            await self.send_text(text)  # a handle of a dead interaction: say it anew in the channel
+            await self.send_text(text)
 
     async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         channel = await self.channel()
@@ -260,7 +262,7 @@ class InteractionReplies:
             else:
                 await self._interaction.edit_original_response(content=content)
 
-        await self._call(through_interaction, lambda: self._late.edit_text(handle, text))
+        await self._call(through_interaction, lambda: self._late.send_text(text))
 
     async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         if self._video_channel is not None:
@@ -312,10 +314,42 @@ def _post(message: discord.Message) -> ReelPost:
 
 
 @dataclass
-class _Picks:
-    """Clips moderators marked with "Add to reel", per channel (kept in memory)."""
+class Picks:
+    """Clips moderators marked with "Add to reel", per channel (kept in memory). A channel's picks are
+    forgotten once nobody has added to them for ``ttl_seconds``, and each channel keeps the newest
+    ``max_per_channel``: marks left behind by a reel never made must not pile up for months."""
 
-    by_channel: dict[int, dict[int, discord.Message]] = field(default_factory=dict)
+    ttl_seconds: float = 7 * 24 * 3600
+    max_per_channel: int = 100
+    clock: Callable[[], float] = time.monotonic
+    _by_channel: dict[int, dict[int, discord.Message]] = field(default_factory=dict)
+    _touched: dict[int, float] = field(default_factory=dict)
+
+    def add(self, channel_id: int, message: discord.Message) -> int:
+        """Mark one message; returns how many the channel has now."""
+        self._forget_stale()
+        picks = self._by_channel.setdefault(channel_id, {})
+        picks[message.id] = message
+        while len(picks) > self.max_per_channel:
+            del picks[min(picks)]  # snowflakes grow with time: the oldest goes first
+        self._touched[channel_id] = self.clock()
+        return len(picks)
+
+    def take(self, channel_id: int) -> list[discord.Message]:
+        """The channel's picks, which are then forgotten (a reel uses them once)."""
+        self._forget_stale()
+        self._touched.pop(channel_id, None)
+        return list(self._by_channel.pop(channel_id, {}).values())
+
+    @property
+    def channels(self) -> int:
+        return len(self._by_channel)
+
+    def _forget_stale(self) -> None:
+        now = self.clock()
+        for channel_id in [c for c, at in self._touched.items() if now - at > self.ttl_seconds]:
+            self._touched.pop(channel_id, None)
+            self._by_channel.pop(channel_id, None)
 
 
 class NemoDiscordClient(discord.Client):
@@ -352,7 +386,7 @@ class DiscordAdapter:
         self._context = context
         self.guild_ready_timeout = guild_ready_timeout
         self.files = DiscordFiles(context)
-        self.picks = _Picks()
+        self.picks = Picks()
         self.cooldowns = Cooldowns(settings.cooldown_seconds)
         self._hosts = DiscordHosts(settings.api_base, settings.gateway_url)
         self.client = NemoDiscordClient(self)
@@ -493,7 +527,7 @@ class DiscordAdapter:
         if since and after is None:
             await interaction.edit_original_response(content=t("discord_reel_bad_since", lang, since=since))
             return
-        picked = list(self.picks.by_channel.pop(source.id, {}).values())
+        picked = self.picks.take(source.id)
         history = [m async for m in source.history(limit=max(1, min(messages, 500)), after=after)]
         request = ReelRequest(
             chat=ChatKey(self.name, str(source.id), scope=f"reel-{interaction.id}"),
@@ -588,6 +622,5 @@ class DiscordCommands:
         if not any(is_clip(_attachment(a)) for a in message.attachments):
             await interaction.response.send_message(t("discord_pick_no_clip", lang), ephemeral=True)
             return
-        adapter.picks.by_channel.setdefault(message.channel.id, {})[message.id] = message
-        count = len(adapter.picks.by_channel[message.channel.id])
+        count = adapter.picks.add(message.channel.id, message)
         await interaction.response.send_message(t("discord_picked", lang, count=count), ephemeral=True)

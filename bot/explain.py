@@ -19,7 +19,7 @@ def plain_reason(reason: str | None, lang: str) -> str:
     """A backend reason fit for a user: short, and never raw JSON, a trace or a credential."""
     text = " ".join((reason or "").split())
     if not text or _RAW_LOOKING.search(text):
-        return "未知错误" if lang == "zh" else "an unexpected error on NemoVideo's side"
+        return t("reason_unknown", lang)
     return text if len(text) <= 160 else text[:159] + "…"
 
 

@@ -218,7 +218,7 @@ def changes_text(before: Draft | None, after: Draft, lang: str) -> str:
     changes = describe_changes(before, after, lang)
     if not changes:
         return t("done_nothing", lang)
-    return t("done_changes", lang, changes=("；" if lang == "zh" else "; ").join(changes))
+    return t("done_changes", lang, changes=t("changes_joiner", lang).join(changes))
 
 
 def _num(value: float) -> str:

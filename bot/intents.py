@@ -66,16 +66,14 @@ class Routed:
     resolution: str | None = None
 
 
-def route(text: str, *, has_files: bool = False, bot_username: str | None = None) -> Routed:
-    """Decide what one message asks for. ``/cmd@botname args`` commands win over keywords; a command for
-    another bot (``bot_username`` given and not the one named) is not a command. Adapters that know their
-    own username normalise commands before the engine sees them."""
+def route(text: str, *, has_files: bool = False) -> Routed:
+    """Decide what one message asks for. ``/cmd@botname args`` commands win over keywords. Which bot a
+    command names is the adapter's business: it knows its own name and drops commands for other bots
+    before the engine sees them."""
     stripped = text.strip()
     if stripped.startswith("/"):
         head, _, rest = stripped[1:].partition(" ")
-        name, _, mention = head.partition("@")
-        if mention and bot_username and mention.lower() != bot_username.lower():
-            return Routed(Intent.EDIT, "")  # addressed to another bot in the group
+        name = head.partition("@")[0]
         intent = COMMANDS.get(name.lower())
         if intent is not None:
             match = _EXPORT_WITH_OPTIONS.match("export " + rest.strip()) if intent is Intent.EXPORT else None

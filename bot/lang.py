@@ -1,8 +1,10 @@
 """Which language to answer in: the one place that decides ``en`` or ``zh``.
 
 The bot speaks English and Chinese. A platform's locale wins when it gives one; otherwise the script of
-the user's text decides. ``has_cjk`` is also what localnemo uses to pick a CJK font and to answer in
-Chinese, so that every part of the product agrees on what counts as Chinese text.
+the user's text decides. localnemo's agent answers through ``language_of`` (the text's script first, then
+the session's language), so every part of the product agrees on what counts as Chinese. (Which *font* a
+title needs is another question, answered in ``localnemo/fonts.py``: Korean and Japanese need a CJK font
+too, but they are not Chinese.)
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Literal
 
 Language = Literal["en", "zh"]
 
-# CJK ideographs (extension A, the unified block, compatibility ideographs), CJK punctuation and symbols,
-# and full-width forms: what a Chinese message is written in. Hangul is not Chinese.
-_CJK = re.compile(r"[\u2e80-\u2fdf\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+# Han ideographs (extension A, the unified block, compatibility ideographs): what a Chinese message is
+# written in. Punctuation alone ("ok！") does not make a message Chinese, and Hangul and kana are not Chinese.
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def has_cjk(text: str) -> bool:
-    """True when ``text`` holds Chinese characters (or CJK punctuation)."""
+    """True when ``text`` holds Chinese characters."""
     return _CJK.search(text) is not None
 
 
@@ -34,3 +36,8 @@ def from_locale(locale: object) -> Language | None:
 def detect_language(locale: object, text: str = "") -> Language:
     """The platform's locale when it gives one, else the script of the text."""
     return from_locale(locale) or ("zh" if has_cjk(text) else "en")
+
+
+def language_of(text: str, fallback: object = None) -> Language:
+    """The language of a message's own words, else of ``fallback`` (a session's or user's locale), else en."""
+    return "zh" if has_cjk(text) else (from_locale(fallback) or "en")

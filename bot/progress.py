@@ -166,6 +166,5 @@ class Progress:
 
 def _elapsed(seconds: float, lang: str) -> str:
     if seconds < 60:
-        return f"{math.ceil(seconds)} 秒" if lang == "zh" else f"{math.ceil(seconds)} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} 分钟" if lang == "zh" else f"{minutes} min"
+        return t("elapsed_seconds", lang, n=math.ceil(seconds))
+    return t("elapsed_minutes", lang, n=round(seconds / 60))

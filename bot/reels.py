@@ -72,9 +72,9 @@ async def make_reel(core: Core, request: ReelRequest, posts: Iterable[ReelPost],
                 if post.author not in authors:
                     authors.append(post.author)
     if not clips:
-        await replies.send_text(t("discord_reel_empty", lang, channel=request.channel, count=request.looked_at))
+        await replies.send_text(t("reel_empty", lang, channel=request.channel, count=request.looked_at))
         return
-    credits = t("discord_reel_credits", lang, channel=request.channel, authors=", ".join(authors))
+    credits = t("reel_credits", lang, channel=request.channel, authors=", ".join(authors))
     target = DeliveryTarget(address=request.target.address, mention=request.target.mention,
                             group=request.target.group, caption=credits)
     base = IncomingMessage(

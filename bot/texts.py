@@ -96,11 +96,11 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "I don't understand since: {since}. Use 24h, 7d, 30m or a date like 2026-11-01.",
         "无法理解 since：{since}。请用 24h、7d、30m 或 2026-11-01 这样的日期。",
     ),
-    "discord_reel_empty": (
+    "reel_empty": (
         "No video or image clips in the last {count} messages of {channel}, nor any marked with “Add to reel”.",
         "{channel} 最近 {count} 条消息里没有视频或图片，也没有用“Add to reel”标记的片段。",
     ),
-    "discord_reel_credits": (
+    "reel_credits": (
         "🎬 Highlight reel of {channel} — clips by {authors}", "🎬 {channel} 精彩集锦——素材来自 {authors}"
     ),
     "discord_pick_no_clip": ("That message has no video or image.", "这条消息里没有视频或图片。"),
@@ -161,6 +161,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "captioning": ("💬 Adding captions…", "💬 正在添加字幕…"),
     "analyzing": ("🔍 Looking at your clips…", "🔍 正在分析你的视频…"),
     "working_on_it": ("⚙️ Working…", "⚙️ 处理中…"),
+    "reason_unknown": ("an unexpected error on NemoVideo's side", "未知错误"),
+    "elapsed_seconds": ("{n} s", "{n} 秒"),
+    "elapsed_minutes": ("{n} min", "{n} 分钟"),
+    "changes_joiner": ("; ", "；"),
 }
 
 BUTTON_LABELS: dict[str, tuple[str, str]] = {

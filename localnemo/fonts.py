@@ -34,7 +34,9 @@ _FONT_DIRS = (
     "/usr/share/fonts", "/usr/local/share/fonts", "/usr/share/fonts/truetype", "/Library/Fonts",
     "/System/Library/Fonts", "C:/Windows/Fonts",
 )  # fmt: skip
-_CJK_RE = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+# Everything a Latin font lacks and a CJK font has: Han, kana, Hangul, CJK punctuation, full-width forms.
+# This is a question of glyphs, not of language (that is bot/lang.py): Korean needs a CJK font too.
+_NEEDS_CJK_FONT = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,8 @@ class Font:
     family: str
 
 
-def has_cjk(text: str) -> bool:
-    return _CJK_RE.search(text) is not None
+def needs_cjk_font(text: str) -> bool:
+    return _NEEDS_CJK_FONT.search(text) is not None
 
 
 def _search_dirs() -> list[Path]:

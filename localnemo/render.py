@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.nemo.timeline_model import TRACK_AUDIO, TRACK_VIDEO, Draft
-from localnemo.fonts import find_font, has_cjk
+from localnemo.fonts import find_font, needs_cjk_font
 from localnemo.graph import GraphError, RenderGraph, Source, build_graph, needs_font
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.music import bundled_music
@@ -180,7 +180,7 @@ class FFmpegRenderer:
         text = needs_font(draft)
         font = None
         if text is not None:
-            font = await asyncio.to_thread(find_font, self.settings.font_file, cjk=has_cjk(text))
+            font = await asyncio.to_thread(find_font, self.settings.font_file, cjk=needs_cjk_font(text))
         try:
             return await asyncio.to_thread(
                 build_graph, draft, probed, default_resolution=self.settings.default_resolution, workdir=workdir,

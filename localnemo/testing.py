@@ -1,5 +1,6 @@
 """Test controls of localnemo, installed by tests only: fault injection, the call log, credit grants,
-token expiry and the ``/_localnemo/*`` admin routes that steer a server running in another process.
+token expiry, the ``/_localnemo/*`` admin routes that steer a server running in another process, and an
+agent that fails when a test asks it to ("simulate an error").
 
 The hosted backend fails in ways a client must survive: error envelopes, bare HTTP statuses, HTML
 error pages from a proxy, streams that drop, stall or only send heartbeats. ``FaultPlan`` makes each
@@ -14,20 +15,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 
 from aiohttp import web
 
-from localnemo.agent import Agent
-from localnemo.app import RUNTIME_KEY, LocalNemo
+from bot.lang import language_of
+from bot.texts import t
+from localnemo.agent import Agent, AgentError, AgentEvent, AgentText
+from localnemo.app import RUNTIME_KEY, LocalNemo, default_agent
 from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError, error_response, json_object, ok
 from localnemo.render import Renderer
 from localnemo.runtime import Runtime
 from localnemo.sse import STREAM_MODES, StreamFault, StreamMode
+from localnemo.state import SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +262,33 @@ def install_test_controls(app: web.Application, faults: FaultPlan | None = None)
     return plan
 
 
+# How a test asks for a failing tool: the hosted agent's errors cannot be triggered on purpose, and the
+# product's agent must never fail because a user typed these words.
+_ERROR_RE = re.compile(
+    r"\b(simulate|force)\s+(an?\s+)?(error|failure)\b|\bfail\s+(this|the)\s+(edit|message|tool)\b|模拟错误",
+    re.IGNORECASE,
+)
+
+
+class ErrorsOnRequest:
+    """An agent that answers "simulate an error" (and the like) with the two documented in-stream error
+    forms, and passes every other message to the agent it wraps."""
+
+    def __init__(self, inner: Agent) -> None:
+        self.inner = inner
+
+    async def run(self, session: SessionRecord, message: str) -> AsyncIterator[AgentEvent]:
+        if not _ERROR_RE.search(message):
+            async for event in self.inner.run(session, message):
+                yield event
+            return
+        lang = language_of(message, session.language)
+        # After a normal start, as in the wire examples.
+        yield AgentText(t("agent.looking", lang))
+        yield AgentError("upstream model timeout")
+        yield AgentError("tool edit_multitrack failed", system=True)
+
+
 class TestLocalNemo(LocalNemo):
     """A running localnemo with the test controls: ``faults`` (a FaultPlan with the call log),
     ``expire_tokens`` and ``set_credits``, and the admin routes."""
@@ -275,7 +307,8 @@ class TestLocalNemo(LocalNemo):
         shutdown_timeout: float = 5.0,
     ) -> None:
         super().__init__(
-            config, host=host, port=port, agent=agent, renderer=renderer, shutdown_timeout=shutdown_timeout
+            config, host=host, port=port, agent=ErrorsOnRequest(agent if agent is not None else default_agent(config)),
+            renderer=renderer, shutdown_timeout=shutdown_timeout,
         )
         self.faults = install_test_controls(self.app, faults)
 

@@ -16,7 +16,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import unquote
 
 import aiohttp
@@ -24,6 +24,7 @@ import aiohttp.abc
 from aiohttp import web
 from yarl import URL
 
+from bot.nemo.errors import ACCEPTED_FORMATS
 from localnemo import timeline
 from localnemo.envelope import ApiError, json_object, ok
 from localnemo.media import MediaInfo, probe
@@ -36,16 +37,14 @@ log = logging.getLogger(__name__)
 
 FileKind = Literal["video", "image", "audio", "subtitle"]
 
-# Captions files (subtitle) are a localnemo addition: the hosted backend's list has no text formats.
+# The one list of accepted formats is the client's (bot/nemo/errors.py); captions files (subtitle) are a
+# localnemo addition there, since the hosted backend's list has no text formats.
 ACCEPTED_EXTENSIONS: dict[str, FileKind] = {
-    **dict.fromkeys(("mp4", "mov", "avi", "webm", "mkv"), "video"),
-    **dict.fromkeys(("jpg", "jpeg", "png", "gif", "webp"), "image"),
-    **dict.fromkeys(("mp3", "wav", "m4a", "aac"), "audio"),
-    **dict.fromkeys(("srt", "vtt"), "subtitle"),
+    extension: cast(FileKind, kind) for kind, extensions in ACCEPTED_FORMATS.items() for extension in extensions
 }
-ACCEPTED_FORMATS_TEXT = (
-    "mp4, mov, avi, webm, mkv (video); jpg, jpeg, png, gif, webp (image); mp3, wav, m4a, aac (audio); "
-    "srt, vtt (captions)"
+ACCEPTED_FORMATS_TEXT = "; ".join(
+    f"{', '.join(extensions)} ({'captions' if kind == 'subtitle' else kind})"
+    for kind, extensions in ACCEPTED_FORMATS.items()
 )
 # Which MIME major types a declared content type may have for each kind of extension: containers
 # such as mp4/webm/m4a are labelled audio/* or video/* interchangeably by browsers and platforms;

@@ -9,13 +9,15 @@ import io
 import json
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import discord
 import httpx
 import pytest
 
 from adapters.console import ConsoleFiles, ConsoleReplies, parse_line
-from adapters.discord import Cooldowns, DiscordHosts
+from adapters.discord import Cooldowns, DiscordHosts, Picks
 from adapters.telegram import TelegramSettings
 from bot.config import NemoSettings
 from bot.explain import explain, plain_reason
@@ -184,6 +186,24 @@ def test_discord_cooldowns_keep_only_users_who_may_still_be_refused() -> None:
     assert len(cooldowns) == 1
     assert len(Cooldowns(0)) == 0
     assert Cooldowns(0).wait(1, now=1.0) == 0
+
+
+def test_reel_picks_are_capped_and_forgotten_when_left_alone() -> None:
+    now = [0.0]
+    picks = Picks(ttl_seconds=60, max_per_channel=2, clock=lambda: now[0])
+
+    def message(message_id: int) -> discord.Message:
+        return cast(discord.Message, SimpleNamespace(id=message_id))
+
+    assert picks.add(1, message(10)) == 1
+    assert picks.add(1, message(11)) == 2
+    assert picks.add(1, message(12)) == 2  # the oldest mark makes room
+    now[0] = 30.0
+    assert picks.add(2, message(20)) == 1
+    now[0] = 70.0  # channel 1 untouched for 70 s, channel 2 for 40 s
+    assert [m.id for m in picks.take(2)] == [20]
+    assert picks.channels == 0  # channel 1 was forgotten, channel 2 taken
+    assert picks.take(1) == []
 
 
 def test_discord_hosts_are_put_back_on_stop() -> None:

@@ -186,7 +186,7 @@ async def test_add_to_reel_marks_a_clip_for_moderators_only(
     await fake.wait_for(lambda: fake.interaction_responses(picked).callback_type is not None, what="the answer")
     assert "Added to the reel" in str(fake.interaction_responses(picked).callback_data)
     assert "Only moderators" in str(fake.interaction_responses(denied).callback_data)
-    assert message.id in adapter.picks.by_channel[fake.channel.id]
+    assert [m.id for m in adapter.picks.take(fake.channel.id)] == [message.id]
 
 
 async def test_nemobot_discord_starts_and_syncs_with_only_token_and_endpoints(

@@ -542,8 +542,11 @@ async def test_the_product_server_has_no_test_controls(tmp_path: Path) -> None:
         fault = {"kind": "fail", "endpoint": "credits", "code": 503, "times": -1}
         assert (await http.post("/_localnemo/faults", json=fault)).status_code == 404
         assert (await http.post("/_localnemo/expire-tokens")).status_code == 404
-        assert (await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "c"})).status_code == 200
         assert not hasattr(server, "faults")
+        # A user who types a test's trigger phrase gets an ordinary answer, not an injected failure.
+        token = (await grant(http))["token"]
+        answer = await message(http, token, await new_session(http, token), "simulate an error")
+        assert [adk_kind(e) for e in answer if adk_kind(e) in ("error", "system")] == []
 
 
 async def test_the_test_server_runs_as_its_own_process(tmp_path: Path) -> None:

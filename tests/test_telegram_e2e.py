@@ -136,6 +136,16 @@ async def test_in_a_group_only_mentions_commands_and_replies_are_answered(
     assert len(localnemo.state.sessions) == 1
 
 
+async def test_a_command_for_another_bot_is_ignored_even_in_a_private_chat(
+    running: Running, fake: FakeTelegram, localnemo: LocalNemo
+) -> None:
+    fake.user_text(CHAT, "/credits@other_bot")
+    fake.user_text(CHAT, "/status@nemo_test_bot")
+    await fake.wait_for(lambda: any("timeline is empty" in t for t in texts(fake)), what="our command's answer")
+    assert not any("Credits" in t for t in texts(fake))
+    assert localnemo.faults.count("credits") == 0
+
+
 async def test_flood_control_on_edits_is_obeyed_and_the_final_state_shown(
     running: Running, fake: FakeTelegram, localnemo: LocalNemo
 ) -> None:
