@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,9 +43,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from localserver import local_server
+
 from bot.config import BotSettings, NemoSettings
 from bot.engine import Engine
-from bot.messages import Attachment, Button, Capabilities, ChatKey, IncomingMessage
+from bot.messages import Attachment, Button, Capabilities, ChatKey, IncomingMessage, MessageHandle, WorkingAction
 from bot.nemo.client import NemoClient
 from bot.nemo.uploads import UploadSource
 from bot.sessions import RepositoryIdentities
@@ -168,27 +169,28 @@ class MemoryReplies:
     def capabilities(self) -> Capabilities:
         return self._caps
 
-    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> Any:
+    async def send_text(self, text: str, *, buttons: Sequence[Button] = ()) -> MessageHandle:
         message_id = next(_ids)  # numbered when the engine asks, so ids follow the engine's order
         await self._platform_delay()
         message = Sent(message_id, [text], tuple(b.command for b in buttons))
         self._log.messages.append(message)
-        return message
+        return MessageHandle(str(message_id), message)
 
-    async def edit_text(self, handle: Any, text: str, *, buttons: Sequence[Button] = ()) -> None:
-        assert isinstance(handle, Sent)
+    async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None:
+        sent = handle.native
+        assert isinstance(sent, Sent)
         await self._platform_delay()
-        handle.texts.append(text)
-        handle.buttons = tuple(b.command for b in buttons)
+        sent.texts.append(text)
+        sent.buttons = tuple(b.command for b in buttons)
 
-    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> Any:
+    async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         message_id = next(_ids)
         size = (await asyncio.to_thread(path.stat)).st_size
         await self._platform_delay()
         self._log.videos.append((caption, size))
-        return Sent(message_id, [caption], tuple(b.command for b in buttons))
+        return MessageHandle(str(message_id), Sent(message_id, [caption], tuple(b.command for b in buttons)))
 
-    async def show_working(self, action: str) -> None:
+    async def show_working(self, action: WorkingAction) -> None:
         return None
 
 
@@ -196,6 +198,7 @@ class PathOpener:
     """The adapter's FileOpener: an attachment's ``ref`` is a local path."""
 
     async def open(self, attachment: Attachment) -> UploadSource:
+        assert attachment.ref is not None
         return UploadSource.from_path(attachment.ref, filename=attachment.filename, content_type=attachment.mime_type)
 
 
@@ -233,7 +236,7 @@ class ChatRun:
 
 async def run_chat(engine: Engine, run: ChatRun, clip: Path, caps: Capabilities, args: argparse.Namespace) -> None:
     chat = ChatKey("bench", f"c{run.index}")
-    attachment = Attachment("video", "clip.mp4", "video/mp4", clip.stat().st_size, ref=clip)
+    attachment = Attachment("video", "clip.mp4", "video/mp4", clip.stat().st_size, ref=str(clip))
     messages = {
         "upload": IncomingMessage(chat, f"u{run.index}", "1", "", (attachment,), locale=args.locale),
         "edit": IncomingMessage(chat, f"u{run.index}", "2", EDIT_TEXT, locale=args.locale),
@@ -271,27 +274,6 @@ async def run_chat(engine: Engine, run: ChatRun, clip: Path, caps: Capabilities,
 # -- localnemo -----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient() as http:
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"localnemo exited with {server.returncode}")
-            try:
-                await http.get(base + "/api/credits/balance/simple")
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
-
 @contextlib.asynccontextmanager
 async def localnemo(args: argparse.Namespace, work: Path) -> Any:
     """Yields (base URL, description, pid of a subprocess server or None)."""
@@ -307,10 +289,7 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
         async with LocalNemo(config) as server:
             yield server.base_url, "in-process (same event loop: its CPU and memory are counted)", None
         return
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "LOCALNEMO_DATA_DIR": str(work / "server"),
         "LOCALNEMO_RENDER_STEP_SECONDS": str(args.render_step_seconds),
         "LOCALNEMO_HEARTBEAT_SECONDS": str(args.heartbeat_seconds),
@@ -320,21 +299,10 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
         "NEMOBOT_LOG_LEVEL": "WARNING",
     }
     log_path = work / "localnemo.log"
-    with log_path.open("wb") as server_log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "nemobot", "serve-local", "--port", str(port)],
-            env=env, cwd=ROOT, stdout=server_log, stderr=subprocess.STDOUT,
-        )
     try:
-        await wait_until_up(base, server)
-        yield base, f"subprocess (pid {server.pid}, `python -m nemobot serve-local`; not counted)", server.pid
+        async with local_server(env, log_path=log_path) as (base, server):
+            yield base, f"subprocess (pid {server.pid}, `python -m nemobot serve-local`; not counted)", server.pid
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
         lines = log_path.read_text(errors="replace").splitlines()
         problems = [line for line in lines if " WARNING " in line or " ERROR " in line or "Traceback" in line]
         if problems:
@@ -425,11 +393,11 @@ async def bench(args: argparse.Namespace, work: Path, counter: LogCounter, fd_so
 
     async with localnemo(args, work) as (base, where, server_pid), httpx.AsyncClient(limits=limits) as http:
         async with Repository.open(work / "bot.sqlite3") as repo:
-            nemo_settings = NemoSettings(  # type: ignore[call-arg]
+            nemo_settings = NemoSettings(
                 _env_file=None, api_base=base, token=None, poll_seconds=args.poll_seconds, retry_seconds=0.05,
                 backoff_seconds=0.05, skill_platform="bench",
             )
-            bot_settings = BotSettings(  # type: ignore[call-arg]
+            bot_settings = BotSettings(
                 _env_file=None, db=str(work / "bot.sqlite3"), max_in_flight=args.max_in_flight,
                 temp_dir=str(work / "tmp"),
             )

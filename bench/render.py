@@ -136,7 +136,7 @@ async def localnemo_export(source: Path, data_dir: Path, preset: str, crf: int) 
         body = {"app_name": "nemo_agent", "user_id": "me", "session_id": sid, "new_message": message}
         (await http.post("/run_sse", json=body, headers=headers)).raise_for_status()
         planned = time.perf_counter() - started
-        draft = server.state.sessions[sid].draft
+        draft = server.state.sessions[sid].draft.to_wire()  # as the bot sends it
         render_id = f"render_bench_{time.time_ns()}"
         started = time.perf_counter()
         created = await http.post(

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from localserver import local_server
 
 from bot.config import NemoSettings
 from bot.nemo.auth import MemoryIdentityStore
@@ -42,12 +43,6 @@ def rss_kb(field: str) -> int:
 def reset_peak_rss() -> None:
     # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
     Path("/proc/self/clear_refs").write_text("5")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_file(path: Path, size: int) -> None:
@@ -77,19 +72,6 @@ def make_file(path: Path, size: int) -> None:
         f.write(block[: padding % len(block)])
 
 
-async def wait_until_up(base: str) -> None:
-    deadline = time.monotonic() + 30
-    async with httpx.AsyncClient() as http:
-        while True:
-            try:
-                await http.get(base + "/api/credits/balance/simple")
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-
-
 def curl_upload(url: str, headers: Path, path: Path) -> float:
     started = time.perf_counter()
     # Headers from a file: the token stays out of the process list and out of any error message.
@@ -112,55 +94,48 @@ async def main() -> None:
 
     size = args.size_mb * 1024 * 1024
     work = Path(tempfile.mkdtemp(prefix="nemobot-bench-"))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LOCALNEMO_DATA_DIR": str(work / "server"), "NEMOBOT_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "nemobot", "serve-local", "--port", str(port)],
-        env=env, cwd=Path(__file__).resolve().parents[1],
-    )
+    env = {"LOCALNEMO_DATA_DIR": str(work / "server"), "NEMOBOT_LOG_LEVEL": "WARNING"}
     try:
-        await wait_until_up(base)
-        source = work / "clip.mp4"
-        make_file(source, size)
-        settings = NemoSettings(_env_file=None, api_base=base, token=None)  # type: ignore[call-arg]
-        async with httpx.AsyncClient() as http:
-            account = NemoClient(http, settings, MemoryIdentityStore()).account("bench")
-            session = await account.create_session("bench", "en")
-            token = await account.client.token("bench")
-            url = f"{base}/api/upload-video/nemo_agent/me/{session.session_id}"
-            headers = work / "curl-headers"
-            headers.write_text(
-                f"Authorization: Bearer {token}\nX-Skill-Source: bench\nX-Skill-Version: 0\nX-Skill-Platform: bench\n"
-            )
-            headers.chmod(0o600)
-            curl_times: list[float] = []
-            client_times: list[float] = []
-            peak_growth_kb = 0
-            for _ in range(args.rounds):
-                curl_times.append(curl_upload(url, headers, source))
-                shutil.rmtree(work / "server" / "sessions", ignore_errors=True)  # keep the disk flat
-                baseline = rss_kb("VmRSS")
-                reset_peak_rss()
-                started = time.perf_counter()
-                await account.upload_files(session.session_id, [UploadSource.from_path(source)])
-                client_times.append(time.perf_counter() - started)
-                peak_growth_kb = max(peak_growth_kb, rss_kb("VmHWM") - baseline)
-                shutil.rmtree(work / "server" / "sessions", ignore_errors=True)
-        mb = size / 1e6
-        for i, (c, n) in enumerate(zip(curl_times, client_times, strict=True), 1):
-            print(f"round {i}: curl {mb / c:7.1f} MB/s ({c:.2f} s)   nemobot {mb / n:7.1f} MB/s ({n:.2f} s)")
-        curl_mbs = mb / statistics.median(curl_times)
-        client_mbs = mb / statistics.median(client_times)
-        print(f"file: {args.size_mb} MiB, rounds: {args.rounds}")
-        print(f"throughput (median): curl {curl_mbs:.1f} MB/s, nemobot client {client_mbs:.1f} MB/s")
-        print(f"ratio client/curl (median): {client_mbs / curl_mbs:.2f} (target >= 0.8)")
-        # The best round of each is the least disturbed by whatever else the machine is doing.
-        print(f"ratio client/curl (best round): {min(curl_times) / min(client_times):.2f}")
-        print(f"client peak RSS growth: {peak_growth_kb / 1024:.1f} MB (target < 64 MB)")
+        async with local_server(env) as (base, _):
+            source = work / "clip.mp4"
+            make_file(source, size)
+            settings = NemoSettings(_env_file=None, api_base=base, token=None)
+            async with httpx.AsyncClient() as http:
+                account = NemoClient(http, settings, MemoryIdentityStore()).account("bench")
+                session = await account.create_session("bench", "en")
+                token = await account.client.token("bench")
+                url = f"{base}/api/upload-video/nemo_agent/me/{session.session_id}"
+                headers = work / "curl-headers"
+                headers.write_text(
+                    f"Authorization: Bearer {token}\n"
+                    "X-Skill-Source: bench\nX-Skill-Version: 0\nX-Skill-Platform: bench\n"
+                )
+                headers.chmod(0o600)
+                curl_times: list[float] = []
+                client_times: list[float] = []
+                peak_growth_kb = 0
+                for _ in range(args.rounds):
+                    curl_times.append(curl_upload(url, headers, source))
+                    shutil.rmtree(work / "server" / "sessions", ignore_errors=True)  # keep the disk flat
+                    baseline = rss_kb("VmRSS")
+                    reset_peak_rss()
+                    started = time.perf_counter()
+                    await account.upload_files(session.session_id, [UploadSource.from_path(source)])
+                    client_times.append(time.perf_counter() - started)
+                    peak_growth_kb = max(peak_growth_kb, rss_kb("VmHWM") - baseline)
+                    shutil.rmtree(work / "server" / "sessions", ignore_errors=True)
+            mb = size / 1e6
+            for i, (c, n) in enumerate(zip(curl_times, client_times, strict=True), 1):
+                print(f"round {i}: curl {mb / c:7.1f} MB/s ({c:.2f} s)   nemobot {mb / n:7.1f} MB/s ({n:.2f} s)")
+            curl_mbs = mb / statistics.median(curl_times)
+            client_mbs = mb / statistics.median(client_times)
+            print(f"file: {args.size_mb} MiB, rounds: {args.rounds}")
+            print(f"throughput (median): curl {curl_mbs:.1f} MB/s, nemobot client {client_mbs:.1f} MB/s")
+            print(f"ratio client/curl (median): {client_mbs / curl_mbs:.2f} (target >= 0.8)")
+            # The best round of each is the least disturbed by whatever else the machine is doing.
+            print(f"ratio client/curl (best round): {min(curl_times) / min(client_times):.2f}")
+            print(f"client peak RSS growth: {peak_growth_kb / 1024:.1f} MB (target < 64 MB)")
     finally:
-        server.terminate()
-        server.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -35,18 +35,14 @@ _MUTATING = {Intent.UPLOAD, Intent.EDIT, Intent.EXPORT, Intent.NEW}
 class Engine:
     def __init__(self, nemo: NemoClient, repo: Repository, settings: BotSettings) -> None:
         self._repo = repo
-        self.scheduler = Scheduler(settings.max_in_flight)
+        self._scheduler = Scheduler(settings.max_in_flight)
         self._sessions = Sessions(nemo, repo)
         self._flows = Flows(self._sessions, still_working_seconds=nemo.settings.still_working_seconds,
                             poll_seconds=nemo.settings.poll_seconds)
-        self._exports = Exports(nemo, repo, self._sessions, self.scheduler, temp_dir=settings.temp_dir)
+        self._exports = Exports(nemo, repo, self._sessions, self._scheduler, temp_dir=settings.temp_dir)
         self._adapters: dict[str, Adapter] = {}
 
     # -- the adapters' entry points -------------------------------------------------------------
-
-    def add_adapter(self, adapter: Adapter) -> None:
-        """An adapter whose unfinished exports ``resume()`` picks up."""
-        self._adapters[adapter.name] = adapter
 
     async def handle(self, message: IncomingMessage, replies: Replies, files: FileOpener | None = None) -> None:
         """Take one incoming message. Returns as soon as it is answered or queued."""
@@ -63,9 +59,9 @@ class Engine:
             await self._cancel(job)
             return
         if routed.intent not in _MUTATING and not (routed.intent is Intent.HELP and message.attachments):
-            self.scheduler.read(key, self._guarded(self._flows.answer_read(job), replies, lang))
+            self._scheduler.read(key, self._guarded(self._flows.answer_read(job), replies, lang))
             return
-        await self.scheduler.submit(key, lambda: self._guarded(self._run(job), replies, lang),
+        await self._scheduler.submit(key, lambda: self._guarded(self._run(job), replies, lang),
                                     notice=lambda: self._safe_send(replies, t("queued", lang)))
 
     async def make_reel(self, request: ReelRequest, posts: Iterable[ReelPost], replies: Replies,
@@ -75,7 +71,7 @@ class Engine:
 
     async def join(self, chat: ChatKey | None = None) -> None:
         """Wait until the chat (or every chat) has nothing running, queued or being exported."""
-        await self.scheduler.join(str(chat) if chat is not None else None)
+        await self._scheduler.join(str(chat) if chat is not None else None)
 
     async def resume(self, adapter: Adapter | None = None) -> int:
         """Pick up every unfinished export of the adapter(s) and deliver each once. Returns how many."""
@@ -88,7 +84,7 @@ class Engine:
 
     async def close(self) -> None:
         """Stop every task. Unfinished exports stay stored for the next start."""
-        await self.scheduler.close()
+        await self._scheduler.close()
 
     # -- one message ----------------------------------------------------------------------------
 
@@ -103,7 +99,7 @@ class Engine:
 
     async def _cancel(self, job: Job) -> None:
         chat = job.message.chat
-        cancelled = self.scheduler.cancel(str(chat))
+        cancelled = self._scheduler.cancel(str(chat))
         cancelled = await self._exports.cancel_stored(chat) or cancelled
         await job.replies.send_text(t("cancelled" if cancelled else "nothing_to_cancel", job.lang))
 

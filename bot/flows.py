@@ -18,7 +18,7 @@ from bot.messages import Attachment, ChatKey, FileOpener, IncomingMessage, Repli
 from bot.nemo import errors
 from bot.nemo.draft import describe_changes, summarize
 from bot.nemo.events import ErrorEvent, TextEvent, ToolCallEvent
-from bot.nemo.models import Draft
+from bot.nemo.timeline_model import Draft
 from bot.nemo.uploads import UploadSource, check_file, kind_of
 from bot.progress import Progress, StatusMessage, buttons, join_text
 from bot.sessions import Sessions

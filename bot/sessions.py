@@ -16,7 +16,7 @@ from bot.messages import ChatKey
 from bot.nemo import errors
 from bot.nemo.auth import IdentityRecord
 from bot.nemo.client import NemoAccount, NemoClient
-from bot.nemo.models import Draft
+from bot.nemo.timeline_model import Draft
 from storage import ChatSessionRecord, Repository
 from storage import IdentityRecord as StoredIdentity
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bot.nemo.models import Draft
+from bot.nemo.timeline_model import Draft
 from localnemo import render as render_module
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig

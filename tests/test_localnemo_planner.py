@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.nemo.models import Track
+from bot.nemo.timeline_model import Track
 from localnemo import planner
 from localnemo.agent import AgentText, AgentToolCall, AgentToolResult, PlannerAgent, kept_spans
 from localnemo.config import LocalNemoConfig, resolution_lines

@@ -20,7 +20,8 @@ from bot.nemo.events import (
     ToolCallEvent,
     ToolResultEvent,
 )
-from bot.nemo.models import Draft, RenderJob, Segment, SegmentMeta, SessionState, Track
+from bot.nemo.models import RenderJob, SessionState
+from bot.nemo.timeline_model import Draft, Segment, SegmentMeta, Track
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nemo"
 

@@ -43,7 +43,8 @@ from bot.nemo.errors import (
     error_from_response,
 )
 from bot.nemo.events import EventDecoder, HeartbeatEvent, SSELineParser, StreamEvent
-from bot.nemo.models import Credits, Draft, RenderJob, SessionInfo, SessionState, TokenGrant, UploadResult
+from bot.nemo.models import Credits, RenderJob, SessionInfo, SessionState, TokenGrant, UploadResult
+from bot.nemo.timeline_model import Draft
 from bot.nemo.uploads import MultipartBody, UploadSource, check_url
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.nemo.models import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, DraftMeta, Segment, Track
+from bot.nemo.timeline_model import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, DraftMeta, Segment, Track
 from bot.texts import t
 
 

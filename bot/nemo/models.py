@@ -8,36 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.nemo.timeline_model import (
-    TRACK_AUDIO,
-    TRACK_TEXT,
-    TRACK_VIDEO,
-    Draft,
-    DraftMeta,
-    Segment,
-    SegmentMeta,
-    Track,
-)
-
-# The draft's model has its own module; it is part of what the backend answers, so it is named here too.
-__all__ = [
-    "TRACK_AUDIO",
-    "TRACK_TEXT",
-    "TRACK_VIDEO",
-    "Credits",
-    "Draft",
-    "DraftMeta",
-    "RenderJob",
-    "RenderStatus",
-    "Segment",
-    "SegmentMeta",
-    "SessionInfo",
-    "SessionState",
-    "TokenGrant",
-    "Track",
-    "UploadResult",
-    "UploadedFile",
-]
+from bot.nemo.timeline_model import Draft
 
 
 class _Loose(BaseModel):
