@@ -124,7 +124,7 @@ async def test_second_message_is_queued_not_sent_concurrently(
 ) -> None:
     assert bot.engine is not None
     replies = console(tmp_path)
-    localnemo.faults.stream("slow", delay=0.2)
+    localnemo.faults.stream("slow", delay=0.05)
     await say(bot.engine, replies, "add background music", wait=False)
     await wait_for(lambda: localnemo.faults.count("run_sse") == 1, what="the first message to be sent")
     await say(bot.engine, replies, 'add the title "Second"', wait=False)
