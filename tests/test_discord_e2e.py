@@ -194,7 +194,7 @@ async def test_nemobot_discord_starts_and_syncs_with_only_token_and_endpoints(
 ) -> None:
     settings = {"DISCORD_BOT_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base,
                 "DISCORD_GATEWAY_URL": fake.gateway_url}
-    with bot_process("discord", tmp_path, settings) as bot:
+    async with bot_process("discord", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.synced_commands.get(None), within=60, what="a global command sync")
         names = {c["name"] for c in fake.synced_commands[None]}
         assert {"edit", "export", "status", "credits", "new", "help", "reel", "Add to reel"} <= names
