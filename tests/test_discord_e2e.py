@@ -149,7 +149,7 @@ async def test_late_result_after_the_token_expired_goes_to_the_channel(
 ) -> None:
     edit = await fake.slash("edit", {"prompt": "add music"}, user=fake.user, attachments=[clip(sample_video)])
     await finished(fake, edit, "music")
-    localnemo.config.render_step_seconds = 0.3
+    localnemo.config.render_step_seconds = 0.1
     export = await fake.slash("export", {}, user=fake.user)
     await finished(fake, export, "Exporting")
     fake.expire_interaction(export)
@@ -212,7 +212,7 @@ async def test_restart_mid_export_delivers_once_in_the_channel(
     await adapter.start()
     edit = await fake.slash("edit", {"prompt": "add music"}, user=fake.user, attachments=[clip(sample_video)])
     await finished(fake, edit, "music")
-    localnemo.config.render_step_seconds = 0.3
+    localnemo.config.render_step_seconds = 0.1
     export = await fake.slash("export", {}, user=fake.user)
     await finished(fake, export, "Exporting")
     await adapter.stop()  # the bot goes down mid-export
