@@ -592,7 +592,9 @@ async def test_dropped_stream_is_incomplete_and_the_turn_still_completes(
     assert len([line for line in lines if line.startswith("data: ")]) == 1
     # The backend keeps working after a dropped stream: the state shows the edit.
     session = nemo_server.state.sessions[sid]
-    await wait_for(lambda: any(track["tt"] == 1 for track in session.draft.to_wire()["t"]), what="the edit in the draft")
+    await wait_for(
+        lambda: any(track["tt"] == 1 for track in session.draft.to_wire()["t"]), what="the edit in the draft"
+    )
     await wait_for(lambda: nemo_server.state.active_runs[sid] == 0, what="the run to end")
     assert nemo_server.state.max_concurrent_runs[sid] == 1
     # The next stream is normal again.
