@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from bot.engine import Engine
 from bot.messages import (
     Attachment,
@@ -36,12 +39,25 @@ log = logging.getLogger(__name__)
 
 CHAT = ChatKey("console", "local")
 _UNLIMITED = 1 << 62
+DEFAULT_EDIT_SECONDS = 0.5
+
+
+class ConsoleSettings(BaseSettings):
+    """The terminal chat's own settings (``nemobot chat`` and ``nemobot edit``)."""
+
+    model_config = SettingsConfigDict(env_prefix="NEMOBOT_CONSOLE_", env_file=".env", extra="ignore")
+
+    edit_seconds: float = Field(
+        DEFAULT_EDIT_SECONDS, ge=0, description="Least time between printed updates of one status message."
+    )
 
 
 class ConsoleReplies:
     """Prints what the bot says. Status edits are printed as new lines (a terminal has no message to edit)."""
 
-    def __init__(self, out: TextIO, out_dir: Path | None = None) -> None:
+    def __init__(
+        self, out: TextIO, out_dir: Path | None = None, *, edit_interval_seconds: float = DEFAULT_EDIT_SECONDS
+    ) -> None:
         self._out = out
         self.out_dir = out_dir
         self._ids = itertools.count(1)
@@ -53,7 +69,7 @@ class ConsoleReplies:
             max_message_length=100_000,
             max_caption_length=100_000,
             can_edit=True,
-            edit_interval_seconds=0.5,
+            edit_interval_seconds=edit_interval_seconds,
         )
 
     @property
@@ -163,12 +179,13 @@ async def run_console(
     out_dir: Path | None = None,
     interactive: bool | None = None,
     first_lines: Sequence[str] = (),
+    edit_interval_seconds: float = DEFAULT_EDIT_SECONDS,
 ) -> ConsoleReplies:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     if interactive is None:
         interactive = stdin.isatty()
-    replies = ConsoleReplies(stdout, out_dir)
+    replies = ConsoleReplies(stdout, out_dir, edit_interval_seconds=edit_interval_seconds)
     files = ConsoleFiles()
     resumed = await engine.resume(ConsoleAdapter(replies))
     if resumed:

@@ -82,10 +82,14 @@ async def probe(path: Path) -> MediaInfo | None:
     )
     try:
         _, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_SECONDS)
-    except TimeoutError:
+    except BaseException as exc:
+        # Cancelled too (a render cancelled while it probes its inputs): FFmpeg must not outlive the call,
+        # or it outlives the event loop that watches it.
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+        if not isinstance(exc, TimeoutError):
+            raise
         log.warning("localnemo.probe.timeout path=%s", path.name)
         return None
     return parse_probe_output(stderr.decode("utf-8", errors="replace"))

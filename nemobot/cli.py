@@ -47,7 +47,7 @@ _SETTINGS_HELP = (
     "Settings (environment or ./.env): NEMO_API_BASE, NEMO_TOKEN, NEMO_POLL_SECONDS, NEMO_RETRY_SECONDS, "
     "NEMO_STILL_WORKING_SECONDS, NEMO_STREAM_TIMEOUT_SECONDS, NEMO_SKILL_PLATFORM and the other NEMO_* "
     "settings; NEMOBOT_DB (default ./nemobot.sqlite3), NEMOBOT_GROUP_SESSIONS, NEMOBOT_MAX_IN_FLIGHT, "
-    "NEMOBOT_TEMP_DIR, NEMOBOT_LOG_LEVEL. The README lists them all."
+    "NEMOBOT_TEMP_DIR, NEMOBOT_LOG_LEVEL, NEMOBOT_CONSOLE_EDIT_SECONDS. The README lists them all."
 )
 
 
@@ -194,20 +194,21 @@ def make_sample(path: Path, seconds: int = 10) -> Path:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from adapters.console import run_console
+    from adapters.console import ConsoleSettings, run_console
 
+    console = ConsoleSettings()
     async with _runtime(args) as run:
         first: list[str] = []
         if args.sample:
             sample_dir = Path(tempfile.mkdtemp(prefix="nemobot-sample-"))
             sample = await asyncio.to_thread(make_sample, sample_dir / "sample.mp4")
             first.append(f"/upload {sample}")
-        await run_console(run.engine, out_dir=args.out, first_lines=first)
+        await run_console(run.engine, out_dir=args.out, first_lines=first, edit_interval_seconds=console.edit_seconds)
     return 0
 
 
 async def _edit(args: argparse.Namespace) -> int:
-    from adapters.console import ConsoleFiles, ConsoleReplies, parse_line
+    from adapters.console import ConsoleFiles, ConsoleReplies, ConsoleSettings, parse_line
     from bot.messages import ChatKey
 
     missing = await asyncio.to_thread(
@@ -218,7 +219,7 @@ async def _edit(args: argparse.Namespace) -> int:
         return 2
     chat = ChatKey("edit", uuid.uuid4().hex[:12])
     out_dir = Path(tempfile.mkdtemp(prefix="nemobot-edit-"))
-    replies = ConsoleReplies(sys.stderr, out_dir)
+    replies = ConsoleReplies(sys.stderr, out_dir, edit_interval_seconds=ConsoleSettings().edit_seconds)
     async with _runtime(args) as run:
         engine = run.engine
         upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,27 +155,30 @@ async def assert_video(path: Path, *, seconds: float | None = None) -> None:
 class BotProcess:
     """A ``nemobot`` command running as its own process; ``returncode`` and ``stderr`` once it has stopped."""
 
-    process: subprocess.Popen[str]
+    process: asyncio.subprocess.Process
     returncode: int | None = None
     stderr: str = ""
 
 
-@contextlib.contextmanager
-def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> Iterator[BotProcess]:
+@contextlib.asynccontextmanager
+async def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> AsyncIterator[BotProcess]:
     """Run ``python -m nemobot COMMAND`` with only the given settings (none inherited), stop it with SIGTERM
     on leaving, and collect how it ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
     env.update(environment)
     env.update({"PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING"})
-    running = BotProcess(subprocess.Popen(
-        [sys.executable, "-m", "nemobot", command], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # An asyncio subprocess: the platform stand-in runs on this event loop and must keep answering while the
+    # bot shuts down (PTB makes a last getUpdates call, and a blocked loop makes it wait out its read timeout).
+    running = BotProcess(await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nemobot", command, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     ))
     try:
         yield running
     finally:
         running.process.terminate()
-        _, running.stderr = running.process.communicate(timeout=30)
+        _, stderr = await asyncio.wait_for(running.process.communicate(), 30)
+        running.stderr = stderr.decode(errors="replace")
         running.returncode = running.process.returncode
 
 
@@ -183,5 +186,5 @@ def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> Iterato
 def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
     # PTB 22.2+ warns (PTBDeprecationWarning) on every read of a time-period attribute such as
     # RetryAfter.retry_after or Video.duration unless this opt-in is set (telegram/_utils/datetime.py,
-    # get_timedelta_value); the bot runs with it too (adapters/telegram.py), so the values are timedelta.
+    # get_timedelta_value); the bot runs with it too (set in nemobot/compose.py), so the values are timedelta.
     monkeypatch.setenv("PTB_TIMEDELTA", "true")

@@ -94,7 +94,7 @@ async def test_an_export_stored_before_the_upgrade_is_resumed_and_delivered_once
     chat = ChatKey("tg", "4242")
     first = Bot(http, settings, db)
     engine = await first.start()
-    replies = ConsoleReplies(io.StringIO(), tmp_path / "out")
+    replies = ConsoleReplies(io.StringIO(), tmp_path / "out", edit_interval_seconds=0)
     for line in (f"/upload {sample_video}", "export"):
         message = parse_line(line, chat)
         assert isinstance(message, IncomingMessage)
@@ -125,7 +125,7 @@ async def test_an_export_stored_before_the_upgrade_is_resumed_and_delivered_once
             self.targets.append(target)
             return after
 
-    after = ConsoleReplies(io.StringIO(), tmp_path / "after")
+    after = ConsoleReplies(io.StringIO(), tmp_path / "after", edit_interval_seconds=0)
     second = Bot(http, settings, db)
     engine = await second.start()
     try:

@@ -17,6 +17,16 @@ def nemobot(*args: str, cwd: Path, stdin: str = "", timeout: float = 120) -> sub
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
     env["NEMOBOT_LOG_LEVEL"] = "WARNING"
     env["PYTHONPATH"] = str(ROOT)
+    # Short delays and a small, fast render, as the in-process tests use (tests/conftest.py): no test here
+    # is about a delay, and the defaults are for people.
+    env.update({
+        "NEMO_POLL_SECONDS": "0.05",
+        "NEMOBOT_CONSOLE_EDIT_SECONDS": "0",
+        "LOCALNEMO_RENDER_STEP_SECONDS": "0.02",
+        "LOCALNEMO_HEARTBEAT_SECONDS": "0.05",
+        "LOCALNEMO_RESOLUTION": "240p",
+        "LOCALNEMO_X264_PRESET": "ultrafast",
+    })
     return subprocess.run(
         [sys.executable, "-m", "nemobot", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
         timeout=timeout, check=False,

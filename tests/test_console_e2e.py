@@ -29,7 +29,8 @@ async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -
 
 
 def console(tmp_path: Path) -> ConsoleReplies:
-    return ConsoleReplies(io.StringIO(), tmp_path / "out")
+    # No throttle between status updates: a terminal has no flood control, and the tests read every line.
+    return ConsoleReplies(io.StringIO(), tmp_path / "out", edit_interval_seconds=0)
 
 
 async def say(engine: Engine, replies: ConsoleReplies, line: str, *, chat: ChatKey = CHAT, wait: bool = True,
@@ -64,7 +65,8 @@ async def test_quick_edit_workflow_through_the_terminal(
     stdout = io.StringIO()
     assert bot.engine is not None
     replies = await run_console(
-        bot.engine, stdin=io.StringIO(lines), stdout=stdout, out_dir=tmp_path / "out", interactive=False
+        bot.engine, stdin=io.StringIO(lines), stdout=stdout, out_dir=tmp_path / "out", interactive=False,
+        edit_interval_seconds=0,
     )
     text = stdout.getvalue()
     assert "Got clip.mp4" in text
@@ -79,7 +81,7 @@ async def test_quick_edit_workflow_through_the_terminal(
 
 async def test_without_out_dir_results_are_links(bot: Bot, sample_video: Path) -> None:
     assert bot.engine is not None
-    replies = ConsoleReplies(io.StringIO(), None)
+    replies = ConsoleReplies(io.StringIO(), None, edit_interval_seconds=0)
     await say(bot.engine, replies, f"/upload {sample_video}")
     await say(bot.engine, replies, "/export")
     assert "Your video is ready: http://127.0.0.1" in said(replies)
@@ -122,7 +124,7 @@ async def test_second_message_is_queued_not_sent_concurrently(
 ) -> None:
     assert bot.engine is not None
     replies = console(tmp_path)
-    localnemo.faults.stream("slow", delay=0.2)
+    localnemo.faults.stream("slow", delay=0.05)
     await say(bot.engine, replies, "add background music", wait=False)
     await wait_for(lambda: localnemo.faults.count("run_sse") == 1, what="the first message to be sent")
     await say(bot.engine, replies, 'add the title "Second"', wait=False)

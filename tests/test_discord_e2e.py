@@ -149,7 +149,7 @@ async def test_late_result_after_the_token_expired_goes_to_the_channel(
 ) -> None:
     edit = await fake.slash("edit", {"prompt": "add music"}, user=fake.user, attachments=[clip(sample_video)])
     await finished(fake, edit, "music")
-    localnemo.config.render_step_seconds = 0.3
+    localnemo.config.render_step_seconds = 0.1
     export = await fake.slash("export", {}, user=fake.user)
     await finished(fake, export, "Exporting")
     fake.expire_interaction(export)
@@ -194,7 +194,7 @@ async def test_nemobot_discord_starts_and_syncs_with_only_token_and_endpoints(
 ) -> None:
     settings = {"DISCORD_BOT_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base,
                 "DISCORD_GATEWAY_URL": fake.gateway_url}
-    with bot_process("discord", tmp_path, settings) as bot:
+    async with bot_process("discord", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.synced_commands.get(None), within=60, what="a global command sync")
         names = {c["name"] for c in fake.synced_commands[None]}
         assert {"edit", "export", "status", "credits", "new", "help", "reel", "Add to reel"} <= names
@@ -212,7 +212,7 @@ async def test_restart_mid_export_delivers_once_in_the_channel(
     await adapter.start()
     edit = await fake.slash("edit", {"prompt": "add music"}, user=fake.user, attachments=[clip(sample_video)])
     await finished(fake, edit, "music")
-    localnemo.config.render_step_seconds = 0.3
+    localnemo.config.render_step_seconds = 0.1
     export = await fake.slash("export", {}, user=fake.user)
     await finished(fake, export, "Exporting")
     await adapter.stop()  # the bot goes down mid-export

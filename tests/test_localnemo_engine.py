@@ -9,12 +9,10 @@ under speech and between it, whether a title or caption is in its place.
 from __future__ import annotations
 
 import array
-import asyncio
 import json
 import math
 import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from localnemo.graph import RenderGraph, build_graph
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.render import FFmpegRenderer, RenderError, RenderSettings
 from localnemo.uploads import PublicResolver
+from tests.waiting import wait_for
 
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
 FPS = 30
@@ -238,7 +237,7 @@ class Nemo:
             job = answer.json()["data"]
             return job["status"] in ("completed", "failed")
 
-        await until(finished, within=60)
+        await wait_for(finished, within=60, what=f"{render_id} to finish")
         return job
 
     async def exported(self, **kwargs: Any) -> Path:
@@ -249,13 +248,6 @@ class Nemo:
         path = self.server.config.data_dir / f"download_{self.renders}.mp4"
         path.write_bytes(result.content)
         return path
-
-
-async def until(condition: Callable[[], Awaitable[bool]], *, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not await condition():
-        assert time.monotonic() < deadline, "timed out waiting for a condition"
-        await asyncio.sleep(0.02)
 
 
 def engine_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:

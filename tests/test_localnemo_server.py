@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,6 @@ ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platf
 
 
 # -- helpers and fixtures ------------------------------------------------------------------------------
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0) -> None:
-    """Wait for a condition with a deadline."""
-    await wait_for(condition, within=within)
 
 
 @pytest.fixture(scope="module")
@@ -436,7 +431,7 @@ async def test_render_completes_and_the_result_downloads(
         jobs.append(answer)
         return bool((answer["data"] if wrapped else answer)["status"] == "completed")
 
-    await until(completed)
+    await wait_for(completed, what="render_1 to complete")
     fixture = json.loads((FIXTURES / ("render_wrapped.json" if wrapped else "render_top_level.json")).read_text())
     final = jobs[-1]
     if wrapped:
@@ -491,7 +486,7 @@ async def test_render_refusals_failures_and_cancel(
     draft = nemo_server.state.sessions[sid].draft.to_wire()
     body = {"id": "render_slow", "sessionId": sid, "draft": draft, "output": {}}
     assert (await client.post("/api/render/proxy/lambda", json=body, headers=auth(token))).status_code == 200
-    await until(lambda: nemo_server.state.jobs["render_slow"].status == "processing")
+    await wait_for(lambda: nemo_server.state.jobs["render_slow"].status == "processing", what="the render to start")
     cancel = await client.post("/api/render/proxy/lambda/render_slow/cancel", headers=auth(token))
     assert cancel.json() == {"code": 0, "data": {}}
     status = (await client.get("/api/render/proxy/lambda/render_slow", headers=auth(token))).json()["data"]
@@ -569,7 +564,7 @@ async def test_the_test_server_runs_as_its_own_process(tmp_path: Path) -> None:
                     return False
                 return True
 
-            await until(up, within=30)
+            await wait_for(up, within=30, what="python -m localnemo.testing to answer")
             fault = {"kind": "fail", "endpoint": "credits", "code": 503}
             assert (await http.post("/_localnemo/faults", json=fault)).status_code == 200
             assert (await http.get("/api/credits/balance/simple")).status_code == 503
@@ -600,8 +595,10 @@ async def test_dropped_stream_is_incomplete_and_the_turn_still_completes(
     assert len([line for line in lines if line.startswith("data: ")]) == 1
     # The backend keeps working after a dropped stream: the state shows the edit.
     session = nemo_server.state.sessions[sid]
-    await until(lambda: any(track["tt"] == 1 for track in session.draft.to_wire()["t"]))
-    await until(lambda: nemo_server.state.active_runs[sid] == 0)
+    await wait_for(
+        lambda: any(track["tt"] == 1 for track in session.draft.to_wire()["t"]), what="the edit in the draft"
+    )
+    await wait_for(lambda: nemo_server.state.active_runs[sid] == 0, what="the run to end")
     assert nemo_server.state.max_concurrent_runs[sid] == 1
     # The next stream is normal again.
     assert await message(client, token, sid, "add music")

@@ -29,8 +29,12 @@ def test_every_setting_is_in_the_readme() -> None:
         assert f"`NEMO_{name.upper()}`" in readme, name
     for name in BotSettings.model_fields:
         assert f"`NEMOBOT_{name.upper()}`" in readme, name
+    from adapters.console import ConsoleSettings
     from adapters.discord import DiscordSettings
     from adapters.telegram import TelegramSettings
+
+    for name in ConsoleSettings.model_fields:
+        assert f"`NEMOBOT_CONSOLE_{name.upper()}`" in readme, name
 
     for name in TelegramSettings.model_fields:
         assert f"`TELEGRAM_{name.upper()}`" in readme, name

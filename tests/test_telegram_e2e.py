@@ -201,7 +201,7 @@ async def test_nemobot_telegram_starts_with_only_token_and_base_urls(fake: FakeT
     settings = {
         "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base, "TELEGRAM_FILE_API_BASE": fake.file_base,
     }
-    with bot_process("telegram", tmp_path, settings) as bot:
+    async with bot_process("telegram", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.calls_to("setMyCommands"), within=30, what="the bot to start")
         fake.user_text(CHAT, "/start")
         await fake.wait_for(lambda: any("I edit videos for you" in t for t in texts(fake)), within=30,
