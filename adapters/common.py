@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -15,3 +16,26 @@ class AdapterContext:
     sessions: SessionPolicy  # which session a message belongs to (per user or shared in groups)
     max_upload_bytes: int  # the largest file the backend accepts: larger downloads stop early
     temp_dir: str | None = None  # where downloads are staged (None: the system's temp dir)
+
+
+class PlatformFailure(Exception):
+    """A chat platform refused the bot or could not be reached. Its text is one plain line for the person
+    running the bot, saying what to do; it never holds a token or a URL that contains one."""
+
+    #: True when trying again later may work (the network, the platform's servers); False when a setting
+    #: must change first (a rejected token, an intent not enabled, another process polling).
+    transient = False
+
+
+class PlatformRejected(PlatformFailure):
+    """The platform said no: retrying with the same settings cannot help."""
+
+
+class PlatformUnreachable(PlatformFailure):
+    """The platform did not answer (refused connection, timeout, a server error): worth retrying."""
+
+    transient = True
+
+
+#: How an adapter reports a failure that ends it after it started (e.g. another process began polling).
+FatalCallback = Callable[[PlatformFailure], None]

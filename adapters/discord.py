@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.common import AdapterContext
+from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformRejected, PlatformUnreachable
 from bot.config import IdList
 from bot.engine import Engine
 from bot.lang import detect_language
@@ -378,12 +379,14 @@ class NemoDiscordClient(discord.Client):
 
 class DiscordAdapter:
     def __init__(self, engine: Engine, settings: DiscordSettings, context: AdapterContext, *,
-                 guild_ready_timeout: float = 2.0) -> None:
+                 guild_ready_timeout: float = 2.0, on_fatal: FatalCallback | None = None) -> None:
         if settings.bot_token is None:
             raise ValueError("DISCORD_BOT_TOKEN is not set")
         self.engine = engine
         self.settings = settings
         self._context = context
+        self._on_fatal = on_fatal
+        self._stopping = False
         self.guild_ready_timeout = guild_ready_timeout
         self.files = DiscordFiles(context)
         self.picks = Picks()
@@ -404,23 +407,73 @@ class DiscordAdapter:
                             edit_interval_seconds=self.settings.edit_seconds)
 
     async def start(self) -> None:
+        """Log in and connect to the gateway until READY; a refusal or an unreachable Discord is a
+        ``PlatformFailure`` whose text names what to do."""
+        try:
+            await self._start()
+        except Exception as exc:
+            failure = _failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+        self._runner_watch()
+        log.info("discord.started user=%s", self.client.user)
+
+    async def _start(self) -> None:
         assert self.settings.bot_token is not None
         self._hosts.apply()
         await self.client.login(self.settings.bot_token.get_secret_value())
         self._runner = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self.client.wait_until_ready())
-        done, _ = await asyncio.wait({ready, self._runner}, return_when=asyncio.FIRST_COMPLETED)
-        if self._runner in done:
+        # discord.py retries a failed gateway connection forever (reconnect=True); before READY, the first
+        # disconnect is the answer to this start.
+        disconnected = asyncio.create_task(self.client.wait_for("disconnect"))
+        try:
+            done, _ = await asyncio.wait({ready, self._runner, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             ready.cancel()
+            disconnected.cancel()
+        if ready in done:
+            return
+        if self._runner not in done and self.client.is_closed():
+            # A refusal (bad token, a wrong intent) closes the client and then raises from the runner
+            # (discord/client.py, connect): wait for that error rather than call it a network failure.
+            await asyncio.wait({self._runner}, timeout=10)
+        if self._runner.done():
             self._runner.result()  # surfaces a login or gateway failure
-        log.info("discord.started user=%s", self.client.user)
+        raise PlatformUnreachable("Discord's gateway cannot be reached: check the network (and DISCORD_GATEWAY_URL "
+                                  "if it is set).")
+
+    def _runner_watch(self) -> None:
+        """After start, the gateway task ends only on stop or on a refusal (a revoked token, say): report
+        that as fatal, so the process stops with a plain line instead of running deaf."""
+        runner = self._runner
+        assert runner is not None
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if self._stopping or task.cancelled():
+                return
+            error = task.exception()
+            failure = _failure(error) if error is not None else None
+            if failure is None:
+                log.error("discord.gateway_ended", exc_info=error)
+                failure = PlatformFailure("The connection to Discord ended and could not be resumed.")
+            if self._on_fatal is not None:
+                self._on_fatal(failure)
+
+        runner.add_done_callback(ended)
 
     async def stop(self) -> None:
+        self._stopping = True
         try:
             await self.client.close()
             if self._runner is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._runner, 10)
+                # A connected client ends its runner on close; one still retrying sleeps in its backoff.
+                _, pending = await asyncio.wait({self._runner}, timeout=10 if self.client.is_ready() else 0)
+                for task in pending:
+                    task.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await self._runner
         finally:
             self._hosts.restore()
 
@@ -556,6 +609,32 @@ def _since(text: str | None) -> discord.abc.Snowflake | dt.datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _failure(error: BaseException) -> PlatformFailure | None:
+    """The operator's plain line for a login or gateway error (None: not one of those)."""
+    if isinstance(error, PlatformFailure):
+        return error
+    if isinstance(error, discord.LoginFailure) or (
+        isinstance(error, discord.ConnectionClosed) and error.code == 4004
+    ):
+        return PlatformRejected("Discord rejected the bot token: check DISCORD_BOT_TOKEN.")
+    if isinstance(error, discord.PrivilegedIntentsRequired):
+        return PlatformRejected(
+            "Discord refused the Message Content intent: enable it for the bot (Developer Portal → Bot → "
+            "Privileged Gateway Intents) or unset DISCORD_MESSAGE_CONTENT."
+        )
+    if isinstance(error, discord.ConnectionClosed) and error.code >= 4000:
+        # 4010-4014: shard, version or intents the gateway will not take (discord.com/developers/docs/topics/
+        # opcodes-and-status-codes#gateway-gateway-close-event-codes).
+        return PlatformRejected(f"Discord closed the gateway connection (code {error.code}): check the bot's "
+                                "settings in the Developer Portal.")
+    if isinstance(error, discord.DiscordServerError | discord.GatewayNotFound | discord.ConnectionClosed):
+        return PlatformUnreachable(f"Discord is not answering properly ({type(error).__name__}).")
+    if isinstance(error, OSError | aiohttp.ClientError | TimeoutError):
+        return PlatformUnreachable(f"Discord cannot be reached ({type(error).__name__}): check the network "
+                                   "(and DISCORD_API_BASE if it is set).")
+    return None
 
 
 class DiscordCommands:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +32,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, ChatType, FileSizeLimit, MessageEntityType, MessageLimit
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import (
     Application,
     ApplicationBuilder,
@@ -41,7 +42,7 @@ from telegram.ext import (
     filters,
 )
 
-from adapters.common import AdapterContext
+from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformRejected, PlatformUnreachable
 from bot.config import IdList
 from bot.engine import Engine
 from bot.intents import Intent, route
@@ -112,6 +113,37 @@ def _seconds(value: dt.timedelta | float | int) -> float:
 def _megabytes(n: int) -> str:
     # Telegram states its limits in decimal megabytes ("20 MB" is 20,000,000 bytes in telegram.constants).
     return f"{n / 1e6:.1f} MB"
+
+
+def _failure(error: TelegramError, settings: TelegramSettings) -> PlatformFailure | None:
+    """The operator's plain line for an error of the Bot API at start or while polling (None: not one of
+    those; a BadRequest, say, is a bug and keeps its traceback)."""
+    if isinstance(error, InvalidToken):
+        # PTB raises InvalidToken for 401 and 404 answers (telegram/request/_baserequest.py).
+        return PlatformRejected(
+            "Telegram rejected the bot token: check TELEGRAM_BOT_TOKEN (and TELEGRAM_API_BASE if it is set)."
+        )
+    if isinstance(error, Conflict):
+        return PlatformRejected(
+            "Telegram says another process is polling with this bot token: stop it, or use a webhook "
+            "(TELEGRAM_WEBHOOK_URL)."
+        )
+    if isinstance(error, BadRequest):
+        return None
+    if isinstance(error, NetworkError | RetryAfter):
+        host = urlsplit(settings.api_base).netloc or settings.api_base.split("/", 1)[0]
+        return PlatformUnreachable(f"Telegram's Bot API at {host} cannot be reached ({_kind(error)}).")
+    return None
+
+
+def _kind(error: TelegramError) -> str:
+    if isinstance(error, RetryAfter):
+        return "flood control"
+    # PTB words a transport error "httpx.ConnectError: …": the class name says enough, and nothing after
+    # it can carry a URL.
+    message = error.message
+    name = message.split(":", 1)[0].rsplit(".", 1)[-1].strip() if message.startswith("httpx.") else ""
+    return name or type(error).__name__
 
 
 def _split(text: str) -> list[str]:
@@ -265,12 +297,15 @@ class _Album:
 class TelegramAdapter:
     """Runs the Application (polling or webhook) and feeds the engine."""
 
-    def __init__(self, engine: Engine, settings: TelegramSettings, context: AdapterContext) -> None:
+    def __init__(self, engine: Engine, settings: TelegramSettings, context: AdapterContext, *,
+                 on_fatal: FatalCallback | None = None) -> None:
         if settings.bot_token is None:
             raise ValueError("TELEGRAM_BOT_TOKEN is not set")
         self.engine = engine
         self.settings = settings
         self._context = context
+        self._on_fatal = on_fatal
+        self._failed = False
         self._albums: dict[str, _Album] = {}
         self.username: str | None = None
         builder = (
@@ -305,6 +340,17 @@ class TelegramAdapter:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start polling (or the webhook); a refusal or an unreachable Bot API is a ``PlatformFailure``
+        whose text names what to do, never the token (PTB's own ``InvalidToken`` text quotes it)."""
+        try:
+            await self._start()
+        except TelegramError as exc:
+            failure = _failure(exc, self.settings)
+            if failure is None:
+                raise
+            raise failure from None
+
+    async def _start(self) -> None:
         await self.app.initialize()
         me = self.app.bot.bot
         self.username = me.username
@@ -320,7 +366,8 @@ class TelegramAdapter:
                 allowed_updates=["message", "callback_query"],
             )
         else:
-            await self.app.updater.start_polling(allowed_updates=["message", "callback_query"])
+            await self.app.updater.start_polling(allowed_updates=["message", "callback_query"],
+                                                 error_callback=self._on_polling_error)
         resumed = await self.engine.resume(self)
         log.info("telegram.started username=%s resumed_exports=%d webhook=%s", me.username, resumed,
                  bool(self.settings.webhook_url))
@@ -334,6 +381,21 @@ class TelegramAdapter:
         if self.app.running:
             await self.app.stop()
         await self.app.shutdown()
+        # A start that failed in getMe leaves the Application uninitialised, so its shutdown above skips
+        # the bot's HTTP clients: close them here (a no-op when they are closed already).
+        await self.app.bot.shutdown()
+
+    def _on_polling_error(self, error: TelegramError) -> None:
+        # PTB's polling loop retries every TelegramError (a 409 too, forever) and only logs it
+        # (telegram/ext/_updater.py, network_retry_loop): a conflict is fatal here, the rest is logged.
+        failure = _failure(error, self.settings)
+        if failure is not None and not failure.transient:
+            if not self._failed:
+                self._failed = True
+                if self._on_fatal is not None:
+                    self._on_fatal(failure)
+            return
+        log.warning("telegram.polling_error error=%s", error)
 
     # -- delivering without a message to answer ---------------------------------------------------
 

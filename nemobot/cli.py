@@ -21,26 +21,30 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bot import __version__
-from nemobot.compose import Runtime, platform_adapters, runtime, until_stopped
+from nemobot import logs
+from nemobot.compose import Runtime, StartSettings, platform_adapters, runtime, until_stopped
 
 log = logging.getLogger(__name__)
 
 
+# Every secret a setting may hold: hidden in every log line and in what this module prints.
+_SECRET_SETTINGS = ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "NEMO_TOKEN", "TELEGRAM_WEBHOOK_SECRET")
+
+
+def _configured_secrets() -> list[str]:
+    """The secret settings' values, from the environment and from ./.env (read as the settings classes
+    read them, without importing the platforms' libraries)."""
+    from dotenv import dotenv_values
+
+    values = [os.environ.get(name) for name in _SECRET_SETTINGS]
+    if Path(".env").is_file():
+        from_file = dotenv_values(".env")
+        values += [from_file.get(name) for name in _SECRET_SETTINGS]
+    return [value.strip() for value in values if value and value.strip()]
+
+
 def _configure_logging(default: str) -> None:
-    level = os.environ.get("NEMOBOT_LOG_LEVEL", default).upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # httpx logs every request URL at INFO; keep those out of the bot's log unless debugging.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    # One line per request of the embedded localnemo would drown the bot's own log.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # The bot has no voice features: discord.py's warnings about missing voice libraries are noise.
-    logging.getLogger("discord.client").addFilter(
-        lambda record: "voice will NOT be supported" not in record.getMessage()
-    )
+    logs.configure(os.environ.get("NEMOBOT_LOG_LEVEL", default), logs.Redactor(_configured_secrets()), sys.stderr)
 
 
 _SETTINGS_HELP = (
@@ -164,7 +168,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr)
+    print(logs.redact(text), file=sys.stderr)
 
 
 @contextlib.asynccontextmanager
@@ -252,6 +256,7 @@ def _quote(text: str) -> str:
 
 async def _run(args: argparse.Namespace, only: str | None = None) -> int:
     """Run the platforms whose tokens are set (or just ``only``) until interrupted."""
+    from adapters.common import PlatformFailure, PlatformRejected, PlatformUnreachable
     from adapters.discord import DiscordSettings
     from adapters.telegram import TelegramSettings
 
@@ -271,22 +276,41 @@ async def _run(args: argparse.Namespace, only: str | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    command = only or "run"
+    start_settings = StartSettings()
     stop = asyncio.Event()
+    fatal: list[PlatformFailure] = []
+
+    def on_fatal(failure: PlatformFailure) -> None:
+        fatal.append(failure)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with _runtime(args) as run:
-        adapters = platform_adapters(
-            run, telegram=telegram_settings if wanted["telegram"] else None,
-            discord=discord_settings if wanted["discord"] else None,
-        )
-        for adapter in adapters:
-            # A stop request must not wait for a platform that is slow to answer its first call.
-            if not await until_stopped(run.start(adapter), stop):
-                break
-        await stop.wait()
-        log.info("nemobot.stopping")
+    try:
+        async with _runtime(args) as run:
+            makers = platform_adapters(
+                run, telegram=telegram_settings if wanted["telegram"] else None,
+                discord=discord_settings if wanted["discord"] else None, on_fatal=on_fatal,
+            )
+            for make in makers:
+                # A stop request must not wait for a platform that is slow to answer its first call.
+                starting = run.start_retrying(make, start_settings, lambda line: _say(f"nemobot {command}: {line}"))
+                if not await until_stopped(starting, stop):
+                    break
+            await stop.wait()
+            log.info("nemobot.stopping")
+    except PlatformFailure as failure:
+        fatal.append(failure)
+    if fatal:
+        # One plain line, and a status that says which kind: 2 a setting to fix, 3 out of reach, 1 other.
+        first = fatal[0]
+        _say(f"nemobot {command}: {first}")
+        if isinstance(first, PlatformRejected):
+            return 2
+        return 3 if isinstance(first, PlatformUnreachable) else 1
     return 0
 
 
@@ -318,6 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # Through the log handler, so that the traceback is redacted like every other line.
+        log.critical("nemobot.crashed", exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from adapters.common import AdapterContext
+from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformUnreachable
 from bot.config import DEFAULT_NEMO_API_BASE, BotSettings, NemoSettings
 from bot.engine import Engine
 from bot.messages import Adapter
@@ -35,6 +37,16 @@ if TYPE_CHECKING:
     from adapters.telegram import TelegramSettings
 
 log = logging.getLogger(__name__)
+
+
+class StartSettings(BaseSettings):
+    """How long a platform that is out of reach at start-up is retried before the process gives up."""
+
+    model_config = SettingsConfigDict(env_prefix="NEMOBOT_START_", env_file=".env", extra="ignore")
+
+    attempts: int = Field(5, ge=1, description="Tries to reach a chat platform at start-up.")
+    backoff_seconds: float = Field(2.0, ge=0, description="Pause after the first failed try; doubled after each.")
+    max_backoff_seconds: float = Field(60.0, ge=0, description="The longest pause between tries.")
 
 
 def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
@@ -88,10 +100,40 @@ class Runtime:
     adapters: list[Adapter]
 
     async def start(self, adapter: Adapter) -> None:
-        """Start an adapter; it is stopped (before the engine and the database close) on the way out."""
+        """Start an adapter; it is stopped (before the engine and the database close) on the way out. One
+        that fails to start is stopped at once (whatever it opened is closed) and the error raised."""
+        try:
+            await adapter.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await adapter.stop()
+            raise
         self.adapters.append(adapter)
         self.stack.push_async_callback(adapter.stop)
-        await adapter.start()
+
+    async def start_retrying(
+        self, make: Callable[[], Adapter], settings: StartSettings, notify: Callable[[str], None] = log.info
+    ) -> Adapter:
+        """Start a new adapter from ``make``; while the platform is out of reach, try again after a growing
+        pause, saying so in one line each time. A refusal, or the last failed attempt, raises its
+        ``PlatformFailure``."""
+        delay = settings.backoff_seconds
+        for attempt in range(1, settings.attempts + 1):
+            adapter = make()
+            try:
+                await self.start(adapter)
+                return adapter
+            except PlatformFailure as failure:
+                if not failure.transient:
+                    raise
+                if attempt == settings.attempts:
+                    raise PlatformUnreachable(
+                        f"{failure} Gave up after {settings.attempts} attempts."
+                    ) from None
+                notify(f"{failure} Trying again in {delay:g} s (attempt {attempt} of {settings.attempts}).")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.max_backoff_seconds)
+        raise AssertionError("unreachable: attempts is at least 1")
 
 
 @contextlib.asynccontextmanager
@@ -116,10 +158,12 @@ async def runtime(
 
 
 def platform_adapters(
-    run: Runtime, *, telegram: TelegramSettings | None = None, discord: DiscordSettings | None = None
-) -> list[Adapter]:
-    """The chat platforms to run, built over the runtime's engine and context (not started yet)."""
-    adapters: list[Adapter] = []
+    run: Runtime, *, telegram: TelegramSettings | None = None, discord: DiscordSettings | None = None,
+    on_fatal: FatalCallback | None = None,
+) -> list[Callable[[], Adapter]]:
+    """How to make each chat platform to run, over the runtime's engine and context (a new adapter per
+    start attempt). ``on_fatal`` hears of a failure that ends a running adapter."""
+    adapters: list[Callable[[], Adapter]] = []
     if telegram is not None:
         from adapters.telegram import TelegramAdapter
 
@@ -129,15 +173,15 @@ def platform_adapters(
         # get_timedelta_value). There is no other switch, so it is set here, once, at start-up, before
         # the first request; the adapter reads periods of either type.
         os.environ.setdefault("PTB_TIMEDELTA", "true")
-        adapters.append(TelegramAdapter(run.engine, telegram, run.context))
+        adapters.append(lambda: TelegramAdapter(run.engine, telegram, run.context, on_fatal=on_fatal))
     if discord is not None:
         from adapters.discord import DiscordAdapter
 
-        adapters.append(DiscordAdapter(run.engine, discord, run.context))
+        adapters.append(lambda: DiscordAdapter(run.engine, discord, run.context, on_fatal=on_fatal))
     return adapters
 
 
-async def until_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+async def until_stopped(work: Awaitable[object], stop: asyncio.Event) -> bool:
     """Run ``work`` unless ``stop`` is set first; True when it finished."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())

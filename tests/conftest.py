@@ -153,20 +153,50 @@ async def assert_video(path: Path, *, seconds: float | None = None) -> None:
 
 @dataclass
 class BotProcess:
-    """A ``nemobot`` command running as its own process; ``returncode`` and ``stderr`` once it has stopped."""
+    """A ``nemobot`` command running as its own process. Its output is read as it comes (a chatty DEBUG log
+    must not fill the pipe and block the bot); ``returncode``, ``stdout`` and ``stderr`` are final once it
+    has stopped, by itself (``ended``) or by SIGTERM on leaving ``bot_process``."""
 
     process: asyncio.subprocess.Process
     returncode: int | None = None
+    stdout: str = ""
     stderr: str = ""
+
+    def __post_init__(self) -> None:
+        self._chunks: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+        self._readers = [asyncio.ensure_future(self._drain(name)) for name in self._chunks]
+
+    async def _drain(self, name: str) -> None:
+        stream = getattr(self.process, name)
+        assert stream is not None
+        while chunk := await stream.read(65536):
+            self._chunks[name].append(chunk)
+
+    @property
+    def output(self) -> str:
+        """Everything written so far, stdout then stderr."""
+        return "".join(b"".join(self._chunks[name]).decode(errors="replace") for name in ("stdout", "stderr"))
+
+    async def ended(self, within: float = 30) -> int:
+        """Wait for the process to exit by itself; its status."""
+        await asyncio.wait_for(self._collect(), within)
+        assert self.returncode is not None
+        return self.returncode
+
+    async def _collect(self) -> None:
+        await asyncio.gather(*self._readers)
+        self.returncode = await self.process.wait()
+        self.stdout, self.stderr = (b"".join(self._chunks[name]).decode(errors="replace")
+                                    for name in ("stdout", "stderr"))
 
 
 @contextlib.asynccontextmanager
 async def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> AsyncIterator[BotProcess]:
-    """Run ``python -m nemobot COMMAND`` with only the given settings (none inherited), stop it with SIGTERM
-    on leaving, and collect how it ended."""
+    """Run ``python -m nemobot COMMAND`` with only the given settings (none inherited; the log level is
+    WARNING unless given), stop it with SIGTERM on leaving, and collect how it ended."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
-    env.update(environment)
     env.update({"PYTHONPATH": str(ROOT), "NEMOBOT_LOG_LEVEL": "WARNING"})
+    env.update(environment)
     # An asyncio subprocess: the platform stand-in runs on this event loop and must keep answering while the
     # bot shuts down (PTB makes a last getUpdates call, and a blocked loop makes it wait out its read timeout).
     running = BotProcess(await asyncio.create_subprocess_exec(
@@ -176,10 +206,10 @@ async def bot_process(command: str, cwd: Path, environment: dict[str, str]) -> A
     try:
         yield running
     finally:
-        running.process.terminate()
-        _, stderr = await asyncio.wait_for(running.process.communicate(), 30)
-        running.stderr = stderr.decode(errors="replace")
-        running.returncode = running.process.returncode
+        if running.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                running.process.terminate()
+        await asyncio.wait_for(running._collect(), 30)
 
 
 @pytest.fixture

@@ -193,14 +193,15 @@ async def test_nemobot_discord_starts_and_syncs_with_only_token_and_endpoints(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
     settings = {"DISCORD_BOT_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base,
-                "DISCORD_GATEWAY_URL": fake.gateway_url}
+                "DISCORD_GATEWAY_URL": fake.gateway_url, "NEMOBOT_LOG_LEVEL": "DEBUG"}
     async with bot_process("discord", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.synced_commands.get(None), within=60, what="a global command sync")
         names = {c["name"] for c in fake.synced_commands[None]}
         assert {"edit", "export", "status", "credits", "new", "help", "reel", "Add to reel"} <= names
         await wait_for(lambda: fake.identify_count >= 1, what="the gateway login")
     assert bot.returncode == 0, bot.stderr
-    assert fake.token not in bot.stderr
+    assert "DEBUG discord." in bot.stderr
+    assert fake.token not in bot.output
 
 
 async def test_restart_mid_export_delivers_once_in_the_channel(

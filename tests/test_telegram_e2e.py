@@ -198,8 +198,10 @@ def test_long_text_is_split_at_4096() -> None:
 
 
 async def test_nemobot_telegram_starts_with_only_token_and_base_urls(fake: FakeTelegram, tmp_path: Path) -> None:
+    # At DEBUG: python-telegram-bot logs its base URL, and httpx every request URL, each with the token in it.
     settings = {
         "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base, "TELEGRAM_FILE_API_BASE": fake.file_base,
+        "NEMOBOT_LOG_LEVEL": "DEBUG",
     }
     async with bot_process("telegram", tmp_path, settings) as bot:
         await fake.wait_for(lambda: fake.calls_to("setMyCommands"), within=30, what="the bot to start")
@@ -207,7 +209,8 @@ async def test_nemobot_telegram_starts_with_only_token_and_base_urls(fake: FakeT
         await fake.wait_for(lambda: any("I edit videos for you" in t for t in texts(fake)), within=30,
                             what="the answer to /start")
     assert bot.returncode == 0, bot.stderr
-    assert fake.token not in bot.stderr
+    assert "/bot***/getMe" in bot.stderr  # the URLs were logged, with the token hidden
+    assert fake.token not in bot.output
 
 
 async def test_webhook_mode_checks_the_secret_and_answers(
