@@ -2,7 +2,8 @@
 
 The store in memory (``localnemo.state``) stays the fast path; this file is its copy. A record is marked
 when it changes; marks are gathered and written together by one worker thread (one transaction per batch,
-``synchronous=FULL``), so a record changed ten times while a write is under way is serialised and written
+WAL with ``synchronous=NORMAL``: a commit survives the process being killed; only a power cut may lose
+the last moments), so a record changed ten times while a write is under way is serialised and written
 once. ``sync()`` waits until everything marked so far is on disk: the routes that hand something out a
 client will come back for (a token, an export job) await it before they answer.
 
@@ -46,7 +47,7 @@ class StateStore:
         # Used by the one worker thread only, after load() (which runs before any write).
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS records (kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL, "
             "PRIMARY KEY (kind, key)) WITHOUT ROWID"
