@@ -153,7 +153,7 @@ async def localnemo_export(source: Path, data_dir: Path, preset: str, crf: int) 
         rendered = time.perf_counter() - started
         if job["status"] != "completed":
             raise SystemExit(f"export failed: {job.get('error')}")
-        output = server.state.jobs[render_id].output_path
+        output = server.state.jobs[(token["user_id"], render_id)].output_path
         assert output is not None
         info = await probe(output)
         segments = len(draft["t"][0]["sg"])

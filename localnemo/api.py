@@ -37,6 +37,8 @@ class Api:
             raise ApiError(400, 400, "missing X-Client-Id")
         user = self.state.user_for_client(client_id)
         record = self.state.issue_token(user)
+        # On disk before the client has it: a restarted server must still know it.
+        await self.state.sync()
         expires = datetime.fromtimestamp(record.expires_at, UTC).isoformat(timespec="seconds")
         log.info("localnemo.token.issued user_id=%s", user.user_id)
         return ok(
@@ -56,6 +58,7 @@ class Api:
         if not isinstance(task_name, str) or not isinstance(language, str):
             raise ApiError(400, 400, "task_name and language must be strings")
         session = self.state.new_session(user, task_name, language)
+        await self.state.sync()
         return ok({"task_id": session.task_id, "session_id": session.session_id})
 
     async def credits(self, request: web.Request) -> web.StreamResponse:
@@ -146,6 +149,8 @@ class Api:
             queue.put_nowait(AgentError("the agent failed on this message"))
         if not errored:
             user.credits = max(0, user.credits - self.config.message_cost)
+            self.state.user_changed(user)
+        self.state.session_changed(session)
         log.info("localnemo.run.done session_id=%s errored=%s credits=%s", session.session_id, errored, user.credits)
         queue.put_nowait(None)
 

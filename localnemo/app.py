@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from localnemo.agent import Agent, PauseSettings, PlannerAgent
 from localnemo.api import Api
@@ -79,20 +80,41 @@ async def errors_middleware(
         return error_response(500, 500, "internal error")
 
 
+def session_saver(state: LocalNemoState) -> Middleware:
+    """After an upload, the session (its draft and media) is written to the store: uploads are handled in
+    ``localnemo.uploads``, which does not know about the store."""
+
+    @web.middleware
+    async def save_session(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            if request.match_info.route.name == "upload":
+                session = state.sessions.get(request.match_info.get("sid", ""))
+                if session is not None:
+                    state.session_changed(session)
+
+    return save_session
+
+
 def create_app(
     config: LocalNemoConfig, *, agent: Agent | None = None, renderer: Renderer | None = None
 ) -> web.Application:
     """The aiohttp application of localnemo (``app[RUNTIME_KEY].state`` is its store)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     runtime = Runtime(config)
     quota = DiskQuota(config, runtime.state)
     api = Api(runtime, agent if agent is not None else default_agent(config))
     uploads = Uploads(runtime, quota)
     renders = Renders(runtime, renderer if renderer is not None else default_renderer(config), quota)
-    app = web.Application(middlewares=[errors_middleware])
+    app = web.Application(middlewares=[errors_middleware, session_saver(runtime.state)])
     app[RUNTIME_KEY] = runtime
     app.on_shutdown.append(runtime.on_shutdown)
+    app.on_startup.append(renders.on_startup)
     app.on_cleanup.append(uploads.on_cleanup)
+    app.on_cleanup.append(runtime.on_cleanup)
     # Route names are the endpoint names of the call log and of the faults tests inject (localnemo.testing).
     router = app.router
     router.add_post("/api/auth/anonymous-token", api.token, name="token")
@@ -106,7 +128,7 @@ def create_app(
     router.add_post("/api/render/proxy/lambda/{rid}/cancel", renders.render_cancel, name="render_cancel")
     router.add_post("/api/auth/claim-token", api.claim, name="claim")
     router.add_get("/files/{sid}/{name}", uploads.file, name="file")
-    router.add_get("/render-result/{rid}.mp4", renders.result, name="result")
+    router.add_get("/render-result/{token}.mp4", renders.result, name="result")
     return app
 
 

@@ -9,6 +9,7 @@ pick up a developer's shell); ``LocalNemoConfig.from_env()`` reads the documente
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -51,6 +52,11 @@ ENV_VARIABLES: dict[str, str] = {
     "min_clip_ms": "LOCALNEMO_MIN_CLIP_MS",
     "max_disk_mb": "LOCALNEMO_MAX_DISK_MB",
     "font_file": "LOCALNEMO_FONT_FILE",
+    "result_link_hours": "LOCALNEMO_RESULT_LINK_HOURS",
+    "max_renders": "LOCALNEMO_MAX_RENDERS",
+    "render_timeout_seconds": "LOCALNEMO_RENDER_TIMEOUT_SECONDS",
+    "max_output_seconds": "LOCALNEMO_MAX_OUTPUT_SECONDS",
+    "max_segments": "LOCALNEMO_MAX_SEGMENTS",
 }
 
 
@@ -108,6 +114,15 @@ class LocalNemoConfig(BaseSettings):
     max_disk_mb: int = Field(20 * 1024, ge=0)
     # The font titles and captions are drawn with; None: found among the system's fonts.
     font_file: str | None = None
+    # How long the signed download link of a result (the job's output URL) stays valid.
+    result_link_hours: float = Field(168, gt=0)
+    # Renders running at once; the others wait in order ("pending" with a queuePosition).
+    max_renders: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # A render running longer is stopped (FFmpeg killed) and fails with a plain reason.
+    render_timeout_seconds: float = Field(3600, gt=0)
+    # Caps of a draft, checked when its export is asked for.
+    max_output_seconds: float = Field(7200, gt=0)
+    max_segments: int = Field(2000, ge=1)
 
     @field_validator("x264_preset")
     @classmethod

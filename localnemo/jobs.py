@@ -1,14 +1,29 @@
-"""Render jobs: the export route (checks, a job per render id), running the renderer with progress,
-status, cancel, the two documented job answer shapes (docs/nemo-api.md, "Export job") and the result file.
+"""Render jobs: the export route (checks, a job per user and render id), a bounded queue of renders, running
+the renderer with progress and a time limit, status, cancel, the two documented job answer shapes
+(docs/nemo-api.md, "Export job") and the result file.
+
+A job is its owner's: another user may use the same render id, and nobody else sees it. Its result is
+served at ``/render-result/<random token>.mp4`` to the owner's bearer token, or to anyone holding the
+signed, expiring link the job answers as its output URL (``?e=<expiry>&s=<HMAC-SHA256>``, keyed by a
+secret kept in the data folder so that links survive a restart). Anything else is a 404, so that a
+guess learns nothing. At most ``max_renders`` renders run at once; the others answer ``pending`` with a
+``queuePosition`` (1 = next). Unfinished jobs are rendered again when the server starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import hashlib
+import hmac
 import logging
+import math
+import os
 import re
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +34,7 @@ from localnemo import timeline
 from localnemo.config import resolution_lines
 from localnemo.envelope import ApiError, json_object, ok
 from localnemo.quota import DiskQuota, unlink_quietly
-from localnemo.render import Renderer, RenderError
+from localnemo.render import Renderer, RenderError, RenderOutput
 from localnemo.runtime import Runtime
 from localnemo.state import RenderJob, UserRecord
 from localnemo.uploads import STORED_NAME_RE
@@ -28,10 +43,111 @@ log = logging.getLogger(__name__)
 
 _ATTRIBUTION_HEADERS = ("X-Skill-Source", "X-Skill-Version", "X-Skill-Platform")
 _RENDER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+LINK_KEY_FILE = "result-links.key"
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _span_words(seconds: float) -> str:
+    if seconds >= 60:
+        minutes = max(1, round(seconds / 60))
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    whole = max(1, round(seconds))
+    return f"{whole} second{'s' if whole != 1 else ''}"
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class ResultLinks:
+    """Signed, expiring links to results: HMAC-SHA256 over the path and the expiry."""
+
+    def __init__(self, data_dir: Path, hours: float) -> None:
+        self.secret = self._secret(data_dir / LINK_KEY_FILE)
+        self.seconds = hours * 3600
+
+    @staticmethod
+    def _secret(path: Path) -> bytes:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            text = path.read_text(encoding="ascii").strip()
+            if len(text) >= 64:
+                return bytes.fromhex(text)
+            raise RuntimeError(f"{path} is not a key localnemo wrote: remove it to make a new one") from None
+        key = secrets.token_bytes(32)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(key.hex())
+            out.flush()
+            os.fsync(out.fileno())
+        return key
+
+    def _signature(self, path: str, expires: int) -> str:
+        return hmac.new(self.secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, base: str, path: str) -> str:
+        # Rounded up to the minute, so that polls close together hand out the same link.
+        expires = math.ceil((time.time() + self.seconds) / 60) * 60
+        return f"{base}{path}?e={expires}&s={self._signature(path, expires)}"
+
+    def valid(self, path: str, expires: str, signature: str) -> bool:
+        if not expires.isdigit() or int(expires) <= time.time():
+            return False
+        return hmac.compare_digest(self._signature(path, int(expires)), signature)
+
+
+class RenderSlots:
+    """At most ``limit`` renders at once; the others wait first come, first served."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self._waiting: collections.deque[tuple[RenderJob, asyncio.Future[None]]] = collections.deque()
+
+    def next_position(self) -> int | None:
+        """The queue position a job asking now gets; None when it starts at once."""
+        if self.running < self.limit and not self._waiting:
+            return None
+        return len(self._waiting) + 1
+
+    def position(self, job: RenderJob) -> int | None:
+        """1 for the next job to start, None when the job is not waiting."""
+        for index, (waiting, _) in enumerate(self._waiting, start=1):
+            if waiting is job:
+                return index
+        return None
+
+    @contextlib.asynccontextmanager
+    async def slot(self, job: RenderJob) -> AsyncIterator[None]:
+        if self.running < self.limit and not self._waiting:
+            self.running += 1
+        else:
+            entry = (job, asyncio.get_running_loop().create_future())
+            self._waiting.append(entry)
+            try:
+                await entry[1]
+            except asyncio.CancelledError:
+                if entry in self._waiting:
+                    self._waiting.remove(entry)
+                elif entry[1].done() and not entry[1].cancelled():
+                    self._release()  # granted, then cancelled before it started: pass the slot on
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, granted = self._waiting.popleft()
+            if not granted.done():
+                granted.set_result(None)  # the slot goes to it: running stays the same
+                return
+        self.running -= 1
 
 
 class Renders:
@@ -43,6 +159,21 @@ class Renders:
         self.state = runtime.state
         self.renderer = renderer
         self.quota = quota
+        self.links = ResultLinks(self.config.data_dir, self.config.result_link_hours)
+        self.slots = RenderSlots(self.config.max_renders)
+        self.folder = self.config.data_dir / "renders"
+
+    async def on_startup(self, app: web.Application) -> None:
+        """Render again every job the last run left pending or processing, in the order they were asked."""
+        unfinished = [job for job in self.state.jobs.values() if not job.finished]
+        for job in sorted(unfinished, key=lambda j: j.created_at_ms):
+            user = self.state.users.get(job.user_id)
+            if job.draft is None or user is None or job.session_id not in self.state.sessions:
+                self._fail_job(job, "the render was interrupted and cannot be resumed: export again")
+                continue
+            job.status, job.progress = "pending", 0
+            self._start(job, job.draft, self._sources(user, job.draft))
+            log.info("localnemo.render.resumed id=%s user_id=%s", job.job_id, job.user_id)
 
     async def render(self, request: web.Request) -> web.StreamResponse:
         user = self.runtime.user(request)
@@ -71,24 +202,52 @@ class Renders:
                 raise ApiError(400, 400, "output.resolution must be like 720p, 1080p or 4k") from None
             # An export "at 1080p" overrides what the draft says, for this render only.
             draft.m.resolution = resolution.strip().lower()
-        if render_id in self.state.jobs:
+        if self.state.owned_job(user, render_id) is not None:
             raise ApiError(409, 409, "render id already exists")
         session = self.runtime.session(user, session_id)
         await self.quota.make_room(0, keep=session)
         job = RenderJob(job_id=render_id, user_id=user.user_id, session_id=session.session_id, created_at_ms=_now_ms())
-        self.state.jobs[render_id] = job
-        if not timeline.has_segment(draft):
-            job.status = "failed"
-            job.error = "invalid draft: the timeline is empty"
-            log.info("localnemo.render.refused id=%s reason=empty", render_id)
+        refusal = self._refusal(draft)
+        if refusal is not None:
+            job.status, job.error = "failed", refusal
+            log.info("localnemo.render.refused id=%s reason=%s", render_id, refusal)
         else:
-            sources = self._sources(user, draft)
-            # The answer below is built before this task first runs, so it says "pending".
-            job.task = self.runtime.spawn(
-                self._render_job(job, draft, sources, self.runtime.base_url(request)), f"localnemo-render-{render_id}"
-            )
+            job.draft = draft
+        self.state.add_job(job)
+        # Built before the render's task first runs, so it says "pending".
+        queued = self.slots.next_position() if job.draft is not None else None
+        answer = self._job_response(job, self.runtime.base_url(request), queued)
+        if job.draft is not None:
+            self._start(job, draft, self._sources(user, draft))
             log.info("localnemo.render.created id=%s session_id=%s", render_id, session.session_id)
-        return self._job_response(job)
+        # On disk before the client has the id: a restarted server renders it and knows it.
+        await self.state.sync()
+        return answer
+
+    def _refusal(self, draft: timeline.Draft) -> str | None:
+        """Why this draft is not rendered, in words a user can act on; None when it may be.
+
+        A failed job rather than an HTTP 400: a client shows a failed export's reason as it is, the way it
+        shows an empty timeline's."""
+        if not timeline.has_segment(draft):
+            return "invalid draft: the timeline is empty"
+        segments = sum(len(track.sg) for track in draft.t)
+        if segments > self.config.max_segments:
+            return (
+                f"the timeline has {segments} pieces, more than the {self.config.max_segments} one export "
+                "can have here: join or remove some and export again"
+            )
+        length = timeline.timeline_length_ms(draft) / 1000
+        if length > self.config.max_output_seconds:
+            limit = _span_words(self.config.max_output_seconds)
+            return (
+                f"the video would be {_span_words(length)} long, more than the {limit} one export can be here: "
+                "trim it and export again"
+            )
+        return None
+
+    def _start(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path]) -> None:
+        job.task = self.runtime.spawn(self._render_job(job, draft, sources), f"localnemo-render-{job.token}")
 
     def _sources(self, user: UserRecord, draft: timeline.Draft) -> dict[str, Path]:
         """Local files behind the URLs in the draft: any ``…/files/<sid>/<name>`` of the user's sessions,
@@ -110,17 +269,30 @@ class Renders:
                 sources[text] = path
         return sources
 
-    async def _render_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path], base: str) -> None:
-        job.status = "processing"
-        out_path = self.config.data_dir / "renders" / f"{job.job_id}.mp4"
-        await asyncio.to_thread(out_path.parent.mkdir, parents=True, exist_ok=True)
-        reported = [0.0]
-
+    async def _run_renderer(
+        self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path], out_path: Path, reported: list[float]
+    ) -> RenderOutput:
         def on_progress(fraction: float) -> None:
             # May be called from a worker thread: only store the number.
             reported[0] = max(reported[0], min(1.0, fraction))
 
-        work = asyncio.ensure_future(self.renderer.render(draft, sources, out_path, on_progress))
+        async with self.slots.slot(job):
+            if job.finished:  # cancelled while it waited
+                raise asyncio.CancelledError
+            job.status = "processing"
+            self.state.job_changed(job)
+            log.info("localnemo.render.start id=%s running=%s", job.job_id, self.slots.running)
+            # Cancelling the renderer kills its FFmpeg and waits for it (localnemo.render).
+            async with asyncio.timeout(self.config.render_timeout_seconds):
+                result = await self.renderer.render(draft, sources, out_path, on_progress)
+        await asyncio.to_thread(os.chmod, out_path, 0o600)
+        return result
+
+    async def _render_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path]) -> None:
+        out_path = self.folder / f"{job.token}.mp4"
+        await asyncio.to_thread(_private_dir, self.folder)
+        reported = [0.0]
+        work = asyncio.ensure_future(self._run_renderer(job, draft, sources, out_path, reported))
         steps = max(1, self.config.render_steps)
         try:
             # Progress follows the slower of the clock (render_steps × render_step_seconds, the minimum
@@ -134,10 +306,17 @@ class Renders:
                 job.progress = max(job.progress, int(95 * reported[0]))
             result = work.result()
         except asyncio.CancelledError:
+            # Cancelled, or the server is stopping: a stopping server leaves the job unfinished on disk,
+            # and the next start renders it again.
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
             await asyncio.to_thread(unlink_quietly, out_path)
             raise
+        except TimeoutError:
+            minutes = _span_words(self.config.render_timeout_seconds)
+            self._fail_job(job, f"the render took longer than {minutes} and was stopped")
+            await asyncio.to_thread(unlink_quietly, out_path)
+            return
         except RenderError as exc:
             self._fail_job(job, str(exc))
             await asyncio.to_thread(unlink_quietly, out_path)
@@ -148,35 +327,44 @@ class Renders:
             await asyncio.to_thread(unlink_quietly, out_path)
             return
         if job.finished:  # cancelled meanwhile
+            await asyncio.to_thread(unlink_quietly, out_path)
             return
         job.status = "completed"
         job.progress = 100
         job.output_path = out_path
-        job.output_url = f"{base}/render-result/{job.job_id}.mp4"
         job.duration = result.duration
         job.size = result.size
         job.completed_at_ms = _now_ms()
+        self.state.job_changed(job)
         log.info("localnemo.render.completed id=%s size=%s", job.job_id, result.size)
 
-    @staticmethod
-    def _fail_job(job: RenderJob, reason: str) -> None:
+    def _fail_job(self, job: RenderJob, reason: str) -> None:
         if job.finished:
             return
         job.status = "failed"
         job.error = reason
+        self.state.job_changed(job)
         log.info("localnemo.render.failed id=%s reason=%s", job.job_id, reason)
 
-    def _job_response(self, job: RenderJob) -> web.Response:
+    def _job_response(self, job: RenderJob, base: str, queued: int | None = None) -> web.Response:
+        url = None
+        if job.status == "completed" and job.output_path is not None:
+            url = self.links.sign(base, f"/render-result/{job.token}.mp4")
+        position = queued if queued is not None else self.slots.position(job) if job.status == "pending" else None
         if self.config.job_shape == "top":
             body: dict[str, Any] = {"taskId": job.job_id, "status": job.status, "progress": job.progress}
-            if job.status == "completed" and job.output_url:
-                body["output"] = {"url": job.output_url, "duration": job.duration, "size": job.size}
+            if position is not None:
+                body["queuePosition"] = position
+            if url is not None:
+                body["output"] = {"url": url, "duration": job.duration, "size": job.size}
             if job.error is not None:
                 body["error"] = job.error
             return web.json_response(body)
         data: dict[str, Any] = {"id": job.job_id, "status": job.status, "progress": job.progress}
-        if job.status == "completed" and job.output_url:
-            data["outputUrl"] = job.output_url
+        if position is not None:
+            data["queuePosition"] = position
+        if url is not None:
+            data["outputUrl"] = url
         data["createdAt"] = job.created_at_ms
         if job.completed_at_ms is not None:
             data["completedAt"] = job.completed_at_ms
@@ -185,14 +373,14 @@ class Renders:
         return web.json_response({"success": True, "data": data})
 
     def _owned_job(self, user: UserRecord, job_id: str) -> RenderJob:
-        job = self.state.jobs.get(job_id)
-        if job is None or job.user_id != user.user_id:
+        job = self.state.owned_job(user, job_id)
+        if job is None:
             raise ApiError(404, 404, "render job not found")
         return job
 
     async def render_status(self, request: web.Request) -> web.StreamResponse:
         user = self.runtime.user(request)
-        return self._job_response(self._owned_job(user, request.match_info["rid"]))
+        return self._job_response(self._owned_job(user, request.match_info["rid"]), self.runtime.base_url(request))
 
     async def render_cancel(self, request: web.Request) -> web.StreamResponse:
         user = self.runtime.user(request)
@@ -204,12 +392,25 @@ class Renders:
         return ok({})
 
     async def result(self, request: web.Request) -> web.StreamResponse:
-        job = self.state.jobs.get(request.match_info["rid"])
-        if job is None or job.status != "completed" or job.output_path is None:
+        """The result to its owner's token or through its signed link; a 404 otherwise, whatever the reason,
+        so that nobody learns that a result exists."""
+        job = self.state.jobs_by_token.get(request.match_info["token"])
+        if job is None or job.status != "completed" or job.output_path is None or not self._may_read(request, job):
             raise ApiError(404, 404, "file not found")
         if not await asyncio.to_thread(job.output_path.is_file):
             raise ApiError(404, 404, "file not found")
-        return web.FileResponse(job.output_path, headers={"Content-Type": "video/mp4"})
+        return web.FileResponse(job.output_path, headers={"Content-Type": "video/mp4", "Cache-Control": "private"})
+
+    def _may_read(self, request: web.Request, job: RenderJob) -> bool:
+        expires, signature = request.query.get("e"), request.query.get("s")
+        if expires is not None and signature is not None and self.links.valid(request.path, expires, signature):
+            return True
+        if "Authorization" not in request.headers:
+            return False
+        try:
+            return self.runtime.user(request).user_id == job.user_id
+        except ApiError:
+            return False
 
 
 def _iter_strings(value: Any) -> Iterator[str]:

@@ -57,7 +57,10 @@ class DiskQuota:
                 await asyncio.to_thread(unlink_quietly, path)
                 if job.status == "completed":
                     job.status, job.error = "failed", "the exported video was removed to free space; export again"
+                self.state.job_changed(job)
         self.state.sessions.pop(session.session_id, None)
+        # Gone from disk too: a restarted server must not bring back a session whose files are deleted.
+        self.state.session_removed(session.session_id)
         log.info("localnemo.disk.session_removed session_id=%s freed=%s", session.session_id, freed)
         return freed
 

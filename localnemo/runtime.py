@@ -12,6 +12,7 @@ from aiohttp import web
 
 from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError
+from localnemo.persist import StateStore
 from localnemo.sse import StreamFault
 from localnemo.state import LocalNemoState, SessionRecord, UserRecord
 
@@ -27,9 +28,15 @@ class Runtime:
 
     def __init__(self, config: LocalNemoConfig) -> None:
         self.config = config
+        # What the last run left in the data folder (nothing, for a new folder).
+        self.store = StateStore(config.data_dir)
         self.state = LocalNemoState(
-            config.data_dir, initial_credits=config.initial_credits, token_ttl_seconds=config.token_ttl_seconds
+            config.data_dir,
+            initial_credits=config.initial_credits,
+            token_ttl_seconds=config.token_ttl_seconds,
+            store=self.store,
         )
+        self.state.load()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
         # How the next message stream should misbehave: never, unless localnemo.testing installs its
@@ -50,6 +57,9 @@ class Runtime:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        await self.store.close()
 
     def base_url(self, request: web.Request) -> str:
         if self.config.public_base_url:

@@ -1,7 +1,10 @@
-"""The in-memory store of localnemo: users, tokens, sessions, export jobs and run bookkeeping.
+"""The store of localnemo: users, tokens, sessions, export jobs and run bookkeeping.
 
-Nothing here survives a restart, like a fresh hosted account; uploaded and rendered files live under
-the configured data directory so that they can be streamed back.
+It lives in memory (the fast path); each change that matters is also marked in a ``StateStore``
+(``localnemo.persist``, a file in the data folder), from which a restarted server loads it: tokens stay
+valid until they expire, sessions keep their drafts, export jobs their state (unfinished ones are rendered
+again). A bearer token is kept on disk only as its SHA-256. Uploaded and rendered files live under the data
+folder so that they can be streamed back.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from bot.nemo.timeline_model import Draft
+from localnemo.persist import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,13 @@ class UserRecord:
 
 @dataclass
 class TokenRecord:
-    token: str
+    token: str  # "" once loaded from disk, where only its hash is kept
     user_id: str
     expires_at: float  # epoch seconds
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -77,19 +86,28 @@ class SessionRecord:
 
 @dataclass
 class RenderJob:
+    """An export job. ``job_id`` is the client's id, unique per user only; ``token`` is the random name of
+    its result (``/render-result/<token>.mp4``), never chosen by a client."""
+
     job_id: str
     user_id: str
     session_id: str
     created_at_ms: int
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     status: JobStatus = "pending"
     progress: int = 0
     output_path: Path | None = None
-    output_url: str | None = None
     duration: float | None = None
     size: int | None = None
     error: str | None = None
     completed_at_ms: int | None = None
+    # What it renders, kept until it is finished: a restarted server renders it again from this.
+    draft: Draft | None = None
     task: asyncio.Task[None] | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.user_id, self.job_id)
 
     @property
     def finished(self) -> bool:
@@ -107,15 +125,26 @@ class ClaimRecord:
 class LocalNemoState:
     """Every record the server keeps, with the few operations that keep them consistent."""
 
-    def __init__(self, data_dir: Path, *, initial_credits: int, token_ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        initial_credits: int,
+        token_ttl_seconds: float,
+        store: StateStore | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.initial_credits = initial_credits
         self.token_ttl_seconds = token_ttl_seconds
+        self.store = store
         self.users: dict[str, UserRecord] = {}
         self.users_by_client: dict[str, str] = {}
+        # By the SHA-256 of the token (what the store keeps).
         self.tokens: dict[str, TokenRecord] = {}
         self.sessions: dict[str, SessionRecord] = {}
-        self.jobs: dict[str, RenderJob] = {}
+        # By (user id, the client's render id): two users may use the same id; by the random result token.
+        self.jobs: dict[tuple[str, str], RenderJob] = {}
+        self.jobs_by_token: dict[str, RenderJob] = {}
         self.claims: dict[str, ClaimRecord] = {}
         # Runs of /run_sse in progress per session, and the most ever seen at once: a well-behaved
         # client never sends a second message while one is being processed.
@@ -133,6 +162,7 @@ class LocalNemoState:
         user = UserRecord(user_id=user_id, client_id=client_id, credits=self.initial_credits)
         self.users[user_id] = user
         self.users_by_client[client_id] = user_id
+        self.user_changed(user)
         log.info("localnemo.user.created user_id=%s", user_id)
         return user
 
@@ -142,11 +172,15 @@ class LocalNemoState:
             user_id=user.user_id,
             expires_at=time.time() + self.token_ttl_seconds,
         )
-        self.tokens[record.token] = record
+        key = token_hash(record.token)
+        self.tokens[key] = record
+        self._token_changed(key, record)
         return record
 
     def user_for_token(self, token: str) -> UserRecord | None:
-        record = self.tokens.get(token)
+        if not token:
+            return None
+        record = self.tokens.get(token_hash(token))
         if record is None or record.expires_at <= time.time():
             return None
         return self.users.get(record.user_id)
@@ -155,12 +189,13 @@ class LocalNemoState:
         """Make every token (or every token of one user) expired; return how many were live."""
         now = time.time()
         count = 0
-        for record in self.tokens.values():
+        for key, record in self.tokens.items():
             if user_id is not None and record.user_id != user_id:
                 continue
             if record.expires_at > now:
                 count += 1
             record.expires_at = now - 1
+            self._token_changed(key, record)
         return count
 
     def set_credits(self, user_id: str, credits: int) -> None:
@@ -168,6 +203,7 @@ class LocalNemoState:
         if user is None:
             raise KeyError(f"unknown user {user_id!r}")
         user.credits = credits
+        self.user_changed(user)
 
     # sessions
 
@@ -186,6 +222,7 @@ class LocalNemoState:
             folder=self.data_dir / "sessions" / session_id,
         )
         self.sessions[session_id] = session
+        self.session_changed(session)
         log.info("localnemo.session.created user_id=%s session_id=%s", user.user_id, session_id)
         return session
 
@@ -203,7 +240,20 @@ class LocalNemoState:
             expires_at=time.time() + ttl_seconds,
         )
         self.claims[claim.claim_token] = claim
+        self._mark("claim", claim.claim_token, lambda: {
+            "user_id": claim.user_id, "session_id": claim.session_id, "expires_at": claim.expires_at,
+        })  # fmt: skip
         return claim
+
+    # jobs
+
+    def add_job(self, job: RenderJob) -> None:
+        self.jobs[job.key] = job
+        self.jobs_by_token[job.token] = job
+        self.job_changed(job)
+
+    def owned_job(self, user: UserRecord, job_id: str) -> RenderJob | None:
+        return self.jobs.get((user.user_id, job_id))
 
     # runs
 
@@ -214,3 +264,135 @@ class LocalNemoState:
 
     def run_finished(self, session_id: str) -> None:
         self.active_runs[session_id] = max(0, self.active_runs.get(session_id, 0) - 1)
+
+    # on disk
+
+    def _mark(self, kind: str, key: str, snapshot: Callable[[], dict[str, Any]]) -> None:
+        if self.store is not None:
+            self.store.mark(kind, key, snapshot)
+
+    def _token_changed(self, key: str, record: TokenRecord) -> None:
+        self._mark("token", key, lambda: {"user_id": record.user_id, "expires_at": record.expires_at})
+
+    def user_changed(self, user: UserRecord) -> None:
+        self._mark("user", user.user_id, lambda: {"client_id": user.client_id, "credits": user.credits})
+
+    def session_changed(self, session: SessionRecord) -> None:
+        """After a turn, an upload, a new session: the session's draft and media, as they are when written."""
+        if session.session_id in self.sessions:
+            self._mark("session", session.session_id, lambda: _session_body(session))
+
+    def session_removed(self, session_id: str) -> None:
+        if self.store is not None:
+            self.store.forget("session", session_id)
+
+    def job_changed(self, job: RenderJob) -> None:
+        """A job's status changed (progress alone is not worth a write: a re-run starts it again)."""
+        if job.finished:
+            job.draft = None
+        self._mark("job", job.token, lambda: _job_body(job))
+
+    async def sync(self) -> None:
+        """Wait until every change so far is on disk."""
+        if self.store is not None:
+            await self.store.sync()
+
+    def load(self) -> None:
+        """Fill the empty store from its file (blocking: at start only)."""
+        if self.store is None:
+            return
+        records = self.store.load()
+        now = time.time()
+        for user_id, body in records.get("user", {}).items():
+            user = UserRecord(user_id=user_id, client_id=str(body["client_id"]), credits=int(body["credits"]))
+            self.users[user_id] = user
+            self.users_by_client[user.client_id] = user_id
+        for key, body in records.get("token", {}).items():
+            if float(body["expires_at"]) <= now or body["user_id"] not in self.users:
+                self.store.forget("token", key)
+                continue
+            self.tokens[key] = TokenRecord(token="", user_id=str(body["user_id"]), expires_at=float(body["expires_at"]))
+        for session_id, body in records.get("session", {}).items():
+            idle = max(0.0, now - float(body.get("last_active_at", now)))
+            self.sessions[session_id] = SessionRecord(
+                session_id=session_id,
+                task_id=str(body["task_id"]),
+                task_name=str(body["task_name"]),
+                language=str(body["language"]),
+                user_id=str(body["user_id"]),
+                folder=self.data_dir / "sessions" / session_id,
+                draft=Draft.model_validate(body["draft"]),
+                video_infos=list(body.get("video_infos", [])),
+                generated_media=list(body.get("generated_media", [])),
+                canvas_config=dict(body.get("canvas_config", {})),
+                video_analyses=dict(body.get("video_analyses", {})),
+                message_count=int(body.get("message_count", 0)),
+                edit_count=int(body.get("edit_count", 0)),
+                last_active=time.monotonic() - idle,
+            )
+        for claim_token, body in records.get("claim", {}).items():
+            if float(body["expires_at"]) <= now:
+                self.store.forget("claim", claim_token)
+                continue
+            self.claims[claim_token] = ClaimRecord(
+                claim_token=claim_token, user_id=str(body["user_id"]), session_id=str(body["session_id"]),
+                expires_at=float(body["expires_at"]),
+            )  # fmt: skip
+        for token, body in records.get("job", {}).items():
+            output = body.get("output")
+            draft = body.get("draft")
+            job = RenderJob(
+                job_id=str(body["job_id"]),
+                user_id=str(body["user_id"]),
+                session_id=str(body["session_id"]),
+                created_at_ms=int(body["created_at_ms"]),
+                token=token,
+                status=body["status"],
+                progress=int(body.get("progress", 0)),
+                output_path=self.data_dir / "renders" / output if isinstance(output, str) else None,
+                duration=body.get("duration"),
+                size=body.get("size"),
+                error=body.get("error"),
+                completed_at_ms=body.get("completed_at_ms"),
+                draft=Draft.model_validate(draft) if isinstance(draft, dict) else None,
+            )
+            self.jobs[job.key] = job
+            self.jobs_by_token[token] = job
+        log.info(
+            "localnemo.state.loaded users=%s tokens=%s sessions=%s jobs=%s",
+            len(self.users), len(self.tokens), len(self.sessions), len(self.jobs),
+        )  # fmt: skip
+
+
+def _session_body(session: SessionRecord) -> dict[str, Any]:
+    return {
+        "task_id": session.task_id,
+        "task_name": session.task_name,
+        "language": session.language,
+        "user_id": session.user_id,
+        "draft": session.draft.to_wire(),
+        "video_infos": session.video_infos,
+        "generated_media": session.generated_media,
+        "canvas_config": session.canvas_config,
+        "video_analyses": session.video_analyses,
+        "message_count": session.message_count,
+        "edit_count": session.edit_count,
+        "last_active_at": time.time() - (time.monotonic() - session.last_active),
+    }
+
+
+def _job_body(job: RenderJob) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "user_id": job.user_id,
+        "session_id": job.session_id,
+        "created_at_ms": job.created_at_ms,
+        "status": job.status,
+        "progress": job.progress,
+        "output": job.output_path.name if job.output_path is not None else None,
+        "duration": job.duration,
+        "size": job.size,
+        "error": job.error,
+        "completed_at_ms": job.completed_at_ms,
+        "draft": job.draft.to_wire() if job.draft is not None else None,
+    }

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bot import __version__
+from localnemo.config import ENV_VARIABLES
 from nemobot import logs
 from nemobot.compose import Runtime, StartSettings, platform_adapters, runtime, until_stopped
 
@@ -56,12 +57,8 @@ _SETTINGS_HELP = (
 
 
 _LOCALNEMO_HELP = (
-    "Reads LOCALNEMO_DATA_DIR (default: a new temporary folder), LOCALNEMO_DIALECT (adk|simple), "
-    "LOCALNEMO_JOB_SHAPE (top|wrapped), LOCALNEMO_RENDERER (ffmpeg|copy), LOCALNEMO_RESOLUTION, "
-    "LOCALNEMO_X264_PRESET, LOCALNEMO_X264_CRF, LOCALNEMO_SILENCE_THRESHOLD_DB, LOCALNEMO_SILENCE_MIN_MS, "
-    "LOCALNEMO_SILENCE_MARGIN_MS, LOCALNEMO_MIN_CLIP_MS, LOCALNEMO_FONT_FILE, LOCALNEMO_ALLOW_PRIVATE_URLS, "
-    "LOCALNEMO_MAX_DISK_MB, LOCALNEMO_RENDER_STEP_SECONDS, LOCALNEMO_HEARTBEAT_SECONDS, LOCALNEMO_SILENT_EVERY, "
-    "LOCALNEMO_CREDITS."
+    "Reads " + ", ".join(ENV_VARIABLES.values()) + " (the README says what each does). The data folder is "
+    "LOCALNEMO_DATA_DIR, else a new temporary folder."
 )
 
 

@@ -412,7 +412,8 @@ async def test_out_of_credits_is_refused_before_the_stream(
 async def test_render_completes_and_the_result_downloads(
     client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path, options: dict[str, Any]
 ) -> None:
-    token = (await grant(client))["token"]
+    grant_data = await grant(client)
+    token = grant_data["token"]
     sid = await new_session(client, token)
     await upload(client, token, sid, tiny_mp4)
     draft = (await client.get(f"/api/state/nemo_agent/me/{sid}/latest", headers=auth(token))).json()["data"]["state"][
@@ -443,10 +444,13 @@ async def test_render_completes_and_the_result_downloads(
         assert set(final["output"]) == set(fixture["output"])
         assert final["output"]["duration"] == pytest.approx(1.0, abs=0.1)
         url = final["output"]["url"]
-    assert url.endswith("/render-result/render_1.mp4")
+    # A signed link that names a random token, not the client's id; it needs no credentials.
+    assert "/render-result/" in url
+    assert "render_1" not in url
     result = await client.get(url)
     assert result.status_code == 200
-    rendered = nemo_server.config.data_dir / "renders" / "render_1.mp4"
+    rendered = nemo_server.state.jobs[(grant_data["user_id"], "render_1")].output_path
+    assert rendered is not None
     assert result.content == rendered.read_bytes()
     info = await probe(rendered)  # the FFmpeg engine's H.264/AAC MP4 of the 1-second clip
     assert info is not None
@@ -458,7 +462,8 @@ async def test_render_completes_and_the_result_downloads(
 async def test_render_refusals_failures_and_cancel(
     client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path
 ) -> None:
-    token = (await grant(client))["token"]
+    grant_data = await grant(client)
+    token = grant_data["token"]
     sid = await new_session(client, token)
     empty = {"id": "render_empty", "sessionId": sid, "draft": {"t": [], "m": {}}, "output": {}}
     unattributed = await client.post(
@@ -486,12 +491,13 @@ async def test_render_refusals_failures_and_cancel(
     draft = nemo_server.state.sessions[sid].draft.to_wire()
     body = {"id": "render_slow", "sessionId": sid, "draft": draft, "output": {}}
     assert (await client.post("/api/render/proxy/lambda", json=body, headers=auth(token))).status_code == 200
-    await wait_for(lambda: nemo_server.state.jobs["render_slow"].status == "processing", what="the render to start")
+    slow = nemo_server.state.jobs[(grant_data["user_id"], "render_slow")]
+    await wait_for(lambda: slow.status == "processing", what="the render to start")
     cancel = await client.post("/api/render/proxy/lambda/render_slow/cancel", headers=auth(token))
     assert cancel.json() == {"code": 0, "data": {}}
     status = (await client.get("/api/render/proxy/lambda/render_slow", headers=auth(token))).json()["data"]
     assert (status["status"], status["error"]) == ("failed", "cancelled")
-    assert (await client.get(f"{nemo_server.base_url}/render-result/render_slow.mp4")).status_code == 404
+    assert (await client.get(f"{nemo_server.base_url}/render-result/{slow.token}.mp4")).status_code == 404
 
 
 # -- faults and the call log ---------------------------------------------------------------------------------
