@@ -41,7 +41,7 @@ def default_agent(config: LocalNemoConfig) -> Agent:
         margin_ms=config.silence_margin_ms,
         min_clip_ms=config.min_clip_ms,
     )
-    return PlannerAgent(silent_every=config.silent_every, pauses=pauses, default_resolution=config.default_resolution)
+    return PlannerAgent(pauses=pauses, default_resolution=config.default_resolution)
 
 
 def default_renderer(config: LocalNemoConfig) -> Renderer:

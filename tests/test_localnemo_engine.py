@@ -252,7 +252,7 @@ class Nemo:
 
 def engine_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
     values: dict[str, Any] = {
-        "data_dir": data_dir, "dialect": "simple", "silent_every": 0, "event_delay_seconds": 0.0,
+        "data_dir": data_dir, "dialect": "simple", "event_delay_seconds": 0.0,
         "render_steps": 1, "render_step_seconds": 0.01, "default_resolution": "240p", "x264_preset": "ultrafast",
     }  # fmt: skip
     values.update(overrides)
