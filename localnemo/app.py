@@ -83,7 +83,9 @@ def create_app(
     config: LocalNemoConfig, *, agent: Agent | None = None, renderer: Renderer | None = None
 ) -> web.Application:
     """The aiohttp application of localnemo (``app[RUNTIME_KEY].state`` is its store)."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Uploads and results are the users' own: nobody else on the machine reads them.
+    config.data_dir.chmod(0o700)
     runtime = Runtime(config)
     quota = DiskQuota(config, runtime.state)
     api = Api(runtime, agent if agent is not None else default_agent(config))
