@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 import aiohttp
 import aiohttp.abc
+import aiohttp.http_exceptions
 from aiohttp import web
 from yarl import URL
 
@@ -71,6 +72,8 @@ _FRAMING_BYTES = 1 << 20
 # override hides the real extension), surrogates (bytes that were not UTF-8), unassigned, line separators.
 _BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _MAX_NAME_BYTES = 255
+# What aiohttp's multipart reader raises on a body that is not well-formed multipart.
+_MALFORMED = (ValueError, KeyError, AssertionError, aiohttp.http_exceptions.HttpProcessingError)
 # NAT64 (RFC 6052, RFC 8215), 6to4 (RFC 3056), Teredo (RFC 4380) and the deprecated IPv4-compatible form
 # (RFC 4291) wrap an IPv4 address, possibly a private one, behind an address Python counts as global.
 _TUNNEL_NETWORKS = tuple(
@@ -244,7 +247,13 @@ async def save_stream(
 
 
 async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(_CHUNK):
+    while True:
+        try:
+            chunk = await part.read_chunk(_CHUNK)
+        except _MALFORMED:
+            raise ApiError(400, 400, "malformed multipart body") from None
+        if not chunk:
+            return
         yield chunk
 
 
@@ -401,7 +410,7 @@ class Uploads:
     async def _receive_multipart(self, request: web.Request, session: SessionRecord, received: list[Received]) -> None:
         try:
             reader = await request.multipart()
-        except (ValueError, KeyError, AssertionError):
+        except _MALFORMED:
             raise ApiError(400, 400, "malformed multipart body") from None
         admit = await self._admit(session)
         parts = 0
@@ -410,7 +419,7 @@ class Uploads:
         while True:
             try:
                 part = await reader.next()
-            except (ValueError, KeyError, AssertionError):
+            except _MALFORMED:
                 raise ApiError(400, 400, "malformed multipart body") from None
             if part is None:
                 return
