@@ -277,31 +277,36 @@ async def run_chat(engine: Engine, run: ChatRun, clip: Path, caps: Capabilities,
 @contextlib.asynccontextmanager
 async def localnemo(args: argparse.Namespace, work: Path) -> Any:
     """Yields (base URL, description, pid of a subprocess server or None)."""
+    # Silent edits are a quirk of the hosted agent that only the test server imitates (the product's agent
+    # always answers): with --silent-every N the server is localnemo.testing's, else the product's.
     if args.in_process:
         from localnemo.app import LocalNemo
         from localnemo.config import LocalNemoConfig
+        from localnemo.testing import TestLocalNemo
 
         config = LocalNemoConfig(
             data_dir=work / "server", render_step_seconds=args.render_step_seconds,
-            heartbeat_seconds=args.heartbeat_seconds, silent_every=args.silent_every, initial_credits=1000,
-            renderer=args.renderer,
+            heartbeat_seconds=args.heartbeat_seconds, initial_credits=1000, renderer=args.renderer,
         )
-        async with LocalNemo(config) as server:
-            yield server.base_url, "in-process (same event loop: its CPU and memory are counted)", None
+        nemo = TestLocalNemo(config, silent_every=args.silent_every) if args.silent_every else LocalNemo(config)
+        async with nemo:
+            yield nemo.base_url, "in-process (same event loop: its CPU and memory are counted)", None
         return
     env = {
         "LOCALNEMO_DATA_DIR": str(work / "server"),
         "LOCALNEMO_RENDER_STEP_SECONDS": str(args.render_step_seconds),
         "LOCALNEMO_HEARTBEAT_SECONDS": str(args.heartbeat_seconds),
-        "LOCALNEMO_SILENT_EVERY": str(args.silent_every),
         "LOCALNEMO_CREDITS": "1000",
         "LOCALNEMO_RENDERER": args.renderer,
         "NEMOBOT_LOG_LEVEL": "WARNING",
     }
+    command: tuple[str, ...] = ("-m", "nemobot", "serve-local")
+    if args.silent_every:
+        command = ("-m", "localnemo.testing", "--silent-every", str(args.silent_every), "--log-level", "WARNING")
     log_path = work / "localnemo.log"
     try:
-        async with local_server(env, log_path=log_path) as (base, server):
-            yield base, f"subprocess (pid {server.pid}, `python -m nemobot serve-local`; not counted)", server.pid
+        async with local_server(env, log_path=log_path, command=command) as (base, server):
+            yield base, f"subprocess (pid {server.pid}, `python {' '.join(command)}`; not counted)", server.pid
     finally:
         lines = log_path.read_text(errors="replace").splitlines()
         problems = [line for line in lines if " WARNING " in line or " ERROR " in line or "Traceback" in line]
@@ -345,7 +350,9 @@ async def main() -> int:
     parser.add_argument("--in-process", action="store_true", help="run localnemo in this process's event loop")
     parser.add_argument("--render-step-seconds", type=float, default=0.05, help="LOCALNEMO_RENDER_STEP_SECONDS")
     parser.add_argument("--heartbeat-seconds", type=float, default=1.0, help="LOCALNEMO_HEARTBEAT_SECONDS")
-    parser.add_argument("--silent-every", type=int, default=3, help="LOCALNEMO_SILENT_EVERY (0 = never silent)")
+    parser.add_argument("--silent-every", type=int, default=3,
+                        help="every Nth edit ends with no text, as the hosted agent's do: a quirk only the test "
+                        "server (python -m localnemo.testing) imitates; 0 = never, with the product server")
     parser.add_argument(
         "--renderer", choices=("copy", "ffmpeg"), default="copy",
         help="LOCALNEMO_RENDERER: 'copy' (default) keeps the backend's render cost out of a measure of the bot; "

@@ -115,7 +115,7 @@ def plain_transcode(source: Path, target: Path, preset: str, crf: int) -> float:
 
 async def localnemo_export(source: Path, data_dir: Path, preset: str, crf: int) -> dict[str, Any]:
     config = LocalNemoConfig(
-        data_dir=data_dir, render_steps=1, render_step_seconds=0.0, event_delay_seconds=0.0, silent_every=0,
+        data_dir=data_dir, render_steps=1, render_step_seconds=0.0, event_delay_seconds=0.0,
         x264_preset=preset, x264_crf=crf,
     )  # fmt: skip
     async with LocalNemo(config) as server, httpx.AsyncClient(base_url=server.base_url, timeout=600) as http:

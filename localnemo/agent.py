@@ -157,13 +157,10 @@ def _edit(operation: str, args: dict[str, Any], result: dict[str, Any]) -> Edit:
 
 
 class PlannerAgent:
-    """Deterministic planner over the draft. Every ``silent_every``-th edit message of a session ends with
-    no text (0 = never), as about a third of the hosted agent's edits do."""
+    """Deterministic planner over the draft; it always answers in words. (The hosted agent's habit of ending
+    some edits with no text is imitated by a test-only wrapper, ``localnemo.testing.SilentEvery``.)"""
 
-    def __init__(
-        self, silent_every: int = 3, pauses: PauseSettings | None = None, default_resolution: str = "1080p"
-    ) -> None:
-        self.silent_every = silent_every
+    def __init__(self, pauses: PauseSettings | None = None, default_resolution: str = "1080p") -> None:
         self.pauses = pauses or PauseSettings()
         # The renderer's output size when the draft names none: the canvas numbers in replies match it.
         self.default_resolution = default_resolution
@@ -195,9 +192,6 @@ class PlannerAgent:
             yield result
         if edits:
             session.edit_count += 1
-            if self.silent_every > 0 and session.edit_count % self.silent_every == 0:
-                log.info("localnemo.agent.silent session_id=%s", session.session_id)
-                return
         if reply.parts:
             yield AgentText(reply.text)
 

@@ -42,7 +42,7 @@ def default_agent(config: LocalNemoConfig) -> Agent:
         margin_ms=config.silence_margin_ms,
         min_clip_ms=config.min_clip_ms,
     )
-    return PlannerAgent(silent_every=config.silent_every, pauses=pauses, default_resolution=config.default_resolution)
+    return PlannerAgent(pauses=pauses, default_resolution=config.default_resolution)
 
 
 def default_renderer(config: LocalNemoConfig) -> Renderer:
@@ -104,6 +104,8 @@ def create_app(
 ) -> web.Application:
     """The aiohttp application of localnemo (``app[RUNTIME_KEY].state`` is its store)."""
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Uploads and results are the users' own: nobody else on the machine reads them.
+    config.data_dir.chmod(0o700)
     runtime = Runtime(config)
     quota = DiskQuota(config, runtime.state)
     api = Api(runtime, agent if agent is not None else default_agent(config))

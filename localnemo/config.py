@@ -39,7 +39,6 @@ ENV_VARIABLES: dict[str, str] = {
     "job_shape": "LOCALNEMO_JOB_SHAPE",
     "render_step_seconds": "LOCALNEMO_RENDER_STEP_SECONDS",
     "heartbeat_seconds": "LOCALNEMO_HEARTBEAT_SECONDS",
-    "silent_every": "LOCALNEMO_SILENT_EVERY",
     "initial_credits": "LOCALNEMO_CREDITS",
     "allow_private_urls": "LOCALNEMO_ALLOW_PRIVATE_URLS",
     "renderer": "LOCALNEMO_RENDERER",
@@ -51,6 +50,8 @@ ENV_VARIABLES: dict[str, str] = {
     "silence_margin_ms": "LOCALNEMO_SILENCE_MARGIN_MS",
     "min_clip_ms": "LOCALNEMO_MIN_CLIP_MS",
     "max_disk_mb": "LOCALNEMO_MAX_DISK_MB",
+    "max_files_per_upload": "LOCALNEMO_MAX_FILES_PER_UPLOAD",
+    "fetch_timeout_seconds": "LOCALNEMO_FETCH_TIMEOUT_SECONDS",
     "font_file": "LOCALNEMO_FONT_FILE",
     "result_link_hours": "LOCALNEMO_RESULT_LINK_HOURS",
     "max_renders": "LOCALNEMO_MAX_RENDERS",
@@ -87,11 +88,15 @@ class LocalNemoConfig(BaseSettings):
     render_steps: int = 4
     render_step_seconds: float = Field(0.5, ge=0)
     require_attribution: bool = True
+    # One upload (the whole request: every file in it, plus its multipart framing) is at most this big; a
+    # larger declared Content-Length is refused before its body is read.
     max_upload_bytes: int = 500 * 1024 * 1024
+    # Files in one upload, multipart parts or URLs alike.
+    max_files_per_upload: int = Field(20, ge=1)
+    # The whole of one fetch by URL (every redirect, the body): a server that trickles is cut off.
+    fetch_timeout_seconds: float = Field(300.0, gt=0)
     # None: URLs handed out are derived from the request's scheme and Host header.
     public_base_url: str | None = None
-    # Every Nth edit message of a session ends with no text (the skill documents ~30 %); 0 = never.
-    silent_every: int = Field(3, ge=0)
     # Upload-by-URL may fetch private/loopback addresses only when allowed (a server reachable from the
     # internet must not be made to fetch from the network it sits in); tests serving files from
     # 127.0.0.1 turn it on.

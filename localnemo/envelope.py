@@ -43,7 +43,8 @@ async def json_object(request: web.Request, *, required: bool = True) -> dict[st
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # ValueError covers bytes that are not UTF-8 too; RecursionError is JSON nested too deep to read.
         raise ApiError(400, 400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, 400, "the body must be a JSON object")

@@ -1,5 +1,6 @@
 """The disk quota of the data folder: its size, and removing the least recently used idle sessions (their
-uploads and renders) when an upload or a render would not fit under ``max_disk_mb``."""
+uploads and renders) when an upload or a render would not fit under ``max_disk_mb``. Uploads are checked
+chunk by chunk while they stream (``admit``), so a body with no declared length cannot fill the disk."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import asyncio
 import logging
 import os
 import shutil
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from localnemo.config import LocalNemoConfig
@@ -15,6 +19,10 @@ from localnemo.state import LocalNemoState, SessionRecord
 
 log = logging.getLogger(__name__)
 
+# A streaming upload re-measures the data folder at least once per this many bytes it writes, so that files
+# written meanwhile by others (renders, other uploads) are seen.
+_RESCAN_BYTES = 64 * 1024 * 1024
+
 
 class DiskQuota:
     """Keeps the files under ``config.data_dir`` within ``config.max_disk_mb``."""
@@ -22,6 +30,36 @@ class DiskQuota:
     def __init__(self, config: LocalNemoConfig, state: LocalNemoState) -> None:
         self.config = config
         self.state = state
+        # The folder's size at the last measure, and what streaming uploads wrote since.
+        self._measured: int | None = None
+        self._written_since = 0
+        # Sessions an upload is streaming into: never idle, whatever their jobs say.
+        self._uploading: Counter[str] = Counter()
+
+    @contextmanager
+    def uploading(self, session: SessionRecord) -> Iterator[None]:
+        """While an upload streams into ``session``, its folder is not removed to make room."""
+        self._uploading[session.session_id] += 1
+        try:
+            yield
+        finally:
+            self._uploading[session.session_id] -= 1
+            if self._uploading[session.session_id] <= 0:
+                del self._uploading[session.session_id]
+
+    async def admit(self, size: int, *, keep: SessionRecord | None = None) -> None:
+        """Before a streaming upload writes ``size`` more bytes: make room for them, or ApiError 507. Cheap
+        while the folder is clearly under the limit; measured again near it, and every so often."""
+        limit = self.config.max_disk_mb * 1024 * 1024
+        if limit <= 0:
+            return
+        if (
+            self._measured is None
+            or self._measured + self._written_since + size > limit
+            or self._written_since >= _RESCAN_BYTES
+        ):
+            await self.make_room(size, keep=keep)
+        self._written_since += size
 
     async def make_room(self, needed: int, *, keep: SessionRecord | None = None) -> None:
         """Keep the data folder under ``max_disk_mb``: remove the least recently used idle sessions (their
@@ -30,6 +68,7 @@ class DiskQuota:
         if limit <= 0:
             return
         used = await asyncio.to_thread(folder_size, self.config.data_dir)
+        self._measured, self._written_since = used, 0
         if used + needed <= limit:
             return
         for session in sorted(self.state.sessions.values(), key=lambda s: s.last_active):
@@ -38,12 +77,13 @@ class DiskQuota:
             if session is keep or not self._idle(session):
                 continue
             used -= await self._remove_session(session)
+        self._measured = used
         if used + needed > limit:
             log.warning("localnemo.disk.full used=%s needed=%s limit=%s", used, needed, limit)
             raise ApiError(507, 507, "not enough space on this server: try again later or send a smaller file")
 
     def _idle(self, session: SessionRecord) -> bool:
-        if self.state.active_runs.get(session.session_id, 0) > 0:
+        if self._uploading[session.session_id] > 0 or self.state.active_runs.get(session.session_id, 0) > 0:
             return False
         return all(job.finished for job in self.state.jobs.values() if job.session_id == session.session_id)
 

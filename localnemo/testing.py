@@ -1,6 +1,7 @@
 """Test controls of localnemo, installed by tests only: fault injection, the call log, credit grants,
-token expiry, the ``/_localnemo/*`` admin routes that steer a server running in another process, and an
-agent that fails when a test asks it to ("simulate an error").
+token expiry, the ``/_localnemo/*`` admin routes that steer a server running in another process, and the
+hosted agent's quirks as agent wrappers: failing when a test asks it to ("simulate an error") and ending
+every Nth edit with no text (``SilentEvery``).
 
 The hosted backend fails in ways a client must survive: error envelopes, bare HTTP statuses, HTML
 error pages from a proxy, streams that drop, stall or only send heartbeats. ``FaultPlan`` makes each
@@ -17,7 +18,8 @@ import asyncio
 import logging
 import re
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 
@@ -25,7 +27,7 @@ from aiohttp import web
 
 from bot.lang import language_of
 from bot.texts import t
-from localnemo.agent import Agent, AgentError, AgentEvent, AgentText
+from localnemo.agent import Agent, AgentError, AgentEvent, AgentText, AgentToolCall
 from localnemo.app import RUNTIME_KEY, LocalNemo, default_agent
 from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError, error_response, json_object, ok
@@ -53,9 +55,29 @@ ENDPOINTS: tuple[str, ...] = (
 )
 
 
+# The call log keeps the last this many calls.
+MAX_CALLS = 10_000
+# The only request headers the call log keeps: what tests check (the attribution headers) and plain
+# transport facts. Anything else may carry a credential (Authorization, a cookie, X-Client-Id, which
+# buys a token) and is never stored.
+_LOGGED_HEADERS = frozenset({"accept", "content-length", "content-type", "range", "user-agent"})
+_TOKEN_RE = re.compile(r"nmv_\w+|bearer\s+\S+", re.IGNORECASE)
+
+
+def loggable_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers the call log may keep: the attribution headers and a few plain ones, never a token."""
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered.startswith("x-skill-") or lowered in _LOGGED_HEADERS:
+            kept[name] = _TOKEN_RE.sub("[redacted]", value)
+    return kept
+
+
 @dataclass
 class Call:
-    """One request as received (endpoint is the route name, "" when no route matched)."""
+    """One request as received (endpoint is the route name, "" when no route matched); ``headers`` holds
+    only what ``loggable_headers`` keeps."""
 
     endpoint: str
     method: str
@@ -74,10 +96,11 @@ class FailFault:
 
 
 class FaultPlan:
-    """Pending faults and the call log. Faults are used up in the order they were added."""
+    """Pending faults and the call log (the last ``MAX_CALLS`` calls). Faults are used up in the order they
+    were added."""
 
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
+    def __init__(self, max_calls: int = MAX_CALLS) -> None:
+        self._calls: deque[Call] = deque(maxlen=max_calls)
         self._failures: list[FailFault] = []
         self._streams: list[StreamFault] = []
 
@@ -134,11 +157,16 @@ class FaultPlan:
         self._failures.clear()
         self._streams.clear()
 
+    @property
+    def calls(self) -> list[Call]:
+        """The logged calls, oldest first."""
+        return list(self._calls)
+
     def count(self, endpoint: str) -> int:
-        return sum(1 for call in self.calls if call.endpoint == endpoint)
+        return sum(1 for call in self._calls if call.endpoint == endpoint)
 
     def record(self, call: Call) -> None:
-        self.calls.append(call)
+        self._calls.append(call)
 
     def take_failure(self, endpoint: str) -> FailFault | None:
         """The failure that applies to this call to ``endpoint``, if any (uses one of its ``times``)."""
@@ -181,7 +209,7 @@ class _TestControls:
         endpoint = request.match_info.route.name or ""
         if endpoint.startswith("admin_"):
             return await handler(request)
-        self.faults.record(Call(endpoint, request.method, request.path, dict(request.headers)))
+        self.faults.record(Call(endpoint, request.method, request.path, loggable_headers(request.headers)))
         fault = self.faults.take_failure(endpoint) if endpoint else None
         if fault is not None:
             return fault_response(fault)
@@ -289,9 +317,36 @@ class ErrorsOnRequest:
         yield AgentError("tool edit_multitrack failed", system=True)
 
 
+class SilentEvery:
+    """An agent that drops the closing text of every ``every``-th edit of a session (0: never), as about a
+    third of the hosted agent's edits end with no text; a client must then read the change from the state.
+    Every other event of the agent it wraps passes through."""
+
+    def __init__(self, inner: Agent, every: int) -> None:
+        if every < 0:
+            raise ValueError("every must not be negative")
+        self.inner = inner
+        self.every = every
+        self._edits: dict[str, int] = {}
+
+    async def run(self, session: SessionRecord, message: str) -> AsyncIterator[AgentEvent]:
+        silent = edited = False
+        async for event in self.inner.run(session, message):
+            if isinstance(event, AgentToolCall) and not edited:
+                edited = True
+                count = self._edits[session.session_id] = self._edits.get(session.session_id, 0) + 1
+                silent = self.every > 0 and count % self.every == 0
+                if silent:
+                    log.info("localnemo.agent.silent session_id=%s", session.session_id)
+            if silent and isinstance(event, AgentText):
+                continue
+            yield event
+
+
 class TestLocalNemo(LocalNemo):
     """A running localnemo with the test controls: ``faults`` (a FaultPlan with the call log),
-    ``expire_tokens`` and ``set_credits``, and the admin routes."""
+    ``expire_tokens`` and ``set_credits``, the admin routes, and the hosted agent's quirks (failures on
+    request; with ``silent_every``, every Nth edit of a session ends with no text, 0: never)."""
 
     __test__ = False  # not a test class, whatever its name says to pytest
 
@@ -305,9 +360,11 @@ class TestLocalNemo(LocalNemo):
         renderer: Renderer | None = None,
         faults: FaultPlan | None = None,
         shutdown_timeout: float = 5.0,
+        silent_every: int = 3,
     ) -> None:
+        inner = agent if agent is not None else default_agent(config)
         super().__init__(
-            config, host=host, port=port, agent=ErrorsOnRequest(agent if agent is not None else default_agent(config)),
+            config, host=host, port=port, agent=SilentEvery(ErrorsOnRequest(inner), silent_every),
             renderer=renderer, shutdown_timeout=shutdown_timeout,
         )
         self.faults = install_test_controls(self.app, faults)
@@ -320,12 +377,13 @@ class TestLocalNemo(LocalNemo):
         self.state.set_credits(user_id, n)
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, silent_every: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with TestLocalNemo(LocalNemoConfig.from_env(), host=host, port=port) as server:
+    config = LocalNemoConfig.from_env()
+    async with TestLocalNemo(config, host=host, port=port, silent_every=silent_every) as server:
         log.info("localnemo.testing.serving base_url=%s", server.base_url)
         await stop.wait()
 
@@ -336,9 +394,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m localnemo.testing", description=main.__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--silent-every", type=int, default=3, help="every Nth edit of a session ends with no text (0: never)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_serve(args.host, args.port))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(_serve(args.host, args.port, args.silent_every))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""Receiving uploads: multipart files and files fetched by URL, the kind and extension checks, safe stored
-names, streaming to disk under the size limit, the readability check, and the address safety of URL
-fetches (no private or loopback address, at any redirect or connect). Also serves the stored files back
-(``/files/<sid>/<name>``, like a CDN)."""
+"""Receiving uploads: multipart files and files fetched by URL, the kind and extension checks, the content
+check (magic bytes, ``localnemo.sniff``), safe stored names, streaming to disk under the size, file-count
+and disk limits, the readability check, and the address safety of URL fetches (only public addresses, at
+any redirect or connect, within an overall deadline). Stored files are readable by their owner only. Also
+serves the stored files back (``/files/<sid>/<name>``, like a CDN)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import hashlib
 import ipaddress
 import logging
 import mimetypes
+import os
 import re
 import secrets
 import socket
-from collections.abc import AsyncIterator
+import unicodedata
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, cast
@@ -21,6 +24,7 @@ from urllib.parse import unquote
 
 import aiohttp
 import aiohttp.abc
+import aiohttp.http_exceptions
 from aiohttp import web
 from yarl import URL
 
@@ -30,6 +34,7 @@ from localnemo.envelope import ApiError, json_object, ok
 from localnemo.media import MediaInfo, probe
 from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.runtime import Runtime
+from localnemo.sniff import HEAD_BYTES, TextCheck, content_format
 from localnemo.state import SessionRecord
 from localnemo.subtitles import Cue, SubtitleError, read_cues
 
@@ -61,7 +66,19 @@ _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream
 # The names stored files get (see stored_name): anything else in a /files/ URL is not one of them.
 STORED_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _CHUNK = 1 << 20
-_MAX_URLS = 20
+# What one upload may add to its files for the multipart framing (boundaries, part headers).
+_FRAMING_BYTES = 1 << 20
+# Unicode categories refused in a file name: controls (NUL among them), format characters (a right-to-left
+# override hides the real extension), surrogates (bytes that were not UTF-8), unassigned, line separators.
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_MAX_NAME_BYTES = 255
+# What aiohttp's multipart reader raises on a body that is not well-formed multipart.
+_MALFORMED = (ValueError, KeyError, AssertionError, aiohttp.http_exceptions.HttpProcessingError)
+# NAT64 (RFC 6052, RFC 8215), 6to4 (RFC 3056), Teredo (RFC 4380) and the deprecated IPv4-compatible form
+# (RFC 4291) wrap an IPv4 address, possibly a private one, behind an address Python counts as global.
+_TUNNEL_NETWORKS = tuple(
+    ipaddress.IPv6Network(network) for network in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::/96")
+)
 
 
 @dataclass
@@ -92,6 +109,51 @@ def kind_for(filename: str, content_type: str | None) -> tuple[FileKind, str]:
     return kind, extension
 
 
+def check_filename(filename: str) -> str:
+    """A file name as sent, if it is a plain name: no path, no control or invisible characters, not too
+    long; else ApiError 400."""
+    problem = None
+    if "/" in filename or "\\" in filename or filename in (".", ".."):
+        problem = "a file name must not be a path"
+    elif any(unicodedata.category(char) in _BAD_NAME_CATEGORIES for char in filename):
+        problem = "a file name must not contain control or invisible characters"
+    elif len(filename.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
+        problem = f"a file name must be at most {_MAX_NAME_BYTES} bytes"
+    if problem is not None:
+        raise ApiError(400, 400, problem)
+    return filename
+
+
+def _plain_name(filename: str) -> bool:
+    try:
+        check_filename(filename)
+    except ApiError:
+        return False
+    return True
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether an address is a public unicast one: not private, loopback, link-local, multicast, reserved or
+    unspecified, and not an IPv6 form that wraps an IPv4 address (judged by that address when mapped,
+    refused outright as NAT64, 6to4, Teredo or IPv4-compatible)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return is_public_address(address.ipv4_mapped)
+        if address.scope_id or address.is_site_local or any(address in net for net in _TUNNEL_NETWORKS):
+            return False
+    return address.is_global and not (
+        address.is_multicast or address.is_reserved or address.is_unspecified or address.is_loopback
+        or address.is_link_local or address.is_private
+    )
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def stored_name(filename: str, extension: str) -> str:
     """A safe, unique file name: no directories, no leading dot, ASCII only."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).stem).strip("._")[:80] or "file"
@@ -103,11 +165,65 @@ def _write_chunk(writer: BinaryIO, digest: Any, chunk: bytes) -> None:
     digest.update(chunk)
 
 
-async def save_stream(chunks: AsyncIterator[bytes], target: Path, *, limit: int, display_name: str) -> tuple[str, int]:
-    """Stream chunks into ``target``, hashing on the way; over ``limit`` bytes: remove it, ApiError 4002."""
+def _open_private(target: Path) -> BinaryIO:
+    """A new file only its owner can read (blocking: run it in a thread); never follows a link."""
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def make_private_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parent) readable by its owner only (blocking: run it in a thread)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for each in (folder.parent, folder):
+        os.chmod(each, 0o700)
+
+
+class _ContentCheck:
+    """Whether the bytes of an upload are what its extension says, decided from its first bytes (or, for
+    captions, from all of them)."""
+
+    def __init__(self, kind: FileKind, display_name: str, extension: str) -> None:
+        self.kind = kind
+        self.display_name = display_name
+        self.extension = extension
+        self.head = b""
+        self.decided = False
+        self.text = TextCheck() if kind == "subtitle" else None
+
+    def feed(self, chunk: bytes, *, final: bool = False) -> None:
+        if self.text is not None:
+            if not self.text.feed(chunk, final=final):
+                self._refuse("it is not UTF-8 text")
+            return
+        if self.decided:
+            return
+        self.head += chunk[: HEAD_BYTES - len(self.head)]
+        if len(self.head) >= HEAD_BYTES or final:
+            self.decided = True
+            if content_format(self.kind, self.head) is None:
+                self._refuse(f"its content is not a .{self.extension} file")
+
+    def _refuse(self, why: str) -> None:
+        raise ApiError(400, 4001, f"could not read {self.display_name}: {why}")
+
+
+async def save_stream(
+    chunks: AsyncIterator[bytes],
+    target: Path,
+    *,
+    limit: int,
+    display_name: str,
+    kind: FileKind | None = None,
+    admit: Callable[[int], Awaitable[None]] | None = None,
+) -> tuple[str, int]:
+    """Stream chunks into ``target`` (owner-only), hashing on the way. Over ``limit`` bytes: ApiError 4002;
+    content that is not of ``kind``'s formats: ApiError 4001; ``admit`` (the disk quota) is asked before
+    each chunk is written and may refuse. On any failure the partial file is removed."""
     digest = hashlib.sha256()
     size = 0
-    writer = await asyncio.to_thread(target.open, "wb")
+    extension = target.suffix.lower().lstrip(".")
+    check = _ContentCheck(kind, display_name, extension) if kind is not None else None
+    writer = await asyncio.to_thread(_open_private, target)
     try:
         async for chunk in chunks:
             size += len(chunk)
@@ -115,7 +231,13 @@ async def save_stream(chunks: AsyncIterator[bytes], target: Path, *, limit: int,
                 raise ApiError(
                     413, 4002, f"file too large: {display_name} is over the {limit // (1024 * 1024)} MB limit"
                 )
+            if check is not None:
+                check.feed(chunk)
+            if admit is not None:
+                await admit(len(chunk))
             await asyncio.to_thread(_write_chunk, writer, digest, chunk)
+        if check is not None:
+            check.feed(b"", final=True)
     except BaseException:
         await asyncio.to_thread(writer.close)
         await asyncio.to_thread(unlink_quietly, target)
@@ -125,7 +247,13 @@ async def save_stream(chunks: AsyncIterator[bytes], target: Path, *, limit: int,
 
 
 async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(_CHUNK):
+    while True:
+        try:
+            chunk = await part.read_chunk(_CHUNK)
+        except _MALFORMED:
+            raise ApiError(400, 400, "malformed multipart body") from None
+        if not chunk:
+            return
         yield chunk
 
 
@@ -137,8 +265,8 @@ async def refuse_private(url: URL) -> None:
     except OSError:
         raise ApiError(400, 4003, f"could not download from {host}: unknown host") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+        address = _address(str(info[4][0]))
+        if address is None or not is_public_address(address):
             raise ApiError(400, 4003, f"could not download from {host}: not a public address")
 
 
@@ -153,7 +281,8 @@ class PublicResolver(aiohttp.abc.AbstractResolver):
     ) -> list[aiohttp.abc.ResolveResult]:
         answers = await self._inner.resolve(host, port, family)
         for answer in answers:
-            if not ipaddress.ip_address(answer["host"]).is_global:
+            address = _address(answer["host"])
+            if address is None or not is_public_address(address):
                 raise OSError(f"{host} resolves to a non-public address")
         return answers
 
@@ -220,26 +349,37 @@ class Uploads:
             )
         return self._http
 
+    def _request_limit(self) -> int:
+        return self.config.max_upload_bytes + _FRAMING_BYTES
+
+    def _too_large(self) -> ApiError:
+        megabytes = self.config.max_upload_bytes // (1024 * 1024)
+        return ApiError(413, 4002, f"file too large: this upload is over the {megabytes} MB limit")
+
     async def upload(self, request: web.Request) -> web.StreamResponse:
+        # Before anything reads the body: a declared size over the limit is refused at once.
+        if request.content_length is not None and request.content_length > self._request_limit():
+            raise self._too_large()
         user = self.runtime.user(request)
         session = self.runtime.session(user, request.match_info["sid"])
-        await self.quota.make_room(request.content_length or 0, keep=session)
-        await asyncio.to_thread(session.folder.mkdir, parents=True, exist_ok=True)
         received: list[Received] = []
-        try:
-            if request.content_type.startswith("multipart/"):
-                await self._receive_multipart(request, session, received)
-            else:
-                await self._receive_urls(request, session, received)
-            if not received:
-                raise ApiError(400, 400, "no files: send multipart field 'files' or JSON {\"urls\": [...]}")
-            for item in received:
-                await check_readable(item)
-            await self.quota.make_room(0, keep=session)
-        except BaseException:
-            for item in received:
-                await asyncio.to_thread(unlink_quietly, item.stored_path)
-            raise
+        with self.quota.uploading(session):
+            await self.quota.make_room(request.content_length or 0, keep=session)
+            await asyncio.to_thread(make_private_folder, session.folder)
+            try:
+                if request.content_type.startswith("multipart/"):
+                    await self._receive_multipart(request, session, received)
+                else:
+                    await self._receive_urls(request, session, received)
+                if not received:
+                    raise ApiError(400, 400, "no files: send multipart field 'files' or JSON {\"urls\": [...]}")
+                for item in received:
+                    await check_readable(item)
+                await self.quota.make_room(0, keep=session)
+            except BaseException:
+                for item in received:
+                    await asyncio.to_thread(unlink_quietly, item.stored_path)
+                raise
         base = self.runtime.base_url(request)
         files: list[dict[str, Any]] = []
         for item in received:
@@ -261,27 +401,50 @@ class Uploads:
             log.info("localnemo.upload.stored session_id=%s kind=%s size=%s", session.session_id, item.kind, item.size)
         return ok({"files": files, "session_state_applied": True})
 
+    async def _admit(self, session: SessionRecord) -> Callable[[int], Awaitable[None]]:
+        async def admit(size: int) -> None:
+            await self.quota.admit(size, keep=session)
+
+        return admit
+
     async def _receive_multipart(self, request: web.Request, session: SessionRecord, received: list[Received]) -> None:
-        reader = await request.multipart()
+        try:
+            reader = await request.multipart()
+        except _MALFORMED:
+            raise ApiError(400, 400, "malformed multipart body") from None
+        admit = await self._admit(session)
+        parts = 0
+        total = 0
+        limit = self.config.max_files_per_upload
         while True:
-            part = await reader.next()
+            try:
+                part = await reader.next()
+            except _MALFORMED:
+                raise ApiError(400, 400, "malformed multipart body") from None
             if part is None:
                 return
+            # Counted as the body streams: a body of thousands of parts is refused at the first one too many.
+            parts += 1
+            if parts > limit:
+                raise ApiError(400, 400, f"too many files: at most {limit} in one upload")
             if not isinstance(part, aiohttp.BodyPartReader):
                 raise ApiError(400, 400, "nested multipart bodies are not supported")
             if part.name != "files":
                 await part.release()
                 continue
-            filename = Path(part.filename or "").name
+            filename = check_filename(part.filename or "")
             if not filename:
                 raise ApiError(
                     400, 4001, f"unsupported file type: a file has no name. Accepted: {ACCEPTED_FORMATS_TEXT}"
                 )
             kind, extension = kind_for(filename, part.headers.get(aiohttp.hdrs.CONTENT_TYPE))
             target = session.folder / stored_name(filename, extension)
+            # One upload's files together stay within the limit, as its declared length must.
+            file_limit = min(self.config.max_upload_bytes, self._request_limit() - total)
             digest, size = await save_stream(
-                _part_chunks(part), target, limit=self.config.max_upload_bytes, display_name=filename
+                _part_chunks(part), target, limit=file_limit, display_name=filename, kind=kind, admit=admit
             )
+            total += size
             received.append(Received(filename, target, kind, digest, size))
 
     async def _receive_urls(self, request: web.Request, session: SessionRecord, received: list[Received]) -> None:
@@ -291,15 +454,28 @@ class Uploads:
         if (
             not isinstance(urls, list)
             or not urls
-            or len(urls) > _MAX_URLS
+            or len(urls) > self.config.max_files_per_upload
             or not all(isinstance(url, str) for url in urls)
             or source_type != "url"
         ):
             raise ApiError(
-                400, 400, f'expected {{"urls": [1 to {_MAX_URLS} URLs], "source_type": "url"}} or a multipart upload'
+                400,
+                400,
+                f'expected {{"urls": [1 to {self.config.max_files_per_upload} URLs], "source_type": "url"}} '
+                "or a multipart upload",
             )
         for url_text in urls:
-            received.append(await self._fetch(url_text, session))
+            received.append(await self._fetch_within_deadline(url_text, session))
+
+    async def _fetch_within_deadline(self, url_text: str, session: SessionRecord) -> Received:
+        seconds = self.config.fetch_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds):
+                return await self._fetch(url_text, session)
+        except TimeoutError:
+            host = URL(url_text).host
+            log.info("localnemo.upload.fetch_timeout host=%s seconds=%s", host, seconds)
+            raise ApiError(400, 4003, f"could not download from {host}: it took longer than {seconds:g} s") from None
 
     async def _fetch(self, url_text: str, session: SessionRecord) -> Received:
         try:
@@ -307,6 +483,8 @@ class Uploads:
         except ValueError:
             raise ApiError(400, 4003, "could not download: not a valid URL") from None
         filename = Path(unquote(url.path)).name or "download"
+        if not _plain_name(filename):
+            filename = "download"
         try:
             for _ in range(_MAX_REDIRECTS + 1):
                 # Every hop is checked as the first URL was: a public page must not redirect the server
@@ -324,7 +502,7 @@ class Uploads:
                         continue
                     return await self._save_download(resp, url, filename, session)
             raise ApiError(400, 4003, f"could not download from {url.host}: too many redirects")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             log.info("localnemo.upload.fetch_failed host=%s error=%s", url.host, type(exc).__name__)
             raise ApiError(400, 4003, f"could not download from {url.host}") from None
 
@@ -347,7 +525,8 @@ class Uploads:
             )
         target = session.folder / stored_name(filename, extension)
         digest, size = await save_stream(
-            resp.content.iter_chunked(_CHUNK), target, limit=limit, display_name=filename
+            resp.content.iter_chunked(_CHUNK), target, limit=limit, display_name=filename, kind=kind,
+            admit=await self._admit(session),
         )
         log.info("localnemo.upload.fetched host=%s size=%s", url.host, size)
         return Received(filename, target, kind, digest, size)

@@ -67,8 +67,12 @@ def localnemo_options() -> dict[str, Any]:
 
 @pytest.fixture
 async def localnemo(tmp_path: Path, localnemo_options: dict[str, Any]) -> AsyncIterator[TestLocalNemo]:
-    """localnemo with the test controls (faults, call log) of localnemo.testing."""
-    async with TestLocalNemo(fast_localnemo_config(tmp_path / "localnemo", **localnemo_options)) as server:
+    """localnemo with the test controls (faults, call log, the hosted agent's quirks) of localnemo.testing;
+    ``silent_every`` among the options is the quirk's, the rest are settings."""
+    options = dict(localnemo_options)
+    silent_every = options.pop("silent_every", 3)
+    config = fast_localnemo_config(tmp_path / "localnemo", **options)
+    async with TestLocalNemo(config, silent_every=silent_every) as server:
         yield server
 
 

@@ -9,6 +9,7 @@ under speech and between it, whether a title or caption is in its place.
 from __future__ import annotations
 
 import array
+import ipaddress
 import json
 import math
 import subprocess
@@ -29,7 +30,7 @@ from localnemo.config import LocalNemoConfig
 from localnemo.graph import RenderGraph, build_graph
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.render import FFmpegRenderer, RenderError, RenderSettings
-from localnemo.uploads import PublicResolver
+from localnemo.uploads import PublicResolver, is_public_address
 from tests.waiting import wait_for
 
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
@@ -252,7 +253,7 @@ class Nemo:
 
 def engine_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
     values: dict[str, Any] = {
-        "data_dir": data_dir, "dialect": "simple", "silent_every": 0, "event_delay_seconds": 0.0,
+        "data_dir": data_dir, "dialect": "simple", "event_delay_seconds": 0.0,
         "render_steps": 1, "render_step_seconds": 0.01, "default_resolution": "240p", "x264_preset": "ultrafast",
     }  # fmt: skip
     values.update(overrides)
@@ -585,6 +586,15 @@ async def test_private_addresses_are_refused_by_default(nemo: Nemo, file_host: s
     for url in (
         f"{file_host}/clip.mp4", f"http://localhost:{port}/clip.mp4", "http://10.1.2.3/a.mp4",
         "http://[::1]/a.mp4", "http://169.254.169.254/latest/meta-data.mp4", "http://192.168.0.1/a.mp4",
+        # Multicast, and the IPv6 forms that wrap an IPv4 address: NAT64 (well-known and local-use), 6to4,
+        # IPv4-mapped and -compatible, Teredo; deprecated site-local; a public IPv4 behind NAT64 or 6to4 too.
+        "http://224.0.0.1/a.mp4", "http://239.255.255.250/a.mp4", "http://[ff02::1]/a.mp4", "http://[ff0e::1]/a.mp4",
+        "http://[64:ff9b::7f00:1]/a.mp4", "http://[64:ff9b::a9fe:a9fe]/a.mp4", "http://[64:ff9b::808:808]/a.mp4",
+        "http://[64:ff9b:1::a00:1]/a.mp4", "http://[2002:7f00:1::]/a.mp4", "http://[2002:c0a8:1::1]/a.mp4",
+        "http://[2002:808:808::1]/a.mp4", "http://[::ffff:127.0.0.1]/a.mp4", "http://[::ffff:10.0.0.1]/a.mp4",
+        "http://[::127.0.0.1]/a.mp4", "http://[::a00:1]/a.mp4", "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/a.mp4",
+        "http://[2001::1]/a.mp4", "http://[fec0::1]/a.mp4", "http://[fe80::1%25lo]/a.mp4", "http://0.0.0.0/a.mp4",
+        "http://[::]/a.mp4", "http://100.64.0.1/a.mp4", "http://240.0.0.1/a.mp4", "http://2130706433/a.mp4",
     ):  # fmt: skip
         answer = await upload_urls(nemo, url)
         assert answer.status_code == 400, url
@@ -596,6 +606,8 @@ async def test_private_addresses_are_refused_by_default(nemo: Nemo, file_host: s
     assert nemo.draft == {"t": [], "m": {}}
     with pytest.raises(OSError, match="non-public"):
         await PublicResolver().resolve("localhost", 80)
+    for text in ("8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"):
+        assert is_public_address(ipaddress.ip_address(text)), text
 
 
 @pytest.mark.parametrize("options", [{"allow_private_urls": True}])

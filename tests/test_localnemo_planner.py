@@ -16,11 +16,12 @@ import pytest
 
 from bot.nemo.timeline_model import Track
 from localnemo import planner
-from localnemo.agent import AgentText, AgentToolCall, AgentToolResult, PlannerAgent, kept_spans
+from localnemo.agent import Agent, AgentText, AgentToolCall, AgentToolResult, PlannerAgent, kept_spans
 from localnemo.config import LocalNemoConfig, resolution_lines
 from localnemo.media import AudioAnalysis, parse_silences
 from localnemo.state import SessionRecord
 from localnemo.subtitles import parse_cues, write_ass
+from localnemo.testing import SilentEvery
 from localnemo.timeline import snap
 from tests.test_localnemo_engine import Nemo, make_sync_clip, running_nemo, video_spans
 
@@ -243,7 +244,7 @@ def _session(tmp_path: Path, seconds: int = 10) -> SessionRecord:
     return session
 
 
-async def _run(agent: PlannerAgent, session: SessionRecord, text: str) -> tuple[list[AgentToolCall], str]:
+async def _run(agent: Agent, session: SessionRecord, text: str) -> tuple[list[AgentToolCall], str]:
     calls: list[AgentToolCall] = []
     texts: list[str] = []
     async for event in agent.run(session, text):
@@ -269,7 +270,7 @@ async def _run(agent: PlannerAgent, session: SessionRecord, text: str) -> tuple[
 )
 async def test_trims(tmp_path: Path, text: str, spans: list[tuple[int, int]]) -> None:
     session = _session(tmp_path)
-    calls, reply = await _run(PlannerAgent(silent_every=0), session, text)
+    calls, reply = await _run(PlannerAgent(), session, text)
     assert [call.args["operation"] for call in calls] == ["trim"]
     assert [(s.m.in_, s.m.out) for s in session.draft.t[0].sg] == spans
     assert "I kept" in reply
@@ -277,7 +278,7 @@ async def test_trims(tmp_path: Path, text: str, spans: list[tuple[int, int]]) ->
 
 async def test_speed_volume_music_and_text_edits(tmp_path: Path) -> None:
     session = _session(tmp_path)
-    agent = PlannerAgent(silent_every=0)
+    agent = PlannerAgent()
     _, reply = await _run(agent, session, "2x speed")
     assert session.draft.t[0].sg[0].d == 5000
     assert "2×" in reply
@@ -301,7 +302,7 @@ async def test_speed_volume_music_and_text_edits(tmp_path: Path) -> None:
 
 async def test_silent_turns_and_gui_phrases_are_kept(tmp_path: Path) -> None:
     session = _session(tmp_path)
-    agent = PlannerAgent(silent_every=2)
+    agent = SilentEvery(PlannerAgent(), 2)  # the test-only imitation of the hosted agent's quirk
     _, first = await _run(agent, session, "fade in")
     calls, second = await _run(agent, session, 'title "Hi"')
     assert first

@@ -21,7 +21,7 @@ from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from localnemo.media import ffmpeg_exe, probe
 from localnemo.state import SessionRecord
-from localnemo.testing import TestLocalNemo
+from localnemo.testing import MAX_CALLS, Call, FaultPlan, TestLocalNemo
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,9 @@ async def nemo_server(tmp_path: Path, options: dict[str, Any]) -> AsyncIterator[
         "render_step_seconds": 0.01,
     }
     values.update(options)
-    async with TestLocalNemo(LocalNemoConfig(data_dir=tmp_path / "nemo", **values)) as server:
+    silent_every = values.pop("silent_every", 3)  # the test server's quirk, not a setting
+    config = LocalNemoConfig(data_dir=tmp_path / "nemo", **values)
+    async with TestLocalNemo(config, silent_every=silent_every) as server:
         yield server
 
 
@@ -530,8 +532,26 @@ async def test_fail_faults_and_the_call_log(client: httpx.AsyncClient, nemo_serv
     assert [call["endpoint"] for call in calls] == ["token"] + ["credits"] * 7
     assert calls[1]["headers"]["X-Skill-Source"] == "tests"
     assert calls[1]["path"] == "/api/credits/balance/simple"
+    # No credential is ever kept: not the bearer token, not the client id that buys one, not a token
+    # smuggled into another header.
+    logged = json.dumps(calls)
+    assert token not in logged
+    assert "client-1" not in logged
+    assert all("authorization" not in {name.lower() for name in call["headers"]} for call in calls)
+    smuggled = {**auth(token), "X-Skill-Platform": f"Bearer {token}", "Cookie": f"t={token}"}
+    await client.get("/api/credits/balance/simple", headers=smuggled)
+    assert token not in json.dumps((await client.get("/_localnemo/calls")).json())
     missing = await client.get("/nothing/here")
     assert (missing.status_code, missing.json()["code"]) == (404, 404)
+
+
+def test_the_call_log_is_bounded() -> None:
+    plan = FaultPlan(max_calls=3)
+    for index in range(5):
+        plan.record(Call("credits", "GET", f"/{index}", {}))
+    assert [call.path for call in plan.calls] == ["/2", "/3", "/4"]
+    assert FaultPlan().calls == []
+    assert MAX_CALLS == 10_000
 
 
 
@@ -546,8 +566,12 @@ async def test_the_product_server_has_no_test_controls(tmp_path: Path) -> None:
         assert not hasattr(server, "faults")
         # A user who types a test's trigger phrase gets an ordinary answer, not an injected failure.
         token = (await grant(http))["token"]
-        answer = await message(http, token, await new_session(http, token), "simulate an error")
+        sid = await new_session(http, token)
+        answer = await message(http, token, sid, "simulate an error")
         assert [adk_kind(e) for e in answer if adk_kind(e) in ("error", "system")] == []
+        # The product's agent always answers in words: no edit ends silent, however many there are.
+        for text in ("fade in", 'title "One"', 'title "Two"', "add music", 'title "Three"', "fade out"):
+            assert adk_kind((await message(http, token, sid, text))[-1]) == "text", text
 
 
 async def test_the_test_server_runs_as_its_own_process(tmp_path: Path) -> None:
@@ -637,7 +661,7 @@ async def test_probe_reads_media_and_refuses_other_files(tiny_mp4: Path, tmp_pat
 
 async def test_planner_agent_rules_without_media(tmp_path: Path) -> None:
     session = SessionRecord("1", "t", "p", "en", "u", tmp_path)
-    agent = SimpleAgent(silent_every=0)  # the planner-backed agent, under its first name
+    agent = SimpleAgent()  # the planner-backed agent, under its first name
 
     async def say(text: str) -> str:
         return " ".join([e.text async for e in agent.run(session, text) if isinstance(e, AgentText)])
@@ -664,11 +688,13 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("LOCALNEMO_DIALECT", "simple")
     monkeypatch.setenv("LOCALNEMO_JOB_SHAPE", "top")
     monkeypatch.setenv("LOCALNEMO_RENDER_STEP_SECONDS", "0.1")
-    monkeypatch.setenv("LOCALNEMO_SILENT_EVERY", "0")
+    monkeypatch.setenv("LOCALNEMO_MAX_FILES_PER_UPLOAD", "3")
+    monkeypatch.setenv("LOCALNEMO_FETCH_TIMEOUT_SECONDS", "7")
     monkeypatch.setenv("LOCALNEMO_CREDITS", "5")
     config = LocalNemoConfig.from_env()
     assert (config.data_dir, config.dialect, config.job_shape) == (tmp_path, "simple", "top")
-    assert (config.render_step_seconds, config.silent_every, config.initial_credits) == (0.1, 0, 5)
+    assert (config.render_step_seconds, config.initial_credits) == (0.1, 5)
+    assert (config.max_files_per_upload, config.fetch_timeout_seconds) == (3, 7.0)
     monkeypatch.setenv("LOCALNEMO_DIALECT", "xml")
     with pytest.raises(ValueError, match="LOCALNEMO_DIALECT"):
         LocalNemoConfig.from_env()
