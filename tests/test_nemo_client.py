@@ -474,3 +474,36 @@ async def test_backend_size_rule_holds_for_streams_of_unknown_size(
 
     with pytest.raises(errors.FileTooLarge):
         await account.upload_files(sid, [UploadSource.from_stream("big.mp4", endless())])
+
+
+async def test_files_together_over_the_limit_go_in_several_requests(
+    http: httpx.AsyncClient, localnemo: TestLocalNemo, tmp_path: Path, sample_video: Path
+) -> None:
+    # Each file is under the limit, both together are not: localnemo refuses a request whose declared
+    # length is over the limit before reading it, so the client sends two.
+    size = sample_video.stat().st_size
+    localnemo.config.max_upload_bytes = int(size * 1.5)
+    nemo = NemoClient(http, fast_settings(localnemo.base_url, max_upload_bytes=int(size * 1.5)), MemoryIdentityStore())
+    account = nemo.account("tg:big")
+    session_id = (await account.create_session("project", "en")).session_id
+    second = tmp_path / "second.mp4"
+    second.write_bytes(sample_video.read_bytes())
+    sources = [UploadSource.from_path(sample_video), UploadSource.from_path(second)]
+    result = await account.upload_files(session_id, sources)
+    assert [f.filename for f in result.files] == ["clip.mp4", "second.mp4"]
+    assert localnemo.faults.count("upload") == 2
+    assert len((await account.state(session_id)).video_infos) == 2
+
+
+def test_upload_batches_keep_order_and_the_limit() -> None:
+    from bot.nemo.uploads import upload_batches
+
+    def sized(name: str, size: int | None) -> UploadSource:
+        return UploadSource.from_stream(name, _nothing(), size=size, content_type="video/mp4")
+
+    batches = upload_batches([sized("a", 60), sized("b", 30), sized("c", 20), sized("d", None), sized("e", 100)], 100)
+    assert [[s.filename for s in batch] for batch in batches] == [["a", "b"], ["c", "d"], ["e"]]
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    yield b""

@@ -43,9 +43,9 @@ from bot.nemo.errors import (
     error_from_response,
 )
 from bot.nemo.events import EventDecoder, HeartbeatEvent, SSELineParser, StreamEvent
-from bot.nemo.models import Credits, RenderJob, SessionInfo, SessionState, TokenGrant, UploadResult
+from bot.nemo.models import Credits, RenderJob, SessionInfo, SessionState, TokenGrant, UploadedFile, UploadResult
 from bot.nemo.timeline_model import Draft
-from bot.nemo.uploads import MultipartBody, UploadSource, check_url
+from bot.nemo.uploads import MultipartBody, UploadSource, check_file, check_url, upload_batches
 
 log = logging.getLogger(__name__)
 
@@ -469,9 +469,23 @@ class NemoAccount:
         return f"{base}/?bind={quote(user)}" if user else base
 
     async def upload_files(self, session_id: str, sources: Sequence[UploadSource]) -> UploadResult:
-        """Upload one or several files in one multipart request, streamed. Checked before sending."""
+        """Upload one or several files, streamed, in as few multipart requests as the size limit allows
+        (localnemo refuses a request whose declared length is over it before reading a byte, so files
+        that are each under the limit but together over it go in several requests). Checked first."""
         if not sources:
             raise ValueError("nothing to upload")
+        limit = self.client.settings.max_upload_bytes
+        for source in sources:
+            check_file(source.filename, source.content_type, source.size, limit)
+        files: list[UploadedFile] = []
+        applied: bool | None = None
+        for batch in upload_batches(sources, limit):
+            result = await self._upload_batch(session_id, batch)
+            files.extend(result.files)
+            applied = result.session_state_applied if applied is None else applied and result.session_state_applied
+        return UploadResult(files=files, session_state_applied=applied)
+
+    async def _upload_batch(self, session_id: str, sources: Sequence[UploadSource]) -> UploadResult:
         body = MultipartBody.build(sources, self.client.settings.max_upload_bytes)
         headers = {"Content-Type": body.content_type}
         if (length := body.content_length) is not None:
