@@ -119,7 +119,9 @@ async def test_one_shot_edit_exports_nothing_after_a_failed_step(
             assert server.faults.count("run_sse") == 0  # the edit was not sent either
 
 
-async def test_one_shot_edit_exports_nothing_when_the_agent_reports_an_error(tmp_path: Path, sample_video: Path) -> None:
+async def test_one_shot_edit_exports_nothing_when_the_agent_reports_an_error(
+    tmp_path: Path, sample_video: Path
+) -> None:
     async with TestLocalNemo(fast_localnemo_config(tmp_path / "localnemo")) as server:
         status, stderr = await nemobot_against(server, "edit", str(sample_video), "-p", "simulate an error", "-o",
                                                str(tmp_path / "out.mp4"), cwd=tmp_path)
