@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +117,7 @@ class SlowResults:
 
     @web.middleware
     async def middleware(
-        self, request: web.Request, handler: Callable[[web.Request], asyncio.Future[web.StreamResponse]]
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         is_result = request.match_info.route.name == "result" or "render-result" in request.path
         if not is_result or not self.hold or request.headers.get("X-Test-Passthrough"):
