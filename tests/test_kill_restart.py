@@ -38,6 +38,7 @@ class ChatProcess:
     process: asyncio.subprocess.Process
     lines: list[str] = field(default_factory=list)
     reader: asyncio.Task[None] | None = None
+    killed: bool = False
 
     def said(self, text: str) -> bool:
         return any(text in line for line in self.lines)
@@ -47,6 +48,8 @@ class ChatProcess:
 
     def kill(self) -> None:
         # The whole group: the bot and whatever it started (the embedded localnemo's FFmpeg), as a crash.
+        assert self.process.returncode is None, f"it had stopped already: {self.lines}"
+        self.killed = True
         os.killpg(self.process.pid, signal.SIGKILL)
 
     async def finished(self, within: float = 120) -> int:
@@ -79,8 +82,10 @@ async def chat(cwd: Path, env: Mapping[str, str], *args: str, lines: str = "") -
     try:
         yield running
     finally:
-        if process.returncode is None:
-            running.kill()
+        if process.returncode is None and not running.killed:
+            # A group already gone (killed, not yet reaped) is no error.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         await asyncio.gather(running.reader, return_exceptions=True)
 
