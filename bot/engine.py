@@ -21,6 +21,7 @@ from bot.lang import detect_language
 from bot.messages import Adapter, ChatKey, FileOpener, IncomingMessage, Replies
 from bot.nemo import errors
 from bot.nemo.client import NemoClient
+from bot.outcome import Operation, Outcome
 from bot.reels import ReelPost, ReelRequest, make_reel
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions
@@ -41,14 +42,17 @@ class Engine:
                             poll_seconds=nemo.settings.poll_seconds)
         self._exports = Exports(nemo, repo, self._sessions, self._scheduler, temp_dir=settings.temp_dir)
         self._adapters: dict[str, Adapter] = {}
+        # Operations not settled yet, per chat: /cancel and close settle the ones whose work never ran.
+        self._open: dict[str, set[Operation]] = {}
 
     # -- the adapters' entry points -------------------------------------------------------------
 
-    async def handle(self, message: IncomingMessage, replies: Replies, files: FileOpener | None = None) -> None:
-        """Take one incoming message. Returns as soon as it is answered or queued."""
+    async def handle(self, message: IncomingMessage, replies: Replies, files: FileOpener | None = None) -> Operation:
+        """Take one incoming message. Returns as soon as it is answered or queued, with the operation whose
+        ``await operation.wait()`` tells how it ended (an export: once delivered). Adapters may ignore it."""
         if not await self._repo.mark_processed(str(message.chat), message.message_id):
             log.info("engine.duplicate chat=%s message=%s", message.chat, message.message_id)
-            return
+            return Operation.settled(Outcome.DUPLICATE)
         routed = route(message.text, has_files=bool(message.attachments))
         lang = detect_language(message.locale, message.text)
         log.info("engine.message chat=%s intent=%s files=%d", message.chat, routed.intent.value,
@@ -57,12 +61,14 @@ class Engine:
         key = str(message.chat)
         if routed.intent is Intent.CANCEL:
             await self._cancel(job)
-            return
+            return Operation.settled(Outcome.DONE)
+        operation = self._track(key, Operation())
         if routed.intent not in _MUTATING and not (routed.intent is Intent.HELP and message.attachments):
-            self._scheduler.read(key, self._guarded(self._flows.answer_read(job), replies, lang))
-            return
-        await self._scheduler.submit(key, lambda: self._guarded(self._run(job), replies, lang),
+            self._scheduler.read(key, self._guarded(self._read(job), replies, lang, operation))
+            return operation
+        await self._scheduler.submit(key, lambda: self._guarded(self._run(job, operation), replies, lang, operation),
                                     notice=lambda: self._safe_send(replies, t("queued", lang)))
+        return operation
 
     async def make_reel(self, request: ReelRequest, posts: Iterable[ReelPost], replies: Replies,
                         files: FileOpener) -> None:
@@ -85,36 +91,70 @@ class Engine:
     async def close(self) -> None:
         """Stop every task. Unfinished exports stay stored for the next start."""
         await self._scheduler.close()
+        for key in list(self._open):
+            self._settle_open(key, Outcome.CANCELLED)
 
     # -- one message ----------------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: Job, operation: Operation) -> Outcome | None:
         intent = job.routed.intent
         if intent is Intent.NEW:
-            await self._flows.new(job)
-        elif intent is Intent.EXPORT:
-            await self._exports.start(job, self._flows.session_lost)
-        else:
-            await self._flows.upload_and_edit(job)
+            return await self._flows.new(job)
+        if intent is Intent.EXPORT:
+            return await self._exports.start(job, self._flows.session_lost, operation)
+        return await self._flows.upload_and_edit(job)
 
     async def _cancel(self, job: Job) -> None:
         chat = job.message.chat
         cancelled = self._scheduler.cancel(str(chat))
         cancelled = await self._exports.cancel_stored(chat) or cancelled
+        # Queued work that was dropped never runs, so nothing else would settle its operation.
+        self._settle_open(str(chat), Outcome.CANCELLED)
         await job.replies.send_text(t("cancelled" if cancelled else "nothing_to_cancel", job.lang))
 
-    async def _guarded(self, work: Awaitable[None], replies: Replies, lang: str) -> None:
-        """Run one piece of work; whatever fails, the user gets plain words and the log gets the detail."""
+    async def _guarded(
+        self, work: Awaitable[Outcome | None], replies: Replies, lang: str, operation: Operation
+    ) -> None:
+        """Run one piece of work; whatever fails, the user gets plain words and the log gets the detail.
+
+        The work's outcome settles ``operation``; None means the work handed it on (an export's follow)."""
         try:
-            await work
+            outcome = await work
         except asyncio.CancelledError:
+            operation.settle(Outcome.CANCELLED)
             raise
         except errors.NemoError as exc:
+            operation.settle(Outcome.FAILED)
             log.info("engine.backend_error kind=%s code=%s", type(exc).__name__, exc.code)
             await self._safe_send(replies, await self._sessions.words_for(exc, lang, None))
         except Exception:
+            operation.settle(Outcome.FAILED)
             log.exception("engine.internal_error")
             await self._safe_send(replies, t("internal_error", lang))
+        else:
+            if outcome is not None:
+                operation.settle(outcome)
+
+    async def _read(self, job: Job) -> Outcome:
+        await self._flows.answer_read(job)
+        return Outcome.DONE
+
+    def _track(self, key: str, operation: Operation) -> Operation:
+        self._open.setdefault(key, set()).add(operation)
+
+        def settled(done: Operation) -> None:
+            pending = self._open.get(key)
+            if pending is not None:
+                pending.discard(done)
+                if not pending:
+                    del self._open[key]
+
+        operation.on_settle(settled)
+        return operation
+
+    def _settle_open(self, key: str, outcome: Outcome) -> None:
+        for operation in self._open.pop(key, set()):
+            operation.settle(outcome)
 
     async def _safe_send(self, replies: Replies, text: str) -> None:
         try:

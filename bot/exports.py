@@ -2,7 +2,15 @@
 
 Every submitted export is stored with where to deliver it (a :class:`DeliveryTarget`, as JSON). Its long
 wait runs in the background; a restarted engine picks up the unfinished ones (:meth:`Exports.resume`).
-Delivery is claimed in storage first and released if sending fails, so a result goes out once.
+
+Delivery is *claimed* in storage (by this run's owner id) before the result is downloaded, so two tasks never
+deliver it at once, and *confirmed* only once the platform accepted the last message (the file where sent,
+and the text with the link). A failed delivery releases its claim; a killed process cannot, so a restart
+releases the claims of the previous run and delivers those exports again. A crash between the platform
+accepting the file and the confirmation sends it twice: no platform here offers an idempotent send, and
+twice is better than never.
+
+An export the bot stops waiting for (``NEMO_EXPORT_TIMEOUT_SECONDS``) is cancelled on the backend too.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +31,7 @@ from bot.nemo import errors
 from bot.nemo.client import NemoClient
 from bot.nemo.models import RenderJob
 from bot.nemo.uploads import format_size
+from bot.outcome import Operation, Outcome
 from bot.progress import StatusMessage, buttons, join_text
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions, identity_key
@@ -39,9 +49,15 @@ class Exports:
         self._sessions = sessions
         self._scheduler = scheduler
         self._temp_dir = temp_dir
+        # Who claims deliveries in storage: this run. Claims of any other owner were a previous run's.
+        self.owner = f"run-{uuid.uuid4().hex}"
+        self._claims_released = False
 
-    async def start(self, job: Job, session_lost: Callable[[ChatKey, str, StatusMessage], Awaitable[None]]) -> None:
-        """Submit the chat's timeline for rendering and follow it in the background."""
+    async def start(
+        self, job: Job, session_lost: Callable[[ChatKey, str, StatusMessage], Awaitable[None]], operation: Operation
+    ) -> Outcome | None:
+        """Submit the chat's timeline for rendering and follow it in the background. Returns the outcome when
+        it ends here; None when the background follow will settle ``operation``."""
         message, lang = job.message, job.lang
         chat = message.chat
         status = StatusMessage(job.replies)
@@ -50,17 +66,17 @@ class Exports:
             draft = await self._sessions.draft(chat, session)
             if not draft.exportable:
                 await status.finish(t("export_empty", lang))
-                return
+                return Outcome.FAILED
             output: dict[str, Any] = {"format": "mp4", "quality": "high"}
             if job.routed.resolution:
                 output["resolution"] = job.routed.resolution
             job_state = await self._sessions.account(chat).submit_export(session.session_id, draft, output=output)
         except errors.SessionNotFound:
             await session_lost(chat, lang, status)
-            return
+            return Outcome.FAILED
         except errors.NemoError as exc:
             await status.finish(await self._sessions.words_for(exc, lang, chat))
-            return
+            return Outcome.FAILED
         record = await self._repo.add_export(ExportRecord(
             render_id=job_state.id, chat_key=str(chat), session_id=session.session_id,
             identity_key=identity_key(chat), status="submitted", target=message.delivery.to_json(chat),
@@ -68,16 +84,24 @@ class Exports:
         ))
         log.info("engine.export.submitted render=%s chat=%s", record.render_id, chat)
         await status.show(t("export_started", lang))
-        self._scheduler.track_export(str(chat), self._follow(record, job.replies, status))
+        self._scheduler.track_export(str(chat), _settling(operation, self._follow(record, job.replies, status)))
+        return None
 
     async def resume(self, adapter: Adapter) -> int:
         """Pick up every unfinished export of the adapter's chats and deliver each once. Returns how many."""
+        if not self._claims_released:
+            # One bot process owns the SQLite file: a claim it finds at start is a dead run's delivery that
+            # was never confirmed. (Several processes would release only claims older than a lease.)
+            released = await self._repo.release_stale_claims(self.owner)
+            if released:
+                log.info("engine.export.claims_released count=%d", released)
+            self._claims_released = True
         count = 0
         for record in await self._repo.unfinished_exports(platform_prefix=f"{adapter.name}:"):
             chat, target = DeliveryTarget.from_json(record.target, record.chat_key)
             replies = adapter.replies_for(target)
             log.info("engine.export.resume render=%s chat=%s", record.render_id, record.chat_key)
-            self._scheduler.track_export(str(chat), self._follow(record, replies, None))
+            self._scheduler.track_export(str(chat), _settling(Operation(), self._follow(record, replies, None)))
             count += 1
         return count
 
@@ -92,7 +116,7 @@ class Exports:
                 cancelled = True
         return cancelled
 
-    async def _follow(self, record: ExportRecord, replies: Replies, status: StatusMessage | None) -> None:
+    async def _follow(self, record: ExportRecord, replies: Replies, status: StatusMessage | None) -> Outcome:
         lang = record.language
         status = status or StatusMessage(replies)
         account = self._sessions.account_for(record.identity_key)
@@ -105,11 +129,11 @@ class Exports:
                     record.render_id, status=_storable(update.status), progress=min(max(update.progress, 0), 100)
                 )
                 if not update.done and not update.failed:
-                    await status.show(t("export_progress", lang, progress=int(update.progress)))
+                    await status.show(progress_text(update, lang))
 
             job = await account.wait_for_export(record.render_id, on_progress)
             await self._repo.update_export(record.render_id, status="completed", progress=100, url=job.url)
-            await self._deliver(record, job, replies, status)
+            return await self._deliver(record, job, replies, status)
         except asyncio.CancelledError:
             raise
         except errors.ExportFailed as exc:
@@ -117,15 +141,17 @@ class Exports:
             await status.finish(t("export_failed", lang, reason=plain_reason(exc.message, lang)),
                                 buttons=buttons(lang, "/export", "/status"))
         except errors.ExportTimeout:
+            # Given up on: the render must not keep running (and costing) for nobody.
+            cancelled = await self._cancel_render(record)
             await self._repo.update_export(record.render_id, status="failed", error="timed out")
-            await status.finish(t("export_timeout", lang))
+            await status.finish(t("export_timeout_cancelled" if cancelled else "export_timeout", lang))
         except errors.NemoError as exc:
             if isinstance(exc, errors.BadRequest) and exc.code == 404:
                 # The backend no longer knows the job (localnemo restarted, say): nothing left to wait for.
                 await self._repo.update_export(record.render_id, status="failed", error="unknown to the backend")
                 await status.finish(t("export_failed", lang, reason=t("export_lost", lang)),
                                     buttons=buttons(lang, "/export", "/status"))
-                return
+                return Outcome.FAILED
             # Left unfinished in storage: the next start tries again.
             log.warning("engine.export.poll_failed render=%s kind=%s", record.render_id, type(exc).__name__)
             await status.finish(await self._sessions.words_for(exc, lang, None))
@@ -134,11 +160,25 @@ class Exports:
             await status.finish(t("internal_error", lang))
         finally:
             await status.close()
+        return Outcome.FAILED
 
-    async def _deliver(self, record: ExportRecord, job: RenderJob, replies: Replies, status: StatusMessage) -> None:
-        if not await self._repo.claim_delivery(record.render_id):
-            log.info("engine.export.already_delivered render=%s", record.render_id)
-            return
+    async def _cancel_render(self, record: ExportRecord) -> bool:
+        """Best effort: True when the backend took the cancellation."""
+        try:
+            await self._sessions.account_for(record.identity_key).cancel_export(record.render_id)
+        except errors.NemoError as exc:
+            log.warning("engine.export.cancel_failed render=%s kind=%s", record.render_id, type(exc).__name__)
+            return False
+        log.info("engine.export.cancelled render=%s reason=timeout", record.render_id)
+        return True
+
+    async def _deliver(
+        self, record: ExportRecord, job: RenderJob, replies: Replies, status: StatusMessage
+    ) -> Outcome:
+        if not await self._repo.claim_delivery(record.render_id, self.owner):
+            # Delivered already, or another task of this run is delivering it right now.
+            log.info("engine.export.already_claimed render=%s", record.render_id)
+            return Outcome.DUPLICATE
         lang = record.language
         url = job.url or ""
         # An adapter may ask for its own words with the result (a reel credits its clips' authors).
@@ -158,10 +198,14 @@ class Exports:
                 text = t("export_link_only", lang, url=url, size=size) if limit > 0 else t(
                     "export_done", lang, url=url)
             await status.finish(join_text(caption, text) if caption and not sent else text, buttons=buttons(lang))
-            log.info("engine.export.delivered render=%s file=%s", record.render_id, sent)
         except BaseException:
-            await self._repo.release_delivery(record.render_id)
+            # Not delivered (or not known to be): owed again, to the next try or the next start.
+            with contextlib.suppress(Exception):
+                await self._repo.release_delivery(record.render_id, self.owner)
             raise
+        await self._repo.confirm_delivery(record.render_id, self.owner)
+        log.info("engine.export.delivered render=%s file=%s", record.render_id, sent)
+        return Outcome.DONE
 
     async def _send_file(self, url: str, limit: int, replies: Replies, caption: str) -> bool:
         with tempfile.TemporaryDirectory(prefix="nemobot-", dir=self._temp_dir) as tmp:
@@ -184,6 +228,26 @@ class Exports:
                 with contextlib.suppress(asyncio.CancelledError):
                     await keep_alive
         return True
+
+
+def progress_text(update: RenderJob, lang: str) -> str:
+    """The status line of a render that is still running, or still waiting for its turn."""
+    if update.queue_position is not None and update.status == "pending":
+        ahead = max(update.queue_position - 1, 0)
+        return t("export_queued", lang, ahead=ahead) if ahead else t("export_queued_next", lang)
+    return t("export_progress", lang, progress=int(update.progress))
+
+
+async def _settling(operation: Operation, follow: Awaitable[Outcome]) -> None:
+    """Run an export's follow and settle the message's operation with how it ended."""
+    try:
+        operation.settle(await follow)
+    except asyncio.CancelledError:
+        operation.settle(Outcome.CANCELLED)
+        raise
+    except BaseException:
+        operation.settle(Outcome.FAILED)
+        raise
 
 
 def _storable(status: str) -> Any:

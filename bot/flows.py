@@ -20,6 +20,7 @@ from bot.nemo.draft import describe_changes, summarize
 from bot.nemo.events import ErrorEvent, TextEvent, ToolCallEvent
 from bot.nemo.timeline_model import Draft
 from bot.nemo.uploads import UploadSource, check_file, kind_of
+from bot.outcome import Outcome
 from bot.progress import Progress, StatusMessage, buttons, join_text
 from bot.sessions import Sessions
 from bot.texts import clean_backend_text, is_trailing_noise, t, tool_label
@@ -68,24 +69,28 @@ class Flows:
 
     # -- operations -----------------------------------------------------------------------------
 
-    async def new(self, job: Job) -> None:
+    async def new(self, job: Job) -> Outcome:
         await self._sessions.forget(job.message.chat)
         await job.replies.send_text(t("new_session", job.lang))
+        return Outcome.DONE
 
     async def session_lost(self, chat: ChatKey, lang: str, status: Progress | StatusMessage) -> None:
         await self._sessions.replace(chat, lang)
         await status.finish(t("session_lost", lang))
 
-    async def upload_and_edit(self, job: Job) -> None:
+    async def upload_and_edit(self, job: Job) -> Outcome:
+        """Upload the message's files, then send its words to the agent. FAILED when a file was refused or
+        the edit did not happen (the user has been told which)."""
         async with Progress(job.replies, job.lang, self._still_working) as progress:
             try:
-                await self._upload_and_edit(job, progress)
+                return await self._upload_and_edit(job, progress)
             except errors.SessionNotFound:
                 await self.session_lost(job.message.chat, job.lang, progress)
             except errors.NemoError as exc:
                 await progress.finish(await self._sessions.words_for(exc, job.lang, job.message.chat))
+        return Outcome.FAILED
 
-    async def _upload_and_edit(self, job: Job, progress: Progress) -> None:
+    async def _upload_and_edit(self, job: Job, progress: Progress) -> Outcome:
         message, lang = job.message, job.lang
         media_links = [u for u in links_in(message.text) if kind_of(u.split("?", 1)[0]) is not None]
         instruction = message.text
@@ -93,23 +98,27 @@ class Flows:
             instruction = instruction.replace(link, " ")
         instruction = " ".join(instruction.split())
         uploaded_note = ""
+        outcome = Outcome.DONE
         if message.attachments or media_links:
-            note = await self._upload(job, media_links, progress)
-            if note is None:
-                return
-            uploaded_note = note
+            uploaded = await self._upload(job, media_links, progress)
+            if uploaded is None:
+                return Outcome.FAILED
+            uploaded_note, refused = uploaded
+            if refused:
+                outcome = Outcome.FAILED
         if job.routed.intent is Intent.UPLOAD or not instruction:
             if uploaded_note:
                 await progress.finish(uploaded_note, buttons=buttons(lang, "/export", "/status"))
-            return
-        await self._edit(job, instruction, progress, prefix=uploaded_note)
+            return outcome
+        edited = await self._edit(job, instruction, progress, prefix=uploaded_note)
+        return outcome if edited is Outcome.DONE else edited
 
     def _refusal(self, exc: errors.NemoError, name: str, lang: str) -> str:
         return file_refusal(exc, name, lang, upload_limit=self._sessions.max_upload_bytes)
 
-    async def _upload(self, job: Job, links: Sequence[str], progress: Progress) -> str | None:
-        """Check every file first, then stream the good ones in one request. Returns a note, or None when
-        nothing could be uploaded (the user has been told why)."""
+    async def _upload(self, job: Job, links: Sequence[str], progress: Progress) -> tuple[str, bool] | None:
+        """Check every file first, then stream the good ones in one request. Returns a note and whether any
+        file was refused, or None when nothing could be uploaded (the user has been told why)."""
         message, lang = job.message, job.lang
         refusals: list[str] = []
         accepted: list[Attachment] = []
@@ -161,9 +170,9 @@ class Flows:
         await self._sessions.draft(message.chat, session)  # the upload changed the timeline: remember it as seen
         shown = ", ".join(names)
         note = t("uploaded_short" if job.routed.intent is Intent.EDIT else "uploaded", lang, names=shown)
-        return "\n".join([*refusals, note])
+        return "\n".join([*refusals, note]), bool(refusals)
 
-    async def _edit(self, job: Job, instruction: str, progress: Progress, *, prefix: str = "") -> None:
+    async def _edit(self, job: Job, instruction: str, progress: Progress, *, prefix: str = "") -> Outcome:
         message, lang = job.message, job.lang
         chat = message.chat
         session = await self._sessions.get(chat, lang)
@@ -188,20 +197,22 @@ class Flows:
                         problems.append(event.message)
         except errors.StreamInterrupted:
             await progress.update(join_text(prefix, t("stream_interrupted", lang)))
-            await self._after_drop(job, session, before, progress, prefix)
-            return
+            return await self._after_drop(job, session, before, progress, prefix)
         after = await self._sessions.draft(chat, session)
+        # The agent reported an error and changed nothing: the edit did not happen, whatever it said before.
+        outcome = Outcome.FAILED if problems and not describe_changes(before, after) else Outcome.DONE
         if replies_text:
             await progress.finish(join_text(prefix, "\n\n".join(replies_text)), buttons=buttons(lang))
-            return
+            return outcome
         if problems:
             await progress.finish(join_text(prefix, t("backend_error", lang, reason=plain_reason(problems[-1], lang))))
-            return
+            return outcome
         await progress.finish(join_text(prefix, changes_text(before, after, lang)), buttons=buttons(lang))
+        return outcome
 
     async def _after_drop(
         self, job: Job, session: ChatSessionRecord, before: Draft | None, progress: Progress, prefix: str
-    ) -> None:
+    ) -> Outcome:
         """After a dropped stream, poll the state instead of resending (30 s, then 60 s, up to ~5 min)."""
         poll = self._poll
         for delay in (poll, 2 * poll, 2 * poll, 2 * poll, 2 * poll):
@@ -210,8 +221,10 @@ class Flows:
             if describe_changes(before, after):
                 await progress.finish(join_text(prefix, changes_text(before, after, job.lang)),
                                       buttons=buttons(job.lang))
-                return
+                return Outcome.DONE
         await progress.finish(join_text(prefix, t("stream_timeout", job.lang)), buttons=buttons(job.lang, "/status"))
+        # Not known to have happened: a caller that must be sure treats it as failed.
+        return Outcome.FAILED
 
 
 def changes_text(before: Draft | None, after: Draft, lang: str) -> str:

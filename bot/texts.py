@@ -46,6 +46,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "export_started": ("🎬 Exporting… 0%", "🎬 正在导出… 0%"),
     "export_progress": ("🎬 Exporting… {progress}%", "🎬 正在导出… {progress}%"),
+    "export_queued": ("🎬 Queued for export ({ahead} ahead)…", "🎬 排队等待导出（前面还有 {ahead} 个）…"),
+    "export_queued_next": ("🎬 Queued for export (next in line)…", "🎬 排队等待导出（下一个就是你）…"),
     "export_done": ("✅ Your video is ready: {url}", "✅ 视频已完成：{url}"),
     "export_link_only": (
         "✅ Your video is ready ({size}, too large to send here): {url}",
@@ -60,6 +62,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "export_timeout": (
         "❌ The export is taking far too long; I stopped waiting. Try /export again later.",
         "❌ 导出时间过长，已停止等待。请稍后再试 /export。",
+    ),
+    "export_timeout_cancelled": (
+        "❌ The export is taking far too long: I stopped waiting and cancelled it. Try /export again later.",
+        "❌ 导出时间过长：已停止等待并取消了这次导出。请稍后再试 /export。",
     ),
     "cancelled": ("🛑 Cancelled.", "🛑 已取消。"),
     "nothing_to_cancel": ("Nothing is running right now.", "当前没有进行中的任务。"),

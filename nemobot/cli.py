@@ -67,7 +67,8 @@ def _add_backend_choice(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--local", action="store_true",
         help="start localnemo (the offline FFmpeg backend) inside this process on a free loopback port and use "
-        "it; it reads the LOCALNEMO_* settings (see 'nemobot serve-local --help')",
+        "it; it keeps its data beside NEMOBOT_DB (./nemobot.localnemo for ./nemobot.sqlite3) unless "
+        "LOCALNEMO_DATA_DIR is set, and reads the other LOCALNEMO_* settings (see 'nemobot serve-local --help')",
     )
     group.add_argument(
         "--remote", action="store_true", help="use NEMO_API_BASE (the hosted NemoVideo) even if it looks unreachable"
@@ -103,8 +104,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "edit",
         help="one shot: upload, instruct, export, download",
         description=(
-            "Upload INPUT files, send PROMPT, export and download the result. Exits non-zero with a plain "
-            "message on failure. Backend choice as for 'chat'."
+            "Upload INPUT files, send PROMPT, export and download the result. Each step runs only if the one "
+            "before succeeded: when the upload or the edit fails nothing is exported, and the command exits 1 "
+            "with a plain message (2 for a bad command line). Backend choice as for 'chat'."
         ),
         epilog=_SETTINGS_HELP,
     )
@@ -210,7 +212,8 @@ async def _chat(args: argparse.Namespace) -> int:
 
 async def _edit(args: argparse.Namespace) -> int:
     from adapters.console import ConsoleFiles, ConsoleReplies, ConsoleSettings, parse_line
-    from bot.messages import ChatKey
+    from bot.messages import ChatKey, IncomingMessage
+    from bot.outcome import Outcome
 
     missing = await asyncio.to_thread(
         lambda: [i for i in args.inputs if not i.startswith(("http://", "https://")) and not Path(i).is_file()]
@@ -221,20 +224,25 @@ async def _edit(args: argparse.Namespace) -> int:
     chat = ChatKey("edit", uuid.uuid4().hex[:12])
     out_dir = Path(tempfile.mkdtemp(prefix="nemobot-edit-"))
     replies = ConsoleReplies(sys.stderr, out_dir, edit_interval_seconds=ConsoleSettings().edit_seconds)
+    upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)
+    if isinstance(upload, str):
+        print(f"nemobot: {upload}", file=sys.stderr)
+        return 2
+    steps: list[tuple[str, IncomingMessage | str]] = [
+        ("upload", upload), ("edit", parse_line(args.prompt, chat)), ("export", parse_line("export", chat)),
+    ]
     async with _runtime(args) as run:
-        engine = run.engine
-        upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)
-        if isinstance(upload, str):
-            print(f"nemobot: {upload}", file=sys.stderr)
-            return 2
         files = ConsoleFiles()
-        await engine.handle(upload, replies, files)
-        await engine.join(chat)
-        for text in (args.prompt, "export"):
-            message = parse_line(text, chat)
+        for step, message in steps:
             assert not isinstance(message, str)
-            await engine.handle(message, replies, files)
-            await engine.join(chat)
+            # Each step only after the previous one did what was asked: a failed upload or edit must not
+            # be followed by an export of what happens to be on the timeline.
+            outcome = await (await run.engine.handle(message, replies, files)).wait()
+            if outcome is not Outcome.DONE:
+                print(f"nemobot: the {step} did not succeed (see the messages above); nothing was exported.",
+                      file=sys.stderr)
+                shutil.rmtree(out_dir, ignore_errors=True)
+                return 1
     if not replies.videos:
         print("nemobot: no video was produced (see the messages above).", file=sys.stderr)
         return 1

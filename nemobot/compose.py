@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import socket
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -59,12 +58,35 @@ def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def localnemo_data_dir(db: str | Path) -> Path:
+    """Where the embedded localnemo keeps its data unless LOCALNEMO_DATA_DIR says otherwise: beside the
+    database (``./nemobot.localnemo/`` for ``./nemobot.sqlite3``), so an export survives a restart of both."""
+    path = Path(db).expanduser()
+    return path.with_name(path.stem + ".localnemo")
+
+
+def _private_dir(path: Path) -> None:
+    """Create the folder, readable by its owner only (it holds the chats' uploads and results)."""
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("localnemo.data_dir_mode path=%s mode=%o reason=readable-by-others", path, mode)
+        return
+    # mkdir's mode is masked by the umask, which can only take bits away: 0700 is what it is.
+    os.chmod(path, 0o700)
+
+
 @contextlib.asynccontextmanager
 async def backend(
-    settings: NemoSettings, *, local: bool = False, remote: bool = False, notify: Callable[[str], None] = log.info
+    settings: NemoSettings, *, local: bool = False, remote: bool = False, notify: Callable[[str], None] = log.info,
+    data_dir: Path,
 ) -> AsyncIterator[NemoSettings]:
     """The settings to use: as configured, or pointed at a localnemo started in this process. Without a
-    choice, localnemo is used when the hosted NemoVideo cannot be reached and no base URL was set."""
+    choice, localnemo is used when the hosted NemoVideo cannot be reached and no base URL was set.
+
+    The embedded localnemo keeps its data in ``data_dir`` (LOCALNEMO_DATA_DIR wins over it), created 0700."""
     explicit = "NEMO_API_BASE" in os.environ or settings.api_base != DEFAULT_NEMO_API_BASE
     use_local = local
     if not use_local and not remote and not explicit:
@@ -77,11 +99,12 @@ async def backend(
     from localnemo.app import LocalNemo
     from localnemo.config import LocalNemoConfig
 
-    with tempfile.TemporaryDirectory(prefix="localnemo-") as data:
-        # The LOCALNEMO_* settings hold for the embedded server too.
-        async with LocalNemo(LocalNemoConfig.from_env(default_data_dir=Path(data))) as server:
-            log.info("localnemo.started base=%s", server.base_url)
-            yield settings.model_copy(update={"api_base": server.base_url, "token": None})
+    # The LOCALNEMO_* settings hold for the embedded server too.
+    config = LocalNemoConfig.from_env(default_data_dir=data_dir)
+    await asyncio.to_thread(_private_dir, config.data_dir)
+    async with LocalNemo(config) as server:
+        log.info("localnemo.started base=%s data=%s", server.base_url, config.data_dir)
+        yield settings.model_copy(update={"api_base": server.base_url, "token": None})
 
 
 def adapter_context(http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings) -> AdapterContext:
@@ -144,7 +167,8 @@ async def runtime(
     bot_settings = BotSettings()
     async with contextlib.AsyncExitStack() as stack:
         nemo_settings = await stack.enter_async_context(
-            backend(NemoSettings(), local=local, remote=remote, notify=notify)
+            backend(NemoSettings(), local=local, remote=remote, notify=notify,
+                    data_dir=localnemo_data_dir(bot_settings.db))
         )
         http = await stack.enter_async_context(
             httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))

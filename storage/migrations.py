@@ -77,7 +77,15 @@ _V2_IDENTITY_USER_ID: Final = """
 ALTER TABLE identities ADD COLUMN user_id TEXT;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_IDENTITY_USER_ID)
+# Delivery in two steps: a *claim* (who is delivering, since when) and, once the platform accepted the result,
+# ``delivered = 1``. A claim without ``delivered`` is a delivery that may have been cut short: a restart
+# releases it and delivers again. Rows delivered before this version keep ``delivered = 1``.
+_V3_DELIVERY_CLAIMS: Final = """
+ALTER TABLE exports ADD COLUMN delivery_owner TEXT;
+ALTER TABLE exports ADD COLUMN delivery_claimed_at TEXT;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_IDENTITY_USER_ID, _V3_DELIVERY_CLAIMS)
 
 
 def split_statements(script: str) -> list[str]:

@@ -91,12 +91,16 @@ class ExportRecord:
     language: str = "en"
     created_at: datetime = field(default_factory=utc_now)
     updated_at: datetime = field(default_factory=utc_now)
+    # Who is delivering it right now, and since when (set by ``claim_delivery``, not by ``add_export``).
+    delivery_owner: str | None = None
+    delivery_claimed_at: datetime | None = None
 
     def __post_init__(self) -> None:
         check_export_status(self.status)
         check_progress(self.progress)
         _require_aware("created_at", self.created_at)
         _require_aware("updated_at", self.updated_at)
+        _require_aware("delivery_claimed_at", self.delivery_claimed_at)
 
     @property
     def finished(self) -> bool:

@@ -2,9 +2,9 @@
 
 The connection runs in autocommit mode, so every write is committed when its statement finishes and
 a crash never loses an acknowledged write. Operations that must be atomic are single statements
-(upserts, ``UPDATE … WHERE delivered = 0``, ``INSERT OR IGNORE``) so they stay atomic even against
-another process using the same file; the lock only keeps this process's tasks from interleaving
-inside each other's work on the shared connection.
+(upserts, ``UPDATE … WHERE delivered = 0 AND delivery_owner IS NULL``, ``INSERT OR IGNORE``) so they stay
+atomic even against another process using the same file; the lock only keeps this process's tasks from
+interleaving inside each other's work on the shared connection.
 """
 
 from __future__ import annotations
@@ -299,26 +299,66 @@ class Repository:
         sql += " ORDER BY created_at, rowid"
         return [_export(row) for row in await self._fetchall(sql, params)]
 
-    async def claim_delivery(self, render_id: str) -> bool:
-        """Mark the export delivered; True only for the first caller, so it is delivered once.
+    async def claim_delivery(self, render_id: str, owner: str, *, lease: timedelta | None = None) -> bool:
+        """Claim the export's delivery for ``owner``; True only for the one caller that got it.
 
-        A single conditional UPDATE, so this holds even for two processes sharing the file.
+        A claim is not a delivery: call :meth:`confirm_delivery` once the platform accepted the result, or
+        :meth:`release_delivery` when sending failed. While claimed, nobody else can claim it, so two tasks
+        never deliver it at once. A single conditional UPDATE, so this holds even for two processes sharing
+        the file. ``lease``: a claim older than this may be taken over (for several processes sharing one
+        database, where a dead one's claims are not released by a restart of the same process); without
+        it, a claim holds until confirmed or released.
         """
-        changed = await self._write(
-            "UPDATE exports SET delivered = 1, updated_at = ? WHERE render_id = ? AND delivered = 0",
-            (self._now(), render_id),
+        now = self._clock()
+        sql = (
+            "UPDATE exports SET delivery_owner = ?, delivery_claimed_at = ?, updated_at = ? "
+            "WHERE render_id = ? AND delivered = 0 AND (delivery_owner IS NULL"
         )
+        params: list[object] = [owner, _ts(now), _ts(now), render_id]
+        if lease is not None:
+            sql += " OR delivery_claimed_at < ?"
+            params.append(_ts(now - lease))
+        changed = await self._write(sql + ")", params)
         if not changed:
             log.debug("storage.claim_delivery.refused render_id=%s", render_id)
         return changed > 0
 
-    async def release_delivery(self, render_id: str) -> bool:
-        """Undo :meth:`claim_delivery` after a delivery that failed, so it can be tried again."""
+    async def confirm_delivery(self, render_id: str, owner: str) -> bool:
+        """Mark the export delivered for good; only the owner of the claim can. True when it was."""
         changed = await self._write(
-            "UPDATE exports SET delivered = 0, updated_at = ? WHERE render_id = ? AND delivered = 1",
-            (self._now(), render_id),
+            "UPDATE exports SET delivered = 1, updated_at = ? WHERE render_id = ? AND delivered = 0 "
+            "AND delivery_owner = ?",
+            (self._now(), render_id, owner),
         )
         return changed > 0
+
+    async def release_delivery(self, render_id: str, owner: str) -> bool:
+        """Give up ``owner``'s claim after a delivery that failed, so it can be tried again."""
+        changed = await self._write(
+            "UPDATE exports SET delivery_owner = NULL, delivery_claimed_at = NULL, updated_at = ? "
+            "WHERE render_id = ? AND delivered = 0 AND delivery_owner = ?",
+            (self._now(), render_id, owner),
+        )
+        return changed > 0
+
+    async def release_stale_claims(self, owner: str, *, older_than: timedelta | None = None) -> int:
+        """Release the claims not held by ``owner`` (by default all of them; with ``older_than``, only
+        those claimed longer ago): deliveries a previous run started and never confirmed. Returns how many.
+
+        With SQLite one bot process owns the database, so at start every other claim is a dead run's.
+        """
+        sql = (
+            "UPDATE exports SET delivery_owner = NULL, delivery_claimed_at = NULL, updated_at = ? "
+            "WHERE delivered = 0 AND delivery_owner IS NOT NULL AND delivery_owner != ?"
+        )
+        params: list[object] = [self._now(), owner]
+        if older_than is not None:
+            sql += " AND delivery_claimed_at < ?"
+            params.append(_ts(self._clock() - older_than))
+        released = await self._write(sql, params)
+        if released:
+            log.info("storage.released_claims rows=%d", released)
+        return released
 
     async def exports_for_chat(self, chat_key: str, limit: int = 20) -> list[ExportRecord]:
         """The latest ``limit`` exports of ``chat_key``, newest first."""
@@ -513,4 +553,6 @@ def _export(row: sqlite3.Row) -> ExportRecord:
         language=row["language"],
         created_at=_parse_ts(row["created_at"]),
         updated_at=_parse_ts(row["updated_at"]),
+        delivery_owner=row["delivery_owner"],
+        delivery_claimed_at=_opt_parse_ts(row["delivery_claimed_at"]),
     )

@@ -21,13 +21,20 @@ from adapters.discord import Cooldowns, DiscordHosts, Picks
 from adapters.telegram import TelegramSettings
 from bot.config import NemoSettings
 from bot.explain import explain, plain_reason
+from bot.exports import progress_text
 from bot.messages import Capabilities, ChatKey, DeliveryTarget, IncomingMessage
 from bot.nemo import errors
+from bot.nemo.auth import MemoryIdentityStore
+from bot.nemo.client import NemoClient
+from bot.nemo.models import RenderJob
 from bot.nemo.uploads import attachment_kind
+from bot.outcome import Outcome
 from bot.scheduler import Scheduler
 from bot.textsplit import split_text
+from localnemo.app import default_renderer
 from localnemo.testing import TestLocalNemo as LocalNemo
-from tests.conftest import Bot, wait_for
+from tests.conftest import Bot, fast_localnemo_config, fast_settings, wait_for
+from tests.test_kill_restart import GatedRenderer
 
 MB = 1024 * 1024
 
@@ -246,3 +253,73 @@ def test_one_mapping_from_a_file_to_its_kind() -> None:
     assert attachment_kind("voice.ogg", "audio/ogg") == "audio"
     assert attachment_kind("notes.docx", "application/msword") == "document"
     assert attachment_kind("link") == "document"
+
+
+# -- exports: queued progress, giving up --------------------------------------------------------------------
+
+
+def test_a_queued_render_is_read_and_shown_with_its_place() -> None:
+    queued = RenderJob.parse({"data": {"id": "r", "status": "pending", "progress": 0, "queuePosition": 3}}, "r")
+    assert queued.queue_position == 3
+    assert progress_text(queued, "en") == "🎬 Queued for export (2 ahead)…"
+    assert progress_text(queued, "zh") == "🎬 排队等待导出（前面还有 2 个）…"
+    nxt = RenderJob.parse({"status": "pending", "queuePosition": 1}, "r")
+    assert progress_text(nxt, "en") == "🎬 Queued for export (next in line)…"
+    running = RenderJob.parse({"status": "processing", "progress": 40, "queuePosition": 1}, "r")
+    assert progress_text(running, "en") == "🎬 Exporting… 40%"
+    for odd in (None, 0, -1, "2", True):
+        job = RenderJob.parse({"status": "pending", "progress": 5, "queuePosition": odd}, "r")
+        assert job.queue_position is None
+        assert progress_text(job, "en") == "🎬 Exporting… 5%"
+
+
+async def test_waiting_reports_each_change_of_place_in_the_queue() -> None:
+    answers = iter([
+        {"status": "pending", "queuePosition": 2}, {"status": "pending", "queuePosition": 2},
+        {"status": "pending", "queuePosition": 1}, {"status": "processing", "progress": 50},
+        {"status": "completed", "progress": 100, "output": {"url": "http://x/r.mp4"}},
+    ])
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/render/proxy/lambda/r-1"
+        return httpx.Response(200, json={"code": 0, "data": {"id": "r-1", **next(answers)}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        settings = NemoSettings(_env_file=None, api_base="http://stub", token="t", poll_seconds=0.001)
+        seen: list[str] = []
+
+        async def on_progress(job: RenderJob) -> None:
+            seen.append(progress_text(job, "en"))
+
+        job = await NemoClient(client, settings, MemoryIdentityStore()).account("shared").wait_for_export(
+            "r-1", on_progress)
+    assert job.done
+    assert seen[:3] == ["🎬 Queued for export (1 ahead)…", "🎬 Queued for export (next in line)…",
+                        "🎬 Exporting… 50%"]
+
+
+async def test_an_export_given_up_on_is_cancelled_on_the_backend(
+    http: httpx.AsyncClient, tmp_path: Path, sample_video: Path
+) -> None:
+    config = fast_localnemo_config(tmp_path / "localnemo")
+    renderer = GatedRenderer(default_renderer(config))  # never opened: the render outlasts the wait
+    async with LocalNemo(config, renderer=renderer) as server:
+        bot = Bot(http, fast_settings(server.base_url, export_timeout_seconds=0.3), tmp_path / "bot.sqlite3")
+        engine = await bot.start()
+        try:
+            replies = ConsoleReplies(io.StringIO(), tmp_path / "out", edit_interval_seconds=0)
+            chat = ChatKey("console", "timeout")
+            outcomes = []
+            for line in (f"/upload {sample_video}", "export"):
+                message = parse_line(line, chat)
+                assert isinstance(message, IncomingMessage)
+                outcomes.append(await (await engine.handle(message, replies, ConsoleFiles())).wait())
+            assert outcomes == [Outcome.DONE, Outcome.FAILED]
+            assert server.faults.count("render_cancel") == 1
+            assert "I stopped waiting and cancelled it" in "\n".join(replies.transcript)
+            (job,) = server.state.jobs.values()
+            assert job.status in ("cancelled", "failed")
+            assert bot.repo is not None
+            assert await bot.repo.unfinished_exports() == []
+        finally:
+            await bot.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from localnemo.testing import TestLocalNemo
+from tests.conftest import fast_localnemo_config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def nemobot(*args: str, cwd: Path, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_"))}
+def cli_environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_", "LOCALNEMO_"))}
     env["NEMOBOT_LOG_LEVEL"] = "WARNING"
     env["PYTHONPATH"] = str(ROOT)
     # Short delays and a small, fast render, as the in-process tests use (tests/conftest.py): no test here
@@ -27,10 +32,26 @@ def nemobot(*args: str, cwd: Path, stdin: str = "", timeout: float = 120) -> sub
         "LOCALNEMO_RESOLUTION": "240p",
         "LOCALNEMO_X264_PRESET": "ultrafast",
     })
+    env.update(extra)
+    return env
+
+
+def nemobot(*args: str, cwd: Path, stdin: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nemobot", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [sys.executable, "-m", "nemobot", *args], cwd=cwd, env=cli_environment(), input=stdin, capture_output=True,
+        text=True, timeout=timeout, check=False,
     )
+
+
+async def nemobot_against(server: TestLocalNemo, *args: str, cwd: Path) -> tuple[int, str]:
+    """Run a command against a test server on this event loop (so it keeps answering); (status, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nemobot", *args, cwd=cwd, env=cli_environment(NEMO_API_BASE=server.base_url),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, stderr.decode(errors="replace")
 
 
 def test_help_names_commands_and_settings(tmp_path: Path) -> None:
@@ -56,6 +77,58 @@ def test_one_shot_edit(tmp_path: Path, sample_video: Path) -> None:
     assert out.stat().st_size > 0
     assert "music" in done.stderr
     assert (tmp_path / "nemobot.sqlite3").stat().st_mode & 0o777 == 0o600
+    # The embedded localnemo keeps its data beside the database, for the owner only.
+    data = tmp_path / "nemobot.localnemo"
+    assert data.is_dir()
+    assert data.stat().st_mode & 0o777 == 0o700
+    assert any(data.rglob("*.mp4"))
+
+
+async def test_local_data_dir_setting_wins(tmp_path: Path, sample_video: Path) -> None:
+    chosen = tmp_path / "chosen"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nemobot", "chat", "--local", cwd=tmp_path,
+        env=cli_environment(LOCALNEMO_DATA_DIR=str(chosen), NEMOBOT_DB=str(tmp_path / "db" / "bot.sqlite3")),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(f"/upload {sample_video}\n".encode()), 120)
+    assert process.returncode == 0, stderr.decode()
+    assert "Got clip.mp4" in stdout.decode()
+    assert any(chosen.rglob("*.mp4"))
+    assert not (tmp_path / "db" / "bot.localnemo").exists()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "code", "step"),
+    [("upload", 500, "upload"), ("run_sse", 2001, "edit"), ("run_sse", 500, "edit")],
+)
+async def test_one_shot_edit_exports_nothing_after_a_failed_step(
+    tmp_path: Path, sample_video: Path, endpoint: str, code: int, step: str
+) -> None:
+    async with TestLocalNemo(fast_localnemo_config(tmp_path / "localnemo")) as server:
+        server.faults.fail(endpoint, code, times=-1)
+        out = tmp_path / "out.mp4"
+        status, stderr = await nemobot_against(server, "edit", str(sample_video), "-p", "add music", "-o", str(out),
+                                               cwd=tmp_path)
+        assert status == 1, stderr
+        assert f"the {step} did not succeed" in stderr
+        assert "Traceback" not in stderr
+        assert not out.exists()
+        assert server.faults.count("render") == 0
+        if step == "upload":
+            assert server.faults.count("run_sse") == 0  # the edit was not sent either
+
+
+async def test_one_shot_edit_exports_nothing_when_the_agent_reports_an_error(
+    tmp_path: Path, sample_video: Path
+) -> None:
+    async with TestLocalNemo(fast_localnemo_config(tmp_path / "localnemo")) as server:
+        status, stderr = await nemobot_against(server, "edit", str(sample_video), "-p", "simulate an error", "-o",
+                                               str(tmp_path / "out.mp4"), cwd=tmp_path)
+        assert status == 1, stderr
+        assert "the edit did not succeed" in stderr
+        assert server.faults.count("render") == 0
+        assert not (tmp_path / "out.mp4").exists()
 
 
 def test_one_shot_edit_failure_is_plain_and_non_zero(tmp_path: Path) -> None:

@@ -403,7 +403,8 @@ async def test_unfinished_exports_survive_a_restart(db_path: Path) -> None:
         await repo.add_export(_export("tg-completed-undelivered", "tg:3", created_at=T0 + 4 * minute))
         await repo.update_export("tg-completed-undelivered", status="completed", url="https://x/1.mp4")
         await repo.update_export("tg-early", status="processing", progress=10)
-        assert await repo.claim_delivery("tg-done")
+        assert await repo.claim_delivery("tg-done", "run-1")
+        assert await repo.confirm_delivery("tg-done", "run-1")
 
     async with Repository.open(db_path) as repo:
         owed = await repo.unfinished_exports()
@@ -426,31 +427,108 @@ async def test_unfinished_exports_prefix_is_literal(repo: Repository) -> None:
 
 async def test_claim_delivery_is_true_exactly_once_under_concurrency(repo: Repository) -> None:
     await repo.add_export(_export("r-1"))
-    results = await asyncio.gather(*(repo.claim_delivery("r-1") for _ in range(50)))
+    results = await asyncio.gather(*(repo.claim_delivery("r-1", f"task-{i}") for i in range(50)))
     assert results.count(True) == 1
     stored = await repo.get_export("r-1")
     assert stored is not None
-    assert stored.delivered is True
-    assert await repo.unfinished_exports() == []
-    assert await repo.claim_delivery("r-unknown") is False
+    assert stored.delivered is False  # claimed, not delivered: still owed until confirmed
+    assert stored.delivery_owner == f"task-{results.index(True)}"
+    assert stored.delivery_claimed_at == T0
+    assert await repo.claim_delivery("r-unknown", "task-0") is False
 
 
 async def test_claim_delivery_once_across_two_connections(db_path: Path) -> None:
     # Two repositories on one file stand in for two bot processes racing to deliver.
     async with Repository.open(db_path) as first, Repository.open(db_path) as second:
         await first.add_export(_export("r-1"))
-        claims = [repo.claim_delivery("r-1") for _ in range(20) for repo in (first, second)]
+        claims = [repo.claim_delivery("r-1", name) for _ in range(20) for repo, name in ((first, "a"), (second, "b"))]
         results = await asyncio.gather(*claims)
         assert results.count(True) == 1
 
 
+async def test_only_a_confirmed_delivery_is_delivered(repo: Repository) -> None:
+    await repo.add_export(_export("r-1"))
+    assert await repo.confirm_delivery("r-1", "run-1") is False  # nothing claimed yet
+    assert await repo.claim_delivery("r-1", "run-1") is True
+    assert [e.render_id for e in await repo.unfinished_exports()] == ["r-1"]
+    assert await repo.confirm_delivery("r-1", "run-2") is False  # not the owner of the claim
+    assert await repo.confirm_delivery("r-1", "run-1") is True
+    stored = await repo.get_export("r-1")
+    assert stored is not None
+    assert stored.delivered is True
+    assert await repo.unfinished_exports() == []
+    assert await repo.claim_delivery("r-1", "run-2") is False
+    assert await repo.confirm_delivery("r-1", "run-1") is False  # once
+
+
 async def test_release_delivery_allows_another_claim(repo: Repository) -> None:
     await repo.add_export(_export("r-1"))
-    assert await repo.release_delivery("r-1") is False
-    assert await repo.claim_delivery("r-1") is True
-    assert await repo.release_delivery("r-1") is True
+    assert await repo.release_delivery("r-1", "run-1") is False
+    assert await repo.claim_delivery("r-1", "run-1") is True
+    assert await repo.release_delivery("r-1", "run-2") is False  # only the owner releases
+    assert await repo.claim_delivery("r-1", "run-2") is False
+    assert await repo.release_delivery("r-1", "run-1") is True
     assert [e.render_id for e in await repo.unfinished_exports()] == ["r-1"]
-    assert await repo.claim_delivery("r-1") is True
+    assert await repo.claim_delivery("r-1", "run-2") is True
+
+
+async def test_a_restart_releases_the_claims_of_the_previous_run(db_path: Path, clock: FakeClock) -> None:
+    async with Repository.open(db_path, clock=clock) as repo:
+        for render_id in ("claimed", "delivered", "free"):
+            await repo.add_export(_export(render_id))
+        assert await repo.claim_delivery("claimed", "run-1")
+        assert await repo.claim_delivery("delivered", "run-1")
+        assert await repo.confirm_delivery("delivered", "run-1")
+        # The process dies here: "claimed" was being downloaded or sent, never confirmed.
+    async with Repository.open(db_path, clock=clock) as repo:
+        assert await repo.claim_delivery("claimed", "run-2") is False  # still held by the dead run
+        assert [e.render_id for e in await repo.unfinished_exports()] == ["claimed", "free"]
+        assert await repo.release_stale_claims("run-2") == 1
+        assert await repo.release_stale_claims("run-2") == 0
+        stored = await repo.get_export("claimed")
+        assert stored is not None
+        assert (stored.delivery_owner, stored.delivery_claimed_at, stored.delivered) == (None, None, False)
+        assert await repo.claim_delivery("claimed", "run-2") is True
+        assert await repo.release_stale_claims("run-2") == 0  # its own claims are kept
+        delivered = await repo.get_export("delivered")
+        assert delivered is not None
+        assert delivered.delivered is True
+
+
+async def test_claims_can_be_leased_for_several_processes(repo: Repository, clock: FakeClock) -> None:
+    # The design a multi-process version uses: a claim older than the lease is taken over, and only
+    # those are released; the holder of a live claim keeps it.
+    await repo.add_export(_export("r-1"))
+    await repo.add_export(_export("r-2"))
+    assert await repo.claim_delivery("r-1", "a", lease=timedelta(minutes=10))
+    assert await repo.claim_delivery("r-2", "a", lease=timedelta(minutes=10))
+    clock.advance(timedelta(minutes=5))
+    assert await repo.claim_delivery("r-1", "b", lease=timedelta(minutes=10)) is False
+    assert await repo.release_stale_claims("b", older_than=timedelta(minutes=10)) == 0
+    clock.advance(timedelta(minutes=6))
+    assert await repo.claim_delivery("r-1", "b", lease=timedelta(minutes=10)) is True
+    assert await repo.confirm_delivery("r-1", "a") is False  # "a" lost it
+    assert await repo.release_stale_claims("b", older_than=timedelta(minutes=10)) == 1  # r-2
+    assert await repo.confirm_delivery("r-1", "b") is True
+
+
+async def test_a_delivered_export_of_an_older_database_stays_delivered(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    async with aiosqlite.connect(path, isolation_level=None) as conn:
+        assert await migrate(conn, MIGRATIONS[:2]) == 2
+        for render_id, delivered in (("sent", 1), ("owed", 0)):
+            await conn.execute(
+                "INSERT INTO exports (render_id, chat_key, session_id, identity_key, status, delivered, language, "
+                "created_at, updated_at) VALUES (?, 'tg:1', 's', 'tg:1', 'completed', ?, 'en', ?, ?)",
+                (render_id, delivered, T0.isoformat(), T0.isoformat()),
+            )
+    async with Repository.open(path) as repo:
+        assert [e.render_id for e in await repo.unfinished_exports()] == ["owed"]
+        sent = await repo.get_export("sent")
+        assert sent is not None
+        assert (sent.delivered, sent.delivery_owner) == (True, None)
+        assert await repo.claim_delivery("sent", "run-1") is False
+        assert await repo.claim_delivery("owed", "run-1") is True
 
 
 async def test_exports_for_chat_newest_first(repo: Repository) -> None:

@@ -562,12 +562,12 @@ class NemoAccount:
         ceiling = poll_seconds if poll_seconds is not None else s.poll_seconds
         deadline = time.monotonic() + (timeout_seconds if timeout_seconds is not None else s.export_timeout_seconds)
         delay = min(2.0, ceiling)
-        last: tuple[str, float] | None = None
+        last: tuple[str, float, int | None] | None = None
         while True:
             job = await self.export_status(render_id)
-            if on_progress is not None and (job.status, job.progress) != last:
+            if on_progress is not None and (job.status, job.progress, job.queue_position) != last:
                 await on_progress(job)
-            last = (job.status, job.progress)
+            last = (job.status, job.progress, job.queue_position)
             if job.done:
                 return job
             if job.failed:

@@ -82,6 +82,8 @@ class RenderJob(BaseModel):
     error: str | None = None
     duration: float | None = None
     size: int | None = None
+    # Where a render waiting for its turn stands (1 = next), when the backend caps renders running at once.
+    queue_position: int | None = None
 
     @property
     def done(self) -> bool:
@@ -106,6 +108,7 @@ class RenderJob(BaseModel):
         if isinstance(error, dict):
             error = error.get("message") or str(error)
         progress = job.get("progress")
+        position = job.get("queuePosition", job.get("queue_position"))
         return cls(
             id=str(job.get("id") or job.get("taskId") or fallback_id),
             status=str(job.get("status") or "pending").lower(),
@@ -114,4 +117,6 @@ class RenderJob(BaseModel):
             error=str(error) if error else None,
             duration=output.get("duration") if isinstance(output.get("duration"), int | float) else None,
             size=output.get("size") if isinstance(output.get("size"), int) else None,
+            queue_position=position if isinstance(position, int) and not isinstance(position, bool)
+            and position > 0 else None,
         )
