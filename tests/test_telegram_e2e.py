@@ -78,9 +78,10 @@ async def test_private_chat_edit_then_export_by_send_video(
     running: Running, fake: FakeTelegram, sample_video: Path, localnemo: LocalNemo
 ) -> None:
     fake.user_video(CHAT, content=sample_video, caption="cut the pauses, add background music")
+    # The final state of the status message: an intermediate one ("Adding music…") has no buttons yet.
     status = await fake.wait_for(
-        lambda: next((m for m in fake.chat_messages(CHAT) if "music" in (m.text or "")), None),
-        what="the edit's reply",
+        lambda: next((m for m in fake.chat_messages(CHAT) if "music" in (m.text or "") and m.reply_markup), None),
+        what="the edit's reply with its buttons",
     )
     assert status.edit_count >= 1  # one status message, edited in place
     assert status.history[0] is not None
