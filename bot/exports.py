@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from bot.explain import plain_reason
 from bot.flows import Job
 from bot.messages import Adapter, ChatKey, DeliveryTarget, Replies
 from bot.nemo import errors
-from bot.nemo.client import NemoClient
+from bot.nemo.client import NemoAccount, NemoClient
 from bot.nemo.models import RenderJob
 from bot.nemo.uploads import format_size
 from bot.outcome import Operation, Outcome
@@ -131,7 +132,7 @@ class Exports:
                 if not update.done and not update.failed:
                     await status.show(progress_text(update, lang))
 
-            job = await account.wait_for_export(record.render_id, on_progress)
+            job = await self._wait_through_outages(record, account, on_progress)
             await self._repo.update_export(record.render_id, status="completed", progress=100, url=job.url)
             return await self._deliver(record, job, replies, status)
         except asyncio.CancelledError:
@@ -161,6 +162,26 @@ class Exports:
         finally:
             await status.close()
         return Outcome.FAILED
+
+    async def _wait_through_outages(
+        self, record: ExportRecord, account: NemoAccount, on_progress: Callable[[RenderJob], Awaitable[None]]
+    ) -> RenderJob:
+        """Wait for the render; when the backend cannot be reached or is busy (after the client's own quick
+        retries), wait longer and ask again rather than leave the export owed until the next restart: a
+        bot runs for months. Gives up as the client does, after ``export_timeout_seconds`` in all."""
+        settings = self._nemo.settings
+        deadline = time.monotonic() + settings.export_timeout_seconds
+        pause = settings.poll_seconds
+        while True:
+            try:
+                return await account.wait_for_export(record.render_id, on_progress)
+            except (errors.BackendUnavailable, errors.RateLimited) as exc:
+                if time.monotonic() + pause >= deadline:
+                    raise
+                log.warning("engine.export.poll_failed render=%s kind=%s retry_in=%.0fs", record.render_id,
+                            type(exc).__name__, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _LONGEST_POLL_PAUSE)
 
     async def _cancel_render(self, record: ExportRecord) -> bool:
         """Best effort: True when the backend took the cancellation."""
@@ -192,18 +213,33 @@ class Exports:
                 async with self._scheduler.slots:
                     sent = await self._send_file(url, limit, replies, caption or t("export_caption", lang))
             if sent:
+                # The platform took the video: that is the delivery. Confirmed now, so that a failure of the
+                # closing words below can never send the file a second time.
+                await self._repo.confirm_delivery(record.render_id, self.owner)
                 text = t("export_done", lang, url=url)
             else:
                 size = format_size(job.size) if job.size else "?"
                 text = t("export_link_only", lang, url=url, size=size) if limit > 0 else t(
                     "export_done", lang, url=url)
-            await status.finish(join_text(caption, text) if caption and not sent else text, buttons=buttons(lang))
         except BaseException:
             # Not delivered (or not known to be): owed again, to the next try or the next start.
             with contextlib.suppress(Exception):
                 await self._repo.release_delivery(record.render_id, self.owner)
             raise
-        await self._repo.confirm_delivery(record.render_id, self.owner)
+        if sent:
+            try:
+                await status.finish(text, buttons=buttons(lang))
+            except Exception:
+                log.warning("engine.export.closing_text_failed render=%s", record.render_id, exc_info=True)
+        else:
+            try:
+                # Without a file the message with the link is the delivery: confirmed once it is accepted.
+                await status.finish(join_text(caption, text) if caption else text, buttons=buttons(lang))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._repo.release_delivery(record.render_id, self.owner)
+                raise
+            await self._repo.confirm_delivery(record.render_id, self.owner)
         log.info("engine.export.delivered render=%s file=%s", record.render_id, sent)
         return Outcome.DONE
 
@@ -228,6 +264,10 @@ class Exports:
                 with contextlib.suppress(asyncio.CancelledError):
                     await keep_alive
         return True
+
+
+# The longest pause between asking again for an export while its backend is out of reach.
+_LONGEST_POLL_PAUSE = 600.0
 
 
 def progress_text(update: RenderJob, lang: str) -> str:

@@ -338,3 +338,64 @@ async def test_captions_file_is_uploaded_and_burned_in(bot: Bot, sample_video: P
     await say(bot.engine, replies, "export")
     assert len(replies.videos) == 1
     await assert_video(replies.videos[0], seconds=2.0)
+
+
+# -- delivery through outages and failures ---------------------------------------------------------------
+
+
+async def test_an_outage_while_an_export_renders_is_waited_out(
+    bot: Bot, localnemo: LocalNemo, sample_video: Path, tmp_path: Path
+) -> None:
+    assert bot.engine is not None
+    replies = console(tmp_path)
+    await say(bot.engine, replies, f"/upload {sample_video}")
+    # More failed status polls than the client's own quick retries: the export is asked about again later
+    # instead of being left owed until the next start.
+    localnemo.faults.fail("render_status", 503, times=10)
+    await say(bot.engine, replies, "export")
+    assert said(replies).count("Your video is ready") == 1
+    assert len(replies.videos) == 1
+    assert localnemo.faults.count("render_status") > 10
+
+
+class ClosingWordsFail(ConsoleReplies):
+    """A chat that takes the video but then refuses every message (a platform hiccup right after the file)."""
+
+    took_video = False
+
+    async def send_video(self, path: Path, *, caption: str, buttons: Any = ()) -> Any:
+        handle = await super().send_video(path, caption=caption, buttons=buttons)
+        self.took_video = True
+        return handle
+
+    async def send_text(self, text: str, *, buttons: Any = ()) -> Any:
+        if self.took_video:
+            raise RuntimeError("the platform refused the message")
+        return await super().send_text(text, buttons=buttons)
+
+    async def edit_text(self, handle: Any, text: str, *, buttons: Any = ()) -> None:
+        if self.took_video:
+            raise RuntimeError("the platform refused the edit")
+        await super().edit_text(handle, text, buttons=buttons)
+
+
+async def test_a_video_the_platform_took_is_never_sent_again(
+    http: httpx.AsyncClient, localnemo: LocalNemo, settings: NemoSettings, tmp_path: Path, sample_video: Path
+) -> None:
+    db = tmp_path / "bot.sqlite3"
+    first = Bot(http, settings, db)
+    engine = await first.start()
+    replies = ClosingWordsFail(io.StringIO(), tmp_path / "out", edit_interval_seconds=0)
+    await say(engine, replies, f"/upload {sample_video}")
+    await say(engine, replies, "export")
+    assert len(replies.videos) == 1
+    await first.stop()
+
+    second = Bot(http, settings, db)
+    engine = await second.start()
+    try:
+        from adapters.console import ConsoleAdapter
+
+        assert await engine.resume(ConsoleAdapter(console(tmp_path))) == 0  # nothing owed: it was delivered
+    finally:
+        await second.stop()
