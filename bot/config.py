@@ -62,6 +62,7 @@ class NemoSettings(BaseSettings):
     skill_version: str = Field(__version__, description="X-Skill-Version attribution header.")
     skill_platform: str = Field("unknown", description="X-Skill-Platform attribution header.")
     max_upload_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Largest file the backend accepts.")
+    max_files_per_upload: int = Field(20, ge=1, description="Most files sent in one upload request.")
 
 
 class BotSettings(BaseSettings):

@@ -501,8 +501,11 @@ def test_upload_batches_keep_order_and_the_limit() -> None:
     def sized(name: str, size: int | None) -> UploadSource:
         return UploadSource.from_stream(name, _nothing(), size=size, content_type="video/mp4")
 
-    batches = upload_batches([sized("a", 60), sized("b", 30), sized("c", 20), sized("d", None), sized("e", 100)], 100)
+    sources = [sized("a", 60), sized("b", 30), sized("c", 20), sized("d", None), sized("e", 100)]
+    batches = upload_batches(sources, 100, 20)
     assert [[s.filename for s in batch] for batch in batches] == [["a", "b"], ["c", "d"], ["e"]]
+    by_count = upload_batches([sized(str(i), 1) for i in range(5)], 100, 2)
+    assert [[s.filename for s in batch] for batch in by_count] == [["0", "1"], ["2", "3"], ["4"]]
 
 
 async def _nothing() -> AsyncIterator[bytes]:

@@ -470,8 +470,8 @@ class NemoAccount:
 
     async def upload_files(self, session_id: str, sources: Sequence[UploadSource]) -> UploadResult:
         """Upload one or several files, streamed, in as few multipart requests as the size limit allows
-        (localnemo refuses a request whose declared length is over it before reading a byte, so files
-        that are each under the limit but together over it go in several requests). Checked first."""
+        and the file count allow (localnemo refuses a request whose declared length is over the limit before
+        reading a byte, and more than 20 files in one request). Checked first."""
         if not sources:
             raise ValueError("nothing to upload")
         limit = self.client.settings.max_upload_bytes
@@ -479,7 +479,7 @@ class NemoAccount:
             check_file(source.filename, source.content_type, source.size, limit)
         files: list[UploadedFile] = []
         applied: bool | None = None
-        for batch in upload_batches(sources, limit):
+        for batch in upload_batches(sources, limit, self.client.settings.max_files_per_upload):
             result = await self._upload_batch(session_id, batch)
             files.extend(result.files)
             applied = result.session_state_applied if applied is None else applied and result.session_state_applied

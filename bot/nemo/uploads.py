@@ -189,15 +189,15 @@ def _quote(name: str) -> str:
     return name.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def upload_batches(sources: Sequence[UploadSource], limit: int) -> list[list[UploadSource]]:
-    """The sources in order, grouped so that each group's known sizes add up to at most ``limit``. A
-    source of unknown size (a stream) stays in the current group: its size is known only once it has been
-    read, and the backend counts it then."""
+def upload_batches(sources: Sequence[UploadSource], limit: int, max_files: int) -> list[list[UploadSource]]:
+    """The sources in order, grouped so that each group has at most ``max_files`` and its known sizes add
+    up to at most ``limit``. A source of unknown size (a stream) stays in the current group: its size is
+    known only once it has been read, and the backend counts it then."""
     batches: list[list[UploadSource]] = [[]]
     total = 0
     for source in sources:
         size = source.size or 0
-        if batches[-1] and total + size > limit:
+        if batches[-1] and (total + size > limit or len(batches[-1]) >= max_files):
             batches.append([])
             total = 0
         batches[-1].append(source)
