@@ -27,6 +27,7 @@ from localnemo.fonts import find_font, needs_cjk_font
 from localnemo.graph import GraphError, RenderGraph, Source, build_graph, needs_font
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.music import bundled_music
+from localnemo.processes import spawn
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class FFmpegRenderer:
             "localnemo.render.start inputs=%s duration=%.2f size=%sx%s fps=%s",
             len(plan.inputs), plan.duration, plan.width, plan.height, plan.fps,
         )  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         assert proc.stdout is not None

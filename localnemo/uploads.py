@@ -31,7 +31,7 @@ from yarl import URL
 from bot.nemo.errors import ACCEPTED_FORMATS
 from localnemo import timeline
 from localnemo.envelope import ApiError, json_object, ok
-from localnemo.media import MediaInfo, probe
+from localnemo.media import MediaInfo, decodes_a_frame, probe
 from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.runtime import Runtime
 from localnemo.sniff import HEAD_BYTES, TextCheck, content_format
@@ -311,6 +311,13 @@ async def check_readable(item: Received) -> None:
     elif info.kind != item.kind:
         what = {"video": "a video", "image": "an image", "audio": "a sound file"}[item.kind]
         raise ApiError(400, 4001, f"could not read {item.original_name}: it is not {what}")
+    if item.kind in ("video", "image") and (
+        not info.width or not info.height or not await decodes_a_frame(item.stored_path)
+    ):
+        # Only the beginning of a picture (a signature and junk): FFmpeg would spin on it in a render.
+        raise ApiError(
+            400, 4001, f"could not read {item.original_name}: the file is damaged or not a format FFmpeg can read"
+        )
     item.info = info
 
 

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from localnemo.config import LocalNemoConfig
+from localnemo.media import ffmpeg_exe
 from localnemo.testing import TestLocalNemo
 from tests.test_localnemo_server import auth, grant, new_session
 from tests.waiting import await_within
@@ -215,6 +216,33 @@ async def test_content_that_is_not_what_its_name_says_is_refused_before_ffmpeg(
     mov = part("clip.mov", sample_video.read_bytes(), "video/quicktime")
     answer = await post_upload(client, token, sid, multipart(mov))
     assert answer.status_code == 200, answer.text
+
+
+async def test_a_file_that_only_starts_like_a_picture_is_refused_and_real_ones_pass(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], sample_video: Path, tmp_path: Path
+) -> None:
+    token, sid = session
+    # A PNG signature and junk: FFmpeg probes it as a picture of no size, and a render of it spins for ever.
+    for name, content in (("a.png", b"\x89PNG\r\n\x1a\n" + b"0" * 100), ("b.png", PNG_HEAD + b"junk" * 64)):
+        started = time.monotonic()
+        answer = await post_upload(client, token, sid, multipart(part(name, content, "image/png")))
+        assert answer.status_code == 400
+        assert answer.json() == {
+            "code": 4001, "message": f"could not read {name}: the file is damaged or not a format FFmpeg can read"
+        }
+        assert time.monotonic() - started < 20
+    assert stored_files(server, sid) == []
+    image = tmp_path / "real.png"
+    made = await asyncio.create_subprocess_exec(
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48",
+        "-frames:v", "1", str(image),
+    )  # fmt: skip
+    assert await made.wait() == 0
+    for name, content, ctype in (("real.png", image.read_bytes(), "image/png"),
+                                 ("clip.mp4", sample_video.read_bytes(), "video/mp4")):  # fmt: skip
+        answer = await post_upload(client, token, sid, multipart(part(name, content, ctype)))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"]["files"][0]["width"]
 
 
 @pytest.mark.parametrize(
