@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -85,7 +86,12 @@ class CopyRenderer:
         if source is None:
             raise RenderError("nothing to render: the timeline has no video clips uploaded to this server")
         log.info("localnemo.render.copy source=%s out=%s", source.name, out_path.name)
-        await asyncio.to_thread(_copy_with_progress, source, out_path, on_progress)
+        partial = out_path.parent / f".{out_path.stem}.{secrets.token_hex(4)}.partial.mp4"
+        try:
+            await asyncio.to_thread(_copy_with_progress, source, partial, on_progress)
+            await asyncio.to_thread(partial.replace, out_path)
+        finally:
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
         info = await probe(out_path)
         size = (await asyncio.to_thread(out_path.stat)).st_size
         return RenderOutput(duration=info.duration if info and info.duration else 0.0, size=size)
@@ -134,8 +140,10 @@ class FFmpegRenderer:
         out_path: Path,
         on_progress: Callable[[float], None],
     ) -> RenderOutput:
-        workdir = out_path.parent / f".{out_path.stem}.parts"
-        partial = out_path.parent / f".{out_path.stem}.partial.mp4"
+        # Each attempt its own names: an FFmpeg of an earlier, killed attempt never writes what this one renames.
+        attempt = secrets.token_hex(4)
+        workdir = out_path.parent / f".{out_path.stem}.{attempt}.parts"
+        partial = out_path.parent / f".{out_path.stem}.{attempt}.partial.mp4"
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         try:
             plan = await self._plan(draft, sources, workdir)

@@ -339,3 +339,53 @@ async def test_a_render_killed_mid_way_finishes_after_a_restart(tmp_path: Path, 
             assert info.kind == "video"
             # The id is still taken after the restart.
             assert (await export(http, token, sid, draft, "render_1")).status_code == 409
+
+
+def free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children die with their parent on Linux")
+async def test_ffmpeg_dies_with_a_killed_server(tmp_path: Path) -> None:
+    image = tmp_path / "still.png"
+    made = await asyncio.create_subprocess_exec(
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240",
+        "-frames:v", "1", str(image),
+    )  # fmt: skip
+    assert await made.wait() == 0
+    data_dir = tmp_path / "nemo"
+    port = free_port()
+    environment = {
+        "LOCALNEMO_DATA_DIR": str(data_dir), "LOCALNEMO_RENDERER": "ffmpeg", "LOCALNEMO_RESOLUTION": "240p",
+        "LOCALNEMO_X264_PRESET": "ultrafast",
+    }  # fmt: skip
+    orphans: list[int] = []
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            server_process(port, environment) as process,
+        ):
+            token = (await grant(http, "alice"))["token"]
+            sid = await new_session(http, token)
+            files = [("files", (image.name, image.read_bytes(), "image/png"))]
+            uploaded = await http.post(f"/api/upload-video/nemo_agent/me/{sid}", files=files, headers=auth(token))
+            assert uploaded.status_code == 200, uploaded.text
+            state = (await http.get(f"/api/state/nemo_agent/me/{sid}/latest", headers=auth(token))).json()
+            draft = state["data"]["state"]["draft"]
+            draft["t"][0]["sg"][0]["d"] = 3_600_000  # an hour of a still image: FFmpeg is busy for a long while
+            assert (await export(http, token, sid, draft, "render_long")).status_code == 200
+            await wait_for(lambda: ffmpeg_processes(str(data_dir / "renders")), within=30, what="FFmpeg to render")
+            process.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(process.wait(), timeout=30)
+
+        def gone() -> bool:
+            orphans[:] = ffmpeg_processes(str(data_dir))
+            return not orphans
+
+        await wait_for(gone, within=10, what="the killed server's FFmpeg to die with it")
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
