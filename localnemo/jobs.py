@@ -193,6 +193,8 @@ class Renders:
             raise ApiError(400, 400, "id must be 1-128 characters of letters, digits, '_', '-' or '.'")
         if not isinstance(session_id, str) or not isinstance(draft_body, dict) or not isinstance(output, dict):
             raise ApiError(400, 400, "expected {id, sessionId, draft: {...}, output: {...}}")
+        if (problem := timeline.draft_shape_problem(draft_body)) is not None:
+            raise ApiError(400, 400, problem)
         draft = timeline.Draft.model_validate(draft_body)
         resolution = output.get("resolution")
         if isinstance(resolution, str) and resolution.strip():
@@ -414,11 +416,14 @@ class Renders:
 
 
 def _iter_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _iter_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _iter_strings(item)
+    # Without recursion: a draft's depth is capped (timeline.draft_shape_problem), but this walk must not
+    # depend on it.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))

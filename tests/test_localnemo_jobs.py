@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import signal
 import socket
@@ -389,3 +390,28 @@ async def test_ffmpeg_dies_with_a_killed_server(tmp_path: Path) -> None:
         for pid in orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_draft_nested_too_deeply_or_too_large_is_a_400_and_adds_no_job(
+    tmp_path: Path, sample_video: Path
+) -> None:
+    async with running(TestLocalNemo(config(tmp_path / "nemo"))) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        deep = json.dumps({**draft, "zz": "DEEP"}).replace('"DEEP"', "[" * 500 + "]" * 500)
+        wide = {**draft, "zz": [0] * 250_000}
+        for body, message in (
+            (deep, "the draft is nested too deeply: at most 32 levels"),
+            (json.dumps(wide), "the draft is too large: more than 200000 values"),
+        ):
+            answer = await http.post(
+                RENDER, content=f'{{"id": "render_1", "sessionId": "{sid}", "draft": {body}}}',
+                headers={**auth(token), "Content-Type": "application/json"},
+            )  # fmt: skip
+            assert (answer.status_code, answer.json()) == (400, {"code": 400, "message": message})
+            assert (await http.get(f"{RENDER}/render_1", headers=auth(token))).status_code == 404
+        # The id is still free, and a draft with a modest extra key renders.
+        nested: Any = "x"
+        for _ in range(20):
+            nested = [nested]
+        assert (await export(http, token, sid, {**draft, "zz": nested}, "render_1")).status_code == 200
+        assert (await finished(http, token, "render_1"))["status"] == "completed"
