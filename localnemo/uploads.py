@@ -66,6 +66,8 @@ _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream
 # The names stored files get (see stored_name): anything else in a /files/ URL is not one of them.
 STORED_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _CHUNK = 1 << 20
+# A part of an upload that is not a file (a form field) is read up to this, and refused past it.
+_MAX_OTHER_PART_BYTES = 64 * 1024
 # What one upload may add to its files for the multipart framing (boundaries, part headers).
 _FRAMING_BYTES = 1 << 20
 # Unicode categories refused in a file name: controls (NUL among them), format characters (a right-to-left
@@ -246,15 +248,27 @@ async def save_stream(
     return digest.hexdigest(), size
 
 
-async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
+async def _part_chunks(part: aiohttp.BodyPartReader, size: int = _CHUNK) -> AsyncIterator[bytes]:
     while True:
         try:
-            chunk = await part.read_chunk(_CHUNK)
+            chunk = await part.read_chunk(size)
         except _MALFORMED:
             raise ApiError(400, 400, "malformed multipart body") from None
         if not chunk:
             return
         yield chunk
+
+
+async def _skip_small(part: aiohttp.BodyPartReader) -> None:
+    """Read and drop a part that is not a file, refused past ``_MAX_OTHER_PART_BYTES``: releasing it would
+    read without limit, and a chunked body could stream for ever."""
+    size = 0
+    async for chunk in _part_chunks(part, _MAX_OTHER_PART_BYTES):
+        size += len(chunk)
+        if size > _MAX_OTHER_PART_BYTES:
+            raise ApiError(
+                400, 400, f"a form field other than 'files' may hold at most {_MAX_OTHER_PART_BYTES // 1024} KB"
+            )
 
 
 async def refuse_private(url: URL) -> None:
@@ -437,7 +451,7 @@ class Uploads:
             if not isinstance(part, aiohttp.BodyPartReader):
                 raise ApiError(400, 400, "nested multipart bodies are not supported")
             if part.name != "files":
-                await part.release()
+                await _skip_small(part)
                 continue
             filename = check_filename(part.filename or "")
             if not filename:

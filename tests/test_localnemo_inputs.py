@@ -152,6 +152,39 @@ async def test_a_declared_length_over_the_limit_is_refused_before_its_body(
     assert stored_files(server, sid) == []
 
 
+async def test_a_form_field_that_never_ends_is_refused_past_its_small_cap(
+    server: TestLocalNemo, session: tuple[str, str]
+) -> None:
+    token, sid = session
+    host, port = server.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST /api/upload-video/nemo_agent/me/{sid} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    field = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="note"\r\n\r\n'.encode() + b"x" * (256 * 1024)
+
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    try:
+        # A field of 256 KB that goes on (the body is never finished): only a cap can answer it.
+        writer.write(head.encode() + chunk(field))
+        await writer.drain()
+        status_line = await await_within(reader.readline(), within=10, what="the answer to an endless field")
+        headers: dict[str, str] = {}
+        while (line := await await_within(reader.readline(), within=5, what="a header")) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await await_within(reader.readexactly(int(headers["content-length"])), within=5, what="the body")
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 400")
+    assert json.loads(body) == {"code": 400, "message": "a form field other than 'files' may hold at most 64 KB"}
+    assert stored_files(server, sid) == []
+
+
 # -- fetches by URL ----------------------------------------------------------------------------------------
 
 
