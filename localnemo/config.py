@@ -93,7 +93,8 @@ class LocalNemoConfig(BaseSettings):
     max_upload_bytes: int = 500 * 1024 * 1024
     # Files in one upload, multipart parts or URLs alike.
     max_files_per_upload: int = Field(20, ge=1)
-    # The whole of one fetch by URL (every redirect, the body): a server that trickles is cut off.
+    # The whole of one upload by URL (every URL in it, every redirect, the bodies): a server that trickles
+    # is cut off, and 20 URLs do not get 20 deadlines.
     fetch_timeout_seconds: float = Field(300.0, gt=0)
     # None: URLs handed out are derived from the request's scheme and Host header.
     public_base_url: str | None = None

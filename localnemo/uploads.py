@@ -485,16 +485,18 @@ class Uploads:
                 f'expected {{"urls": [1 to {self.config.max_files_per_upload} URLs], "source_type": "url"}} '
                 "or a multipart upload",
             )
-        for url_text in urls:
-            received.append(await self._fetch_within_deadline(url_text, session))
-
-    async def _fetch_within_deadline(self, url_text: str, session: SessionRecord) -> Received:
+        # One deadline for the whole request, every URL in it: not one per URL (20 URLs would be 20 deadlines).
         seconds = self.config.fetch_timeout_seconds
+        current = ""
         try:
             async with asyncio.timeout(seconds):
-                return await self._fetch(url_text, session)
+                for current in urls:
+                    received.append(await self._fetch(current, session))
         except TimeoutError:
-            host = URL(url_text).host
+            try:
+                host = URL(current).host
+            except ValueError:
+                host = None
             log.info("localnemo.upload.fetch_timeout host=%s seconds=%s", host, seconds)
             raise ApiError(400, 4003, f"could not download from {host}: it took longer than {seconds:g} s") from None
 

@@ -227,6 +227,47 @@ async def test_a_fetch_that_trickles_is_cut_off_at_its_deadline(
     assert stored_files(server, sid) == []
 
 
+@pytest.fixture
+async def slow_clip_host(sample_video: Path) -> AsyncIterator[str]:
+    """A server that sends a real MP4 in about 0.7 s: one such fetch fits a 1 s deadline, two do not."""
+    content = sample_video.read_bytes()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(content)
+        await response.prepare(request)
+        await response.write(content[:16])
+        await asyncio.sleep(0.7)  # the slowness is the behaviour under test, not a wait of the test
+        await response.write(content[16:])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{name}.mp4", slow)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("options", [{"allow_private_urls": True, "fetch_timeout_seconds": 1.0}])
+async def test_the_fetch_deadline_covers_the_whole_upload(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], slow_clip_host: str
+) -> None:
+    token, sid = session
+    started = time.monotonic()
+    answer = await client.post(
+        f"/api/upload-video/nemo_agent/me/{sid}",
+        json={"urls": [f"{slow_clip_host}/{n}.mp4" for n in range(3)], "source_type": "url"},
+        headers=auth(token),
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"code": 4003, "message": "could not download from 127.0.0.1: it took longer than 1 s"}
+    assert time.monotonic() - started < 5
+    assert stored_files(server, sid) == []
+
+
 # -- content and names -------------------------------------------------------------------------------------
 
 
