@@ -23,6 +23,7 @@ from localnemo.agent import Agent, PauseSettings, PlannerAgent
 from localnemo.api import Api
 from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError, error_response
+from localnemo.housekeeping import Housekeeping
 from localnemo.jobs import Renders
 from localnemo.quota import DiskQuota
 from localnemo.render import CopyRenderer, FFmpegRenderer, Renderer, RenderSettings
@@ -114,6 +115,8 @@ def create_app(
     app = web.Application(middlewares=[errors_middleware, session_saver(runtime.state)])
     app[RUNTIME_KEY] = runtime
     app.on_shutdown.append(runtime.on_shutdown)
+    # First: it removes the partial files a killed run left, before any render starts again.
+    app.on_startup.append(Housekeeping(runtime).on_startup)
     app.on_startup.append(renders.on_startup)
     app.on_cleanup.append(uploads.on_cleanup)
     app.on_cleanup.append(runtime.on_cleanup)

@@ -206,6 +206,10 @@ class Renders:
             draft.m.resolution = resolution.strip().lower()
         if self.state.owned_job(user, render_id) is not None:
             raise ApiError(409, 409, "render id already exists")
+        unfinished = sum(not other.finished for other in self.state.jobs.values() if other.user_id == user.user_id)
+        if unfinished >= self.config.max_renders_per_user:
+            # One user must not fill the queue that everyone shares.
+            raise ApiError(429, 429, "too many exports waiting; try again when one is done")
         session = self.runtime.session(user, session_id)
         await self.quota.make_room(0, keep=session)
         job = RenderJob(job_id=render_id, user_id=user.user_id, session_id=session.session_id, created_at_ms=_now_ms())

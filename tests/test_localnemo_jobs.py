@@ -187,7 +187,8 @@ class GatedRenderer:
 
 async def test_renders_over_the_cap_wait_in_order_and_say_their_place(tmp_path: Path, sample_video: Path) -> None:
     renderer = GatedRenderer()
-    async with running(TestLocalNemo(config(tmp_path / "nemo", max_renders=2), renderer=renderer)) as http:
+    options = {"max_renders": 2, "max_renders_per_user": 4}
+    async with running(TestLocalNemo(config(tmp_path / "nemo", **options), renderer=renderer)) as http:
         token, sid, draft = await user_with_clip(http, "alice", sample_video)
         created = [(await export(http, token, sid, draft, f"render_{n}")).json()["data"] for n in range(4)]
         await wait_for(lambda: renderer.started == 2, what="two renders to start")
@@ -206,6 +207,56 @@ async def test_renders_over_the_cap_wait_in_order_and_say_their_place(tmp_path: 
         assert states == ["completed", "completed", "failed", "completed"]
         assert renderer.most == 2
         assert renderer.started == 3
+
+
+async def test_one_user_cannot_fill_the_render_queue(tmp_path: Path, sample_video: Path) -> None:
+    renderer = GatedRenderer()
+    options = {"max_renders": 1, "max_renders_per_user": 2}
+    async with running(TestLocalNemo(config(tmp_path / "nemo", **options), renderer=renderer)) as http:
+        alice, alice_sid, alice_draft = await user_with_clip(http, "alice", sample_video)
+        bob, bob_sid, bob_draft = await user_with_clip(http, "bob", sample_video)
+        for rid in ("render_0", "render_1"):
+            assert (await export(http, alice, alice_sid, alice_draft, rid)).status_code == 200
+        over = await export(http, alice, alice_sid, alice_draft, "render_2")
+        assert (over.status_code, over.json()) == (
+            429, {"code": 429, "message": "too many exports waiting; try again when one is done"}
+        )
+        assert (await http.get(f"{RENDER}/render_2", headers=auth(alice))).status_code == 404
+        # Another user still gets a place in the queue.
+        assert (await export(http, bob, bob_sid, bob_draft, "render_0")).status_code == 200
+        # A cancelled render frees its place.
+        assert (await http.post(f"{RENDER}/render_1/cancel", headers=auth(alice))).status_code == 200
+        assert (await export(http, alice, alice_sid, alice_draft, "render_2")).status_code == 200
+        renderer.gate.set()
+        assert (await finished(http, alice, "render_2"))["status"] == "completed"
+
+
+async def test_old_finished_jobs_and_expired_tokens_are_forgotten(tmp_path: Path, sample_video: Path) -> None:
+    data_dir = tmp_path / "nemo"
+    async with running(TestLocalNemo(config(data_dir))) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        assert (await export(http, token, sid, draft, "render_1")).status_code == 200
+        assert (await finished(http, token, "render_1"))["status"] == "completed"
+        # A user keeps their newest 10 tokens.
+        tokens = [(await grant(http, "bob"))["token"] for _ in range(12)]
+        statuses = [(await http.get("/api/credits/balance/simple", headers=auth(t))).status_code for t in tokens]
+        assert statuses == [401, 401] + [200] * 10
+    assert len(list((data_dir / "renders").glob("*.mp4"))) == 1
+    # At start: a result older than its link's lifetime is forgotten with its file.
+    server = TestLocalNemo(config(data_dir, result_link_hours=1e-6, prune_interval_seconds=0.05))
+    async with running(server) as http:
+        assert (await http.get(f"{RENDER}/render_1", headers=auth(token))).status_code == 404
+        assert list((data_dir / "renders").glob("*.mp4")) == []
+        # Periodically: a new job once it is old, and expired tokens.
+        assert (await export(http, token, sid, draft, "render_2")).status_code == 200
+        rendered = next(iter(server.state.jobs.values()))
+        server.expire_tokens()
+        await wait_for(
+            lambda: not server.state.jobs and not server.state.tokens and rendered.finished,
+            what="the finished job and the expired tokens to be forgotten",
+        )
+        assert rendered.status == "completed"
+        assert list((data_dir / "renders").glob("*.mp4")) == []
 
 
 def ffmpeg_processes(marker: str) -> list[int]:
