@@ -25,6 +25,7 @@ from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError, error_response
 from localnemo.housekeeping import Housekeeping
 from localnemo.jobs import Renders
+from localnemo.persist import StoreError
 from localnemo.quota import DiskQuota
 from localnemo.render import CopyRenderer, FFmpegRenderer, Renderer, RenderSettings
 from localnemo.runtime import Runtime
@@ -67,6 +68,9 @@ async def errors_middleware(
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except StoreError:
+        # What this request changed is not on disk (it is tried again): the client must not count on it.
+        return error_response(503, 503, "could not save the change: try again")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -33,6 +33,7 @@ from yarl import URL
 from localnemo import timeline
 from localnemo.config import resolution_lines
 from localnemo.envelope import ApiError, json_object, ok
+from localnemo.persist import StoreError
 from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.render import Renderer, RenderError, RenderOutput
 from localnemo.runtime import Runtime
@@ -227,7 +228,14 @@ class Renders:
             self._start(job, draft, self._sources(user, draft))
             log.info("localnemo.render.created id=%s session_id=%s", render_id, session.session_id)
         # On disk before the client has the id: a restarted server renders it and knows it.
-        await self.state.sync()
+        try:
+            await self.state.sync()
+        except StoreError:
+            # Not saved: undone, so that the client's "try again" with the same id is a new export.
+            if job.task is not None:
+                job.task.cancel()
+            self.state.remove_job(job)
+            raise
         return answer
 
     def _refusal(self, draft: timeline.Draft) -> str | None:

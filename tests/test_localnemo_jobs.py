@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import sys
 import time
@@ -466,3 +467,52 @@ async def test_a_draft_nested_too_deeply_or_too_large_is_a_400_and_adds_no_job(
             nested = [nested]
         assert (await export(http, token, sid, {**draft, "zz": nested}, "render_1")).status_code == 200
         assert (await finished(http, token, "render_1"))["status"] == "completed"
+
+
+class FlakyDatabase:
+    """The store's SQLite connection, failing every statement while ``failing`` is set (a full or broken disk)."""
+
+    def __init__(self, inner: sqlite3.Connection) -> None:
+        self.inner = inner
+        self.failing = False
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.inner.execute(sql, parameters)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> FlakyDatabase:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inner.__exit__(*exc)
+
+
+async def test_a_change_the_store_could_not_write_is_a_503_not_a_silent_loss(
+    tmp_path: Path, sample_video: Path
+) -> None:
+    data_dir = tmp_path / "nemo"
+    server = TestLocalNemo(config(data_dir))
+    async with running(server) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        database = FlakyDatabase(server.runtime.store._db)
+        server.runtime.store._db = database  # type: ignore[assignment]
+        database.failing = True
+        try_again = {"code": 503, "message": "could not save the change: try again"}
+        answer = await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "bob"})
+        assert (answer.status_code, answer.json()) == (503, try_again)
+        answer = await export(http, token, sid, draft, "render_1")
+        assert (answer.status_code, answer.json()) == (503, try_again)
+        assert (await http.get(f"{RENDER}/render_1", headers=auth(token))).status_code == 404
+        database.failing = False
+        # Tried again: the same id is a new export, and everything marked meanwhile is written.
+        assert (await export(http, token, sid, draft, "render_1")).status_code == 200
+        bob = (await grant(http, "bob"))["token"]
+        assert (await finished(http, token, "render_1"))["status"] == "completed"
+    async with running(TestLocalNemo(config(data_dir))) as http:
+        assert (await http.get("/api/credits/balance/simple", headers=auth(bob))).status_code == 200
+        assert (await job(http, token, "render_1"))["status"] == "completed"
