@@ -157,9 +157,10 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def stored_name(filename: str, extension: str) -> str:
-    """A safe, unique file name: no directories, no leading dot, ASCII only."""
+    """A safe, unique, unguessable file name: no directories, no leading dot, ASCII only. Its random part
+    (128 bits) makes ``/files/<sid>/<name>``, served without a token, a capability."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).stem).strip("._")[:80] or "file"
-    return f"{secrets.token_hex(4)}_{stem}.{extension}"
+    return f"{secrets.token_hex(16)}_{stem}.{extension}"
 
 
 def _write_chunk(writer: BinaryIO, digest: Any, chunk: bytes) -> None:
