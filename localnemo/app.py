@@ -23,7 +23,9 @@ from localnemo.agent import Agent, PauseSettings, PlannerAgent
 from localnemo.api import Api
 from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError, error_response
+from localnemo.housekeeping import Housekeeping
 from localnemo.jobs import Renders
+from localnemo.persist import StoreError
 from localnemo.quota import DiskQuota
 from localnemo.render import CopyRenderer, FFmpegRenderer, Renderer, RenderSettings
 from localnemo.runtime import Runtime
@@ -66,6 +68,9 @@ async def errors_middleware(
         return await handler(request)
     except ApiError as exc:
         return exc.response()
+    except StoreError:
+        # What this request changed is not on disk (it is tried again): the client must not count on it.
+        return error_response(503, 503, "could not save the change: try again")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -114,6 +119,8 @@ def create_app(
     app = web.Application(middlewares=[errors_middleware, session_saver(runtime.state)])
     app[RUNTIME_KEY] = runtime
     app.on_shutdown.append(runtime.on_shutdown)
+    # First: it removes the partial files a killed run left, before any render starts again.
+    app.on_startup.append(Housekeeping(runtime).on_startup)
     app.on_startup.append(renders.on_startup)
     app.on_cleanup.append(uploads.on_cleanup)
     app.on_cleanup.append(runtime.on_cleanup)

@@ -55,6 +55,7 @@ ENV_VARIABLES: dict[str, str] = {
     "font_file": "LOCALNEMO_FONT_FILE",
     "result_link_hours": "LOCALNEMO_RESULT_LINK_HOURS",
     "max_renders": "LOCALNEMO_MAX_RENDERS",
+    "max_renders_per_user": "LOCALNEMO_MAX_RENDERS_PER_USER",
     "render_timeout_seconds": "LOCALNEMO_RENDER_TIMEOUT_SECONDS",
     "max_output_seconds": "LOCALNEMO_MAX_OUTPUT_SECONDS",
     "max_segments": "LOCALNEMO_MAX_SEGMENTS",
@@ -93,7 +94,8 @@ class LocalNemoConfig(BaseSettings):
     max_upload_bytes: int = 500 * 1024 * 1024
     # Files in one upload, multipart parts or URLs alike.
     max_files_per_upload: int = Field(20, ge=1)
-    # The whole of one fetch by URL (every redirect, the body): a server that trickles is cut off.
+    # The whole of one upload by URL (every URL in it, every redirect, the bodies): a server that trickles
+    # is cut off, and 20 URLs do not get 20 deadlines.
     fetch_timeout_seconds: float = Field(300.0, gt=0)
     # None: URLs handed out are derived from the request's scheme and Host header.
     public_base_url: str | None = None
@@ -123,6 +125,11 @@ class LocalNemoConfig(BaseSettings):
     result_link_hours: float = Field(168, gt=0)
     # Renders running at once; the others wait in order ("pending" with a queuePosition).
     max_renders: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    # Renders one user may have waiting or running; past it an export is refused (429) until one is done.
+    max_renders_per_user: int = Field(3, ge=1)
+    # How often finished jobs older than the result link's lifetime (and their files) and expired tokens
+    # are forgotten; also done at start.
+    prune_interval_seconds: float = Field(600.0, gt=0)
     # A render running longer is stopped (FFmpeg killed) and fails with a plain reason.
     render_timeout_seconds: float = Field(3600, gt=0)
     # Caps of a draft, checked when its export is asked for.

@@ -33,6 +33,7 @@ from yarl import URL
 from localnemo import timeline
 from localnemo.config import resolution_lines
 from localnemo.envelope import ApiError, json_object, ok
+from localnemo.persist import StoreError
 from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.render import Renderer, RenderError, RenderOutput
 from localnemo.runtime import Runtime
@@ -193,6 +194,8 @@ class Renders:
             raise ApiError(400, 400, "id must be 1-128 characters of letters, digits, '_', '-' or '.'")
         if not isinstance(session_id, str) or not isinstance(draft_body, dict) or not isinstance(output, dict):
             raise ApiError(400, 400, "expected {id, sessionId, draft: {...}, output: {...}}")
+        if (problem := timeline.draft_shape_problem(draft_body)) is not None:
+            raise ApiError(400, 400, problem)
         draft = timeline.Draft.model_validate(draft_body)
         resolution = output.get("resolution")
         if isinstance(resolution, str) and resolution.strip():
@@ -204,6 +207,10 @@ class Renders:
             draft.m.resolution = resolution.strip().lower()
         if self.state.owned_job(user, render_id) is not None:
             raise ApiError(409, 409, "render id already exists")
+        unfinished = sum(not other.finished for other in self.state.jobs.values() if other.user_id == user.user_id)
+        if unfinished >= self.config.max_renders_per_user:
+            # One user must not fill the queue that everyone shares.
+            raise ApiError(429, 429, "too many exports waiting; try again when one is done")
         session = self.runtime.session(user, session_id)
         await self.quota.make_room(0, keep=session)
         job = RenderJob(job_id=render_id, user_id=user.user_id, session_id=session.session_id, created_at_ms=_now_ms())
@@ -221,7 +228,14 @@ class Renders:
             self._start(job, draft, self._sources(user, draft))
             log.info("localnemo.render.created id=%s session_id=%s", render_id, session.session_id)
         # On disk before the client has the id: a restarted server renders it and knows it.
-        await self.state.sync()
+        try:
+            await self.state.sync()
+        except StoreError:
+            # Not saved: undone, so that the client's "try again" with the same id is a new export.
+            if job.task is not None:
+                job.task.cancel()
+            self.state.remove_job(job)
+            raise
         return answer
 
     def _refusal(self, draft: timeline.Draft) -> str | None:
@@ -414,11 +428,14 @@ class Renders:
 
 
 def _iter_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _iter_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _iter_strings(item)
+    # Without recursion: a draft's depth is capped (timeline.draft_shape_problem), but this walk must not
+    # depend on it.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))

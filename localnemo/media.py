@@ -21,6 +21,8 @@ from typing import Literal
 
 import imageio_ffmpeg
 
+from localnemo.processes import spawn
+
 log = logging.getLogger(__name__)
 
 MediaKind = Literal["video", "image", "audio"]
@@ -28,6 +30,8 @@ MediaKind = Literal["video", "image", "audio"]
 # Larger files are not probed: uploads are capped at 500 MB, and ffmpeg on a huge odd file can be slow.
 MAX_PROBE_BYTES = 1024 * 1024 * 1024
 PROBE_TIMEOUT_SECONDS = 30.0
+# Decoding the first frame of an upload; a real picture takes a fraction of a second.
+DECODE_CHECK_SECONDS = 15.0
 
 _INPUT_RE = re.compile(r"^Input #0, (?P<format>.+?), from ", re.MULTILINE)
 _DURATION_RE = re.compile(r"Duration: (?P<h>\d+):(?P<m>\d{2}):(?P<s>\d{2}(?:\.\d+)?)")
@@ -70,7 +74,7 @@ async def probe(path: Path) -> MediaInfo | None:
         return None
     if size == 0 or size > MAX_PROBE_BYTES:
         return None
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         ffmpeg_exe(),
         "-hide_banner",
         "-nostdin",
@@ -93,6 +97,30 @@ async def probe(path: Path) -> MediaInfo | None:
         log.warning("localnemo.probe.timeout path=%s", path.name)
         return None
     return parse_probe_output(stderr.decode("utf-8", errors="replace"))
+
+
+async def decodes_a_frame(path: Path, *, seconds: float = DECODE_CHECK_SECONDS) -> bool:
+    """Whether FFmpeg decodes the first picture of a file within ``seconds`` (killed past them).
+
+    A file that only starts like an image or a video (a PNG signature and junk) probes as one, then makes
+    FFmpeg spin at full speed with gigabytes of memory when a render reads it; one decoded frame is the
+    proof that it is a picture."""
+    target = str(await asyncio.to_thread(path.resolve))
+    proc = await spawn(
+        ffmpeg_exe(), "-v", "error", "-nostdin", "-i", target, "-frames:v", "1", "-f", "null", "-",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        code = await asyncio.wait_for(proc.wait(), seconds)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        if not isinstance(exc, TimeoutError):
+            raise
+        log.warning("localnemo.decode_check.timeout path=%s", path.name)
+        return False
+    return code == 0
 
 
 def parse_probe_output(text: str) -> MediaInfo | None:
@@ -179,7 +207,7 @@ async def analyse_audio(path: Path, *, threshold_db: float, limit_seconds: float
         return None
     target = str(await asyncio.to_thread(path.resolve))
     audio_filter = f"silencedetect=n={threshold_db:.1f}dB:d={ANALYSIS_MIN_SILENCE_SECONDS},volumedetect"
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-vn", "-sn", "-dn", "-i", target,
         "-map", "0:a:0", "-af", audio_filter, "-f", "null", "-",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,

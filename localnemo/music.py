@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 
 from localnemo.media import ffmpeg_exe
+from localnemo.processes import spawn
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ async def bundled_music(folder: Path) -> Path:
         return target
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     partial = folder / f".{MUSIC_FILE}.{os.getpid()}.{secrets.token_hex(4)}.wav"
-    proc = await asyncio.create_subprocess_exec(
+    proc = await spawn(
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-f", "lavfi", "-i", f"aevalsrc=exprs='{LOOP_EXPRESSION}':s=48000:d={LOOP_SECONDS}",
         "-ac", "1", "-c:a", "pcm_s16le", str(partial),

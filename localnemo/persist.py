@@ -5,7 +5,9 @@ when it changes; marks are gathered and written together by one worker thread (o
 WAL with ``synchronous=NORMAL``: a commit survives the process being killed; only a power cut may lose
 the last moments), so a record changed ten times while a write is under way is serialised and written
 once. ``sync()`` waits until everything marked so far is on disk: the routes that hand something out a
-client will come back for (a token, an export job) await it before they answer.
+client will come back for (a token, an export job) await it before they answer. A write that fails is not
+counted as written: its records are marked again for the next write, and ``sync()`` raises ``StoreError``
+(the request answers 503, "try again").
 
 The file and its journal are created owner-only (0600). One table: ``records(kind, key, body)`` with the
 record's JSON, so a new field needs no migration.
@@ -29,6 +31,12 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.sqlite3"
 
 Snapshot = Callable[[], dict[str, Any]]
+
+
+class StoreError(Exception):
+    """What ``sync()`` raises when the changes it waits for could not be written (they are tried again with
+    the next change): the request that needed them answers "try again" rather than losing them silently."""
+
 _Row = tuple[str, str, str | None]  # kind, key, JSON body (None: delete)
 
 
@@ -102,24 +110,33 @@ class StateStore:
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, waiter))
+        if self._writer is None or self._writer.done():
+            # The last write failed and nothing was marked since: try again now.
+            self._writer = asyncio.ensure_future(self._write_all())
         await asyncio.shield(waiter)
 
-    def _take(self) -> tuple[int, list[_Row]]:
+    def _take(self) -> tuple[int, list[_Row], dict[tuple[str, str], Snapshot | None], bool]:
+        """The marks so far, their rows, the batch they came from (to put back if the write fails), and
+        whether every snapshot could be taken."""
         batch, self._dirty = self._dirty, {}
         rows: list[_Row] = []
+        complete = True
         for (kind, key), snapshot in batch.items():
             body = None
             if snapshot is not None:
                 try:
                     body = json.dumps(snapshot(), separators=(",", ":"), ensure_ascii=False)
                 except Exception:
+                    # Not put back: the same snapshot would fail again at every write.
                     log.exception("localnemo.store.snapshot_failed kind=%s", kind)
+                    complete = False
                     continue
             rows.append((kind, key, body))
-        return self._marked, rows
+        return self._marked, rows, batch, complete
 
-    def _write(self, taken: tuple[int, list[_Row]]) -> None:
-        upto, rows = taken
+    def _write(self, taken: tuple[int, list[_Row], dict[tuple[str, str], Snapshot | None], bool]) -> bool:
+        """Write one batch; whether SQLite took it."""
+        upto, rows = taken[0], taken[1]
         try:
             with self._db:
                 self._db.execute("BEGIN")
@@ -134,21 +151,41 @@ class StateStore:
                         )
         except sqlite3.Error:
             log.exception("localnemo.store.write_failed records=%s", len(rows))
+            return False
         self._written = max(self._written, upto)
+        return True
 
     async def _write_all(self) -> None:
         loop = asyncio.get_running_loop()
         while self._dirty:
             taken = self._take()
-            await loop.run_in_executor(self._executor, self._write, taken)
+            if not await loop.run_in_executor(self._executor, self._write, taken):
+                self._failed(taken[2])
+                return
+            complete = taken[3]
             still: list[tuple[int, asyncio.Future[None]]] = []
             for target, waiter in self._waiters:
                 if target <= self._written:
-                    if not waiter.done():
+                    if waiter.done():
+                        pass
+                    elif complete:
                         waiter.set_result(None)
+                    else:
+                        # A record of this batch could not be serialised: it is lost, and the waiter hears so.
+                        waiter.set_exception(StoreError("the server could not save this change"))
                 else:
                     still.append((target, waiter))
             self._waiters = still
+
+    def _failed(self, batch: dict[tuple[str, str], Snapshot | None]) -> None:
+        """A batch was not written: its records are marked again (unless changed since, which marked them
+        anew), and every waiter is told; the next change or ``sync()`` tries again."""
+        for record, snapshot in batch.items():
+            self._dirty.setdefault(record, snapshot)
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(StoreError("the server could not save this change"))
 
     async def close(self) -> None:
         """Write what is left, then close the file."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +28,7 @@ from localnemo.fonts import find_font, needs_cjk_font
 from localnemo.graph import GraphError, RenderGraph, Source, build_graph, needs_font
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.music import bundled_music
+from localnemo.processes import spawn
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,12 @@ class CopyRenderer:
         if source is None:
             raise RenderError("nothing to render: the timeline has no video clips uploaded to this server")
         log.info("localnemo.render.copy source=%s out=%s", source.name, out_path.name)
-        await asyncio.to_thread(_copy_with_progress, source, out_path, on_progress)
+        partial = out_path.parent / f".{out_path.stem}.{secrets.token_hex(4)}.partial.mp4"
+        try:
+            await asyncio.to_thread(_copy_with_progress, source, partial, on_progress)
+            await asyncio.to_thread(partial.replace, out_path)
+        finally:
+            await asyncio.to_thread(partial.unlink, missing_ok=True)
         info = await probe(out_path)
         size = (await asyncio.to_thread(out_path.stat)).st_size
         return RenderOutput(duration=info.duration if info and info.duration else 0.0, size=size)
@@ -133,8 +140,10 @@ class FFmpegRenderer:
         out_path: Path,
         on_progress: Callable[[float], None],
     ) -> RenderOutput:
-        workdir = out_path.parent / f".{out_path.stem}.parts"
-        partial = out_path.parent / f".{out_path.stem}.partial.mp4"
+        # Each attempt its own names: an FFmpeg of an earlier, killed attempt never writes what this one renames.
+        attempt = secrets.token_hex(4)
+        workdir = out_path.parent / f".{out_path.stem}.{attempt}.parts"
+        partial = out_path.parent / f".{out_path.stem}.{attempt}.partial.mp4"
         await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         try:
             plan = await self._plan(draft, sources, workdir)
@@ -221,7 +230,7 @@ class FFmpegRenderer:
             "localnemo.render.start inputs=%s duration=%.2f size=%sx%s fps=%s",
             len(plan.inputs), plan.duration, plan.width, plan.height, plan.fps,
         )  # fmt: skip
-        proc = await asyncio.create_subprocess_exec(
+        proc = await spawn(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         assert proc.stdout is not None

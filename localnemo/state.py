@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 JobStatus = Literal["pending", "processing", "completed", "failed"]
 
+# Tokens one user keeps: each anonymous-token call issues a new one, so older ones past this are dropped.
+MAX_TOKENS_PER_USER = 10
+
 
 @dataclass
 class UserRecord:
@@ -175,7 +178,26 @@ class LocalNemoState:
         key = token_hash(record.token)
         self.tokens[key] = record
         self._token_changed(key, record)
+        own = sorted(
+            ((other.expires_at, name) for name, other in self.tokens.items() if other.user_id == user.user_id),
+            reverse=True,
+        )
+        for _, old_key in own[MAX_TOKENS_PER_USER:]:
+            self._drop_token(old_key)
         return record
+
+    def _drop_token(self, key: str) -> None:
+        self.tokens.pop(key, None)
+        if self.store is not None:
+            self.store.forget("token", key)
+
+    def prune_tokens(self) -> int:
+        """Forget every expired token; return how many."""
+        now = time.time()
+        expired = [key for key, record in self.tokens.items() if record.expires_at <= now]
+        for key in expired:
+            self._drop_token(key)
+        return len(expired)
 
     def user_for_token(self, token: str) -> UserRecord | None:
         if not token:
@@ -251,6 +273,13 @@ class LocalNemoState:
         self.jobs[job.key] = job
         self.jobs_by_token[job.token] = job
         self.job_changed(job)
+
+    def remove_job(self, job: RenderJob) -> None:
+        """Forget a job (its result file is the caller's to remove)."""
+        self.jobs.pop(job.key, None)
+        self.jobs_by_token.pop(job.token, None)
+        if self.store is not None:
+            self.store.forget("job", job.token)
 
     def owned_job(self, user: UserRecord, job_id: str) -> RenderJob | None:
         return self.jobs.get((user.user_id, job_id))

@@ -74,10 +74,26 @@ def loggable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return kept
 
 
+# The part of a route's path that is a capability (whoever has the URL may read the file), by route name.
+_CAPABILITIES = {"result": "token", "file": "name"}
+MASK = "***"
+
+
+def loggable_path(request: web.Request) -> str:
+    """The request's path, with the part that works as a credential (a result's token, a stored file's
+    name) masked."""
+    key = _CAPABILITIES.get(request.match_info.route.name or "")
+    value = request.match_info.get(key, "") if key is not None else ""
+    if not value:
+        return request.path
+    head, found, tail = request.path.rpartition(value)
+    return f"{head}{MASK}{tail}" if found else request.path
+
+
 @dataclass
 class Call:
-    """One request as received (endpoint is the route name, "" when no route matched); ``headers`` holds
-    only what ``loggable_headers`` keeps."""
+    """One request as received (endpoint is the route name, "" when no route matched); ``path`` is masked
+    by ``loggable_path`` and ``headers`` holds only what ``loggable_headers`` keeps."""
 
     endpoint: str
     method: str
@@ -209,7 +225,7 @@ class _TestControls:
         endpoint = request.match_info.route.name or ""
         if endpoint.startswith("admin_"):
             return await handler(request)
-        self.faults.record(Call(endpoint, request.method, request.path, loggable_headers(request.headers)))
+        self.faults.record(Call(endpoint, request.method, loggable_path(request), loggable_headers(request.headers)))
         fault = self.faults.take_failure(endpoint) if endpoint else None
         if fault is not None:
             return fault_response(fault)

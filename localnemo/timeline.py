@@ -60,6 +60,11 @@ __all__ = [
 IMAGE_SEGMENT_MS = 3000
 DEFAULT_LENGTH_MS = 10_000
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
+# A draft from a client is refused past these: a real one is about 8 levels deep, and each of its segments
+# a few dozen values. Deeper nesting breaks the serialiser (pydantic's depth limit, recursion) later, in a
+# render job or in the store.
+MAX_DRAFT_DEPTH = 32
+MAX_DRAFT_VALUES = 200_000
 
 
 def number(value: Any, default: float = 0.0) -> float:
@@ -331,3 +336,23 @@ def place_upload(session: SessionRecord, info: dict[str, Any], title: str, cues:
 def has_segment(draft: Draft) -> bool:
     """Whether the draft can be rendered: some track has a segment."""
     return draft.exportable
+
+
+def draft_shape_problem(body: Any) -> str | None:
+    """Why a draft's JSON is too deep or too large to take (in words), or None; walked without recursion."""
+    values = 0
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_DRAFT_VALUES:
+            return f"the draft is too large: more than {MAX_DRAFT_VALUES} values"
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DRAFT_DEPTH:
+                    return f"the draft is nested too deeply: at most {MAX_DRAFT_DEPTH} levels"
+                stack.append((child, depth + 1))
+            else:
+                values += 1
+    return None

@@ -31,7 +31,7 @@ from yarl import URL
 from bot.nemo.errors import ACCEPTED_FORMATS
 from localnemo import timeline
 from localnemo.envelope import ApiError, json_object, ok
-from localnemo.media import MediaInfo, probe
+from localnemo.media import MediaInfo, decodes_a_frame, probe
 from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.runtime import Runtime
 from localnemo.sniff import HEAD_BYTES, TextCheck, content_format
@@ -66,6 +66,8 @@ _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream
 # The names stored files get (see stored_name): anything else in a /files/ URL is not one of them.
 STORED_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _CHUNK = 1 << 20
+# A part of an upload that is not a file (a form field) is read up to this, and refused past it.
+_MAX_OTHER_PART_BYTES = 64 * 1024
 # What one upload may add to its files for the multipart framing (boundaries, part headers).
 _FRAMING_BYTES = 1 << 20
 # Unicode categories refused in a file name: controls (NUL among them), format characters (a right-to-left
@@ -155,9 +157,10 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def stored_name(filename: str, extension: str) -> str:
-    """A safe, unique file name: no directories, no leading dot, ASCII only."""
+    """A safe, unique, unguessable file name: no directories, no leading dot, ASCII only. Its random part
+    (128 bits) makes ``/files/<sid>/<name>``, served without a token, a capability."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).stem).strip("._")[:80] or "file"
-    return f"{secrets.token_hex(4)}_{stem}.{extension}"
+    return f"{secrets.token_hex(16)}_{stem}.{extension}"
 
 
 def _write_chunk(writer: BinaryIO, digest: Any, chunk: bytes) -> None:
@@ -246,15 +249,27 @@ async def save_stream(
     return digest.hexdigest(), size
 
 
-async def _part_chunks(part: aiohttp.BodyPartReader) -> AsyncIterator[bytes]:
+async def _part_chunks(part: aiohttp.BodyPartReader, size: int = _CHUNK) -> AsyncIterator[bytes]:
     while True:
         try:
-            chunk = await part.read_chunk(_CHUNK)
+            chunk = await part.read_chunk(size)
         except _MALFORMED:
             raise ApiError(400, 400, "malformed multipart body") from None
         if not chunk:
             return
         yield chunk
+
+
+async def _skip_small(part: aiohttp.BodyPartReader) -> None:
+    """Read and drop a part that is not a file, refused past ``_MAX_OTHER_PART_BYTES``: releasing it would
+    read without limit, and a chunked body could stream for ever."""
+    size = 0
+    async for chunk in _part_chunks(part, _MAX_OTHER_PART_BYTES):
+        size += len(chunk)
+        if size > _MAX_OTHER_PART_BYTES:
+            raise ApiError(
+                400, 400, f"a form field other than 'files' may hold at most {_MAX_OTHER_PART_BYTES // 1024} KB"
+            )
 
 
 async def refuse_private(url: URL) -> None:
@@ -311,6 +326,13 @@ async def check_readable(item: Received) -> None:
     elif info.kind != item.kind:
         what = {"video": "a video", "image": "an image", "audio": "a sound file"}[item.kind]
         raise ApiError(400, 4001, f"could not read {item.original_name}: it is not {what}")
+    if item.kind in ("video", "image") and (
+        not info.width or not info.height or not await decodes_a_frame(item.stored_path)
+    ):
+        # Only the beginning of a picture (a signature and junk): FFmpeg would spin on it in a render.
+        raise ApiError(
+            400, 4001, f"could not read {item.original_name}: the file is damaged or not a format FFmpeg can read"
+        )
     item.info = info
 
 
@@ -430,7 +452,7 @@ class Uploads:
             if not isinstance(part, aiohttp.BodyPartReader):
                 raise ApiError(400, 400, "nested multipart bodies are not supported")
             if part.name != "files":
-                await part.release()
+                await _skip_small(part)
                 continue
             filename = check_filename(part.filename or "")
             if not filename:
@@ -464,16 +486,18 @@ class Uploads:
                 f'expected {{"urls": [1 to {self.config.max_files_per_upload} URLs], "source_type": "url"}} '
                 "or a multipart upload",
             )
-        for url_text in urls:
-            received.append(await self._fetch_within_deadline(url_text, session))
-
-    async def _fetch_within_deadline(self, url_text: str, session: SessionRecord) -> Received:
+        # One deadline for the whole request, every URL in it: not one per URL (20 URLs would be 20 deadlines).
         seconds = self.config.fetch_timeout_seconds
+        current = ""
         try:
             async with asyncio.timeout(seconds):
-                return await self._fetch(url_text, session)
+                for current in urls:
+                    received.append(await self._fetch(current, session))
         except TimeoutError:
-            host = URL(url_text).host
+            try:
+                host = URL(current).host
+            except ValueError:
+                host = None
             log.info("localnemo.upload.fetch_timeout host=%s seconds=%s", host, seconds)
             raise ApiError(400, 4003, f"could not download from {host}: it took longer than {seconds:g} s") from None
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from bot import __version__
-from localnemo.config import ENV_VARIABLES
+from localnemo.config import ENV_VARIABLES, LocalNemoConfig
 from nemobot import logs
 from nemobot.compose import Runtime, StartSettings, platform_adapters, runtime, until_stopped
 
@@ -56,9 +56,13 @@ _SETTINGS_HELP = (
 )
 
 
+# serve-local's data folder when LOCALNEMO_DATA_DIR is not set, relative to where it is started.
+SERVE_LOCAL_DATA_DIR = "localnemo-data"
+
 _LOCALNEMO_HELP = (
-    "Reads " + ", ".join(ENV_VARIABLES.values()) + " (the README says what each does). The data folder is "
-    "LOCALNEMO_DATA_DIR, else a new temporary folder."
+    "Reads " + ", ".join(ENV_VARIABLES.values()) + " (the README says what each does). serve-local keeps its "
+    f"data (tokens, sessions, uploads, exports) in LOCALNEMO_DATA_DIR, else ./{SERVE_LOCAL_DATA_DIR} (created "
+    "readable by you only), so that a restarted server remembers them."
 )
 
 
@@ -327,11 +331,18 @@ async def _discord(args: argparse.Namespace) -> int:
     return await _run(args, only="discord")
 
 
-async def _serve_local(host: str, port: int) -> None:
-    from localnemo.app import serve_forever
-    from localnemo.config import LocalNemoConfig
+def _serve_local_config() -> LocalNemoConfig:
+    # A folder that outlives the process: a community server restarted must not forget every token and job.
+    config = LocalNemoConfig.from_env(default_data_dir=Path(os.path.abspath(SERVE_LOCAL_DATA_DIR)))
+    source = "LOCALNEMO_DATA_DIR" if os.environ.get("LOCALNEMO_DATA_DIR") else "the default"
+    log.info("nemobot.serve_local.data_dir path=%s from=%s", config.data_dir, source)
+    return config
 
-    await serve_forever(host, port, LocalNemoConfig.from_env())
+
+async def _serve_local(host: str, port: int, config: LocalNemoConfig) -> None:
+    from localnemo.app import serve_forever
+
+    await serve_forever(host, port, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -340,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging("WARNING" if args.command in ("chat", "edit") else "INFO")
     try:
         if args.command == "serve-local":
-            asyncio.run(_serve_local(args.host, args.port))
+            asyncio.run(_serve_local(args.host, args.port, _serve_local_config()))
             return 0
         handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram,
                    "discord": _discord}[args.command]

@@ -74,6 +74,15 @@ def _platform_errors_in_one_line(record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
     if error is None:
         return True
+    if record.name.startswith("aiohttp.") and _is_bad_request(error):
+        # aiohttp logs each malformed request it answers with 400 at ERROR, with a traceback through its parser
+        # (web_protocol.py, data_received): anyone can send one, so one INFO line each, or none below INFO.
+        record.msg = f"{record.getMessage()}: {type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return logging.getLogger().isEnabledFor(logging.INFO)
     if type(error).__name__ == "Conflict" and type(error).__module__ == "telegram.error":
         # A 409 ends the process with its own plain line; python-telegram-bot then logs the same 409 again,
         # with a traceback, from the last getUpdates of its stop (telegram/ext/_updater.py,
@@ -90,6 +99,15 @@ def _platform_errors_in_one_line(record: logging.LogRecord) -> bool:
         record.exc_info = None
         record.exc_text = None
     return True
+
+
+def _is_bad_request(error: BaseException) -> bool:
+    """Whether an error is aiohttp's for a malformed request (``HttpProcessingError``, ``BadHttpMessage`` and
+    the parser's other errors), judged by name: this module does not import the library."""
+    return any(
+        kind.__name__ == "HttpProcessingError" and kind.__module__ == "aiohttp.http_exceptions"
+        for kind in type(error).__mro__
+    )
 
 
 def redact(text: str) -> str:

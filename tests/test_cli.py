@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +171,39 @@ def test_sample_chat_keeps_the_users_input(tmp_path: Path) -> None:
     assert "I removed" in after_upload  # the sample has pauses, and they were cut
     assert "Enter command" not in chat.stdout + chat.stderr
     assert len(list((tmp_path / "v").glob("*.mp4"))) == 1
+
+
+async def serve_local_until_serving(cwd: Path, **environment: str) -> list[str]:
+    """Start ``nemobot serve-local --port 0``, read its log until it serves, stop it; the lines it logged."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nemobot", "serve-local", "--port", "0", cwd=cwd,
+        env=cli_environment(NEMOBOT_LOG_LEVEL="INFO", **environment),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        while not any("localnemo.serving" in line for line in lines):
+            line = await asyncio.wait_for(process.stderr.readline(), 30)
+            assert line, f"serve-local ended: {lines}"
+            lines.append(line.decode(errors="replace").rstrip())
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 30)
+    return lines
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+async def test_serve_local_keeps_its_data_in_a_folder_that_outlives_it(tmp_path: Path) -> None:
+    lines = await serve_local_until_serving(tmp_path)
+    folder = tmp_path / "localnemo-data"
+    said = [line for line in lines if "nemobot.serve_local.data_dir" in line]
+    assert len(said) == 1
+    assert f"path={folder}" in said[0]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert (folder / "state.sqlite3").is_file()
+    # LOCALNEMO_DATA_DIR wins.
+    chosen = tmp_path / "elsewhere"
+    lines = await serve_local_until_serving(tmp_path, LOCALNEMO_DATA_DIR=str(chosen))
+    assert any(f"path={chosen} from=LOCALNEMO_DATA_DIR" in line for line in lines)
+    assert (chosen / "state.sqlite3").is_file()

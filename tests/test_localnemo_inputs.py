@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from localnemo.config import LocalNemoConfig
+from localnemo.media import ffmpeg_exe
 from localnemo.testing import TestLocalNemo
 from tests.test_localnemo_server import auth, grant, new_session
 from tests.waiting import await_within
@@ -151,6 +152,39 @@ async def test_a_declared_length_over_the_limit_is_refused_before_its_body(
     assert stored_files(server, sid) == []
 
 
+async def test_a_form_field_that_never_ends_is_refused_past_its_small_cap(
+    server: TestLocalNemo, session: tuple[str, str]
+) -> None:
+    token, sid = session
+    host, port = server.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST /api/upload-video/nemo_agent/me/{sid} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    field = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="note"\r\n\r\n'.encode() + b"x" * (256 * 1024)
+
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    try:
+        # A field of 256 KB that goes on (the body is never finished): only a cap can answer it.
+        writer.write(head.encode() + chunk(field))
+        await writer.drain()
+        status_line = await await_within(reader.readline(), within=10, what="the answer to an endless field")
+        headers: dict[str, str] = {}
+        while (line := await await_within(reader.readline(), within=5, what="a header")) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await await_within(reader.readexactly(int(headers["content-length"])), within=5, what="the body")
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 400")
+    assert json.loads(body) == {"code": 400, "message": "a form field other than 'files' may hold at most 64 KB"}
+    assert stored_files(server, sid) == []
+
+
 # -- fetches by URL ----------------------------------------------------------------------------------------
 
 
@@ -193,6 +227,47 @@ async def test_a_fetch_that_trickles_is_cut_off_at_its_deadline(
     assert stored_files(server, sid) == []
 
 
+@pytest.fixture
+async def slow_clip_host(sample_video: Path) -> AsyncIterator[str]:
+    """A server that sends a real MP4 in about 0.7 s: one such fetch fits a 1 s deadline, two do not."""
+    content = sample_video.read_bytes()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = len(content)
+        await response.prepare(request)
+        await response.write(content[:16])
+        await asyncio.sleep(0.7)  # the slowness is the behaviour under test, not a wait of the test
+        await response.write(content[16:])
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{name}.mp4", slow)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("options", [{"allow_private_urls": True, "fetch_timeout_seconds": 1.0}])
+async def test_the_fetch_deadline_covers_the_whole_upload(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], slow_clip_host: str
+) -> None:
+    token, sid = session
+    started = time.monotonic()
+    answer = await client.post(
+        f"/api/upload-video/nemo_agent/me/{sid}",
+        json={"urls": [f"{slow_clip_host}/{n}.mp4" for n in range(3)], "source_type": "url"},
+        headers=auth(token),
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"code": 4003, "message": "could not download from 127.0.0.1: it took longer than 1 s"}
+    assert time.monotonic() - started < 5
+    assert stored_files(server, sid) == []
+
+
 # -- content and names -------------------------------------------------------------------------------------
 
 
@@ -215,6 +290,33 @@ async def test_content_that_is_not_what_its_name_says_is_refused_before_ffmpeg(
     mov = part("clip.mov", sample_video.read_bytes(), "video/quicktime")
     answer = await post_upload(client, token, sid, multipart(mov))
     assert answer.status_code == 200, answer.text
+
+
+async def test_a_file_that_only_starts_like_a_picture_is_refused_and_real_ones_pass(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], sample_video: Path, tmp_path: Path
+) -> None:
+    token, sid = session
+    # A PNG signature and junk: FFmpeg probes it as a picture of no size, and a render of it spins for ever.
+    for name, content in (("a.png", b"\x89PNG\r\n\x1a\n" + b"0" * 100), ("b.png", PNG_HEAD + b"junk" * 64)):
+        started = time.monotonic()
+        answer = await post_upload(client, token, sid, multipart(part(name, content, "image/png")))
+        assert answer.status_code == 400
+        assert answer.json() == {
+            "code": 4001, "message": f"could not read {name}: the file is damaged or not a format FFmpeg can read"
+        }
+        assert time.monotonic() - started < 20
+    assert stored_files(server, sid) == []
+    image = tmp_path / "real.png"
+    made = await asyncio.create_subprocess_exec(
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48",
+        "-frames:v", "1", str(image),
+    )  # fmt: skip
+    assert await made.wait() == 0
+    for name, content, ctype in (("real.png", image.read_bytes(), "image/png"),
+                                 ("clip.mp4", sample_video.read_bytes(), "video/mp4")):  # fmt: skip
+        answer = await post_upload(client, token, sid, multipart(part(name, content, ctype)))
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"]["files"][0]["width"]
 
 
 @pytest.mark.parametrize(

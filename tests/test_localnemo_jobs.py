@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import sys
 import time
@@ -186,7 +188,8 @@ class GatedRenderer:
 
 async def test_renders_over_the_cap_wait_in_order_and_say_their_place(tmp_path: Path, sample_video: Path) -> None:
     renderer = GatedRenderer()
-    async with running(TestLocalNemo(config(tmp_path / "nemo", max_renders=2), renderer=renderer)) as http:
+    options = {"max_renders": 2, "max_renders_per_user": 4}
+    async with running(TestLocalNemo(config(tmp_path / "nemo", **options), renderer=renderer)) as http:
         token, sid, draft = await user_with_clip(http, "alice", sample_video)
         created = [(await export(http, token, sid, draft, f"render_{n}")).json()["data"] for n in range(4)]
         await wait_for(lambda: renderer.started == 2, what="two renders to start")
@@ -205,6 +208,56 @@ async def test_renders_over_the_cap_wait_in_order_and_say_their_place(tmp_path: 
         assert states == ["completed", "completed", "failed", "completed"]
         assert renderer.most == 2
         assert renderer.started == 3
+
+
+async def test_one_user_cannot_fill_the_render_queue(tmp_path: Path, sample_video: Path) -> None:
+    renderer = GatedRenderer()
+    options = {"max_renders": 1, "max_renders_per_user": 2}
+    async with running(TestLocalNemo(config(tmp_path / "nemo", **options), renderer=renderer)) as http:
+        alice, alice_sid, alice_draft = await user_with_clip(http, "alice", sample_video)
+        bob, bob_sid, bob_draft = await user_with_clip(http, "bob", sample_video)
+        for rid in ("render_0", "render_1"):
+            assert (await export(http, alice, alice_sid, alice_draft, rid)).status_code == 200
+        over = await export(http, alice, alice_sid, alice_draft, "render_2")
+        assert (over.status_code, over.json()) == (
+            429, {"code": 429, "message": "too many exports waiting; try again when one is done"}
+        )
+        assert (await http.get(f"{RENDER}/render_2", headers=auth(alice))).status_code == 404
+        # Another user still gets a place in the queue.
+        assert (await export(http, bob, bob_sid, bob_draft, "render_0")).status_code == 200
+        # A cancelled render frees its place.
+        assert (await http.post(f"{RENDER}/render_1/cancel", headers=auth(alice))).status_code == 200
+        assert (await export(http, alice, alice_sid, alice_draft, "render_2")).status_code == 200
+        renderer.gate.set()
+        assert (await finished(http, alice, "render_2"))["status"] == "completed"
+
+
+async def test_old_finished_jobs_and_expired_tokens_are_forgotten(tmp_path: Path, sample_video: Path) -> None:
+    data_dir = tmp_path / "nemo"
+    async with running(TestLocalNemo(config(data_dir))) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        assert (await export(http, token, sid, draft, "render_1")).status_code == 200
+        assert (await finished(http, token, "render_1"))["status"] == "completed"
+        # A user keeps their newest 10 tokens.
+        tokens = [(await grant(http, "bob"))["token"] for _ in range(12)]
+        statuses = [(await http.get("/api/credits/balance/simple", headers=auth(t))).status_code for t in tokens]
+        assert statuses == [401, 401] + [200] * 10
+    assert len(list((data_dir / "renders").glob("*.mp4"))) == 1
+    # At start: a result older than its link's lifetime is forgotten with its file.
+    server = TestLocalNemo(config(data_dir, result_link_hours=1e-6, prune_interval_seconds=0.05))
+    async with running(server) as http:
+        assert (await http.get(f"{RENDER}/render_1", headers=auth(token))).status_code == 404
+        assert list((data_dir / "renders").glob("*.mp4")) == []
+        # Periodically: a new job once it is old, and expired tokens.
+        assert (await export(http, token, sid, draft, "render_2")).status_code == 200
+        rendered = next(iter(server.state.jobs.values()))
+        server.expire_tokens()
+        await wait_for(
+            lambda: not server.state.jobs and not server.state.tokens and rendered.finished,
+            what="the finished job and the expired tokens to be forgotten",
+        )
+        assert rendered.status == "completed", (rendered.status, rendered.error)
+        assert list((data_dir / "renders").glob("*.mp4")) == []
 
 
 def ffmpeg_processes(marker: str) -> list[int]:
@@ -339,3 +392,127 @@ async def test_a_render_killed_mid_way_finishes_after_a_restart(tmp_path: Path, 
             assert info.kind == "video"
             # The id is still taken after the restart.
             assert (await export(http, token, sid, draft, "render_1")).status_code == 409
+
+
+def free_port() -> int:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="children die with their parent on Linux")
+async def test_ffmpeg_dies_with_a_killed_server(tmp_path: Path) -> None:
+    image = tmp_path / "still.png"
+    made = await asyncio.create_subprocess_exec(
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240",
+        "-frames:v", "1", str(image),
+    )  # fmt: skip
+    assert await made.wait() == 0
+    data_dir = tmp_path / "nemo"
+    port = free_port()
+    environment = {
+        "LOCALNEMO_DATA_DIR": str(data_dir), "LOCALNEMO_RENDERER": "ffmpeg", "LOCALNEMO_RESOLUTION": "240p",
+        "LOCALNEMO_X264_PRESET": "ultrafast",
+    }  # fmt: skip
+    orphans: list[int] = []
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            server_process(port, environment) as process,
+        ):
+            token = (await grant(http, "alice"))["token"]
+            sid = await new_session(http, token)
+            files = [("files", (image.name, image.read_bytes(), "image/png"))]
+            uploaded = await http.post(f"/api/upload-video/nemo_agent/me/{sid}", files=files, headers=auth(token))
+            assert uploaded.status_code == 200, uploaded.text
+            state = (await http.get(f"/api/state/nemo_agent/me/{sid}/latest", headers=auth(token))).json()
+            draft = state["data"]["state"]["draft"]
+            draft["t"][0]["sg"][0]["d"] = 3_600_000  # an hour of a still image: FFmpeg is busy for a long while
+            assert (await export(http, token, sid, draft, "render_long")).status_code == 200
+            await wait_for(lambda: ffmpeg_processes(str(data_dir / "renders")), within=30, what="FFmpeg to render")
+            process.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(process.wait(), timeout=30)
+
+        def gone() -> bool:
+            orphans[:] = ffmpeg_processes(str(data_dir))
+            return not orphans
+
+        await wait_for(gone, within=10, what="the killed server's FFmpeg to die with it")
+    finally:
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_draft_nested_too_deeply_or_too_large_is_a_400_and_adds_no_job(
+    tmp_path: Path, sample_video: Path
+) -> None:
+    async with running(TestLocalNemo(config(tmp_path / "nemo"))) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        deep = json.dumps({**draft, "zz": "DEEP"}).replace('"DEEP"', "[" * 500 + "]" * 500)
+        wide = {**draft, "zz": [0] * 250_000}
+        for body, message in (
+            (deep, "the draft is nested too deeply: at most 32 levels"),
+            (json.dumps(wide), "the draft is too large: more than 200000 values"),
+        ):
+            answer = await http.post(
+                RENDER, content=f'{{"id": "render_1", "sessionId": "{sid}", "draft": {body}}}',
+                headers={**auth(token), "Content-Type": "application/json"},
+            )  # fmt: skip
+            assert (answer.status_code, answer.json()) == (400, {"code": 400, "message": message})
+            assert (await http.get(f"{RENDER}/render_1", headers=auth(token))).status_code == 404
+        # The id is still free, and a draft with a modest extra key renders.
+        nested: Any = "x"
+        for _ in range(20):
+            nested = [nested]
+        assert (await export(http, token, sid, {**draft, "zz": nested}, "render_1")).status_code == 200
+        assert (await finished(http, token, "render_1"))["status"] == "completed"
+
+
+class FlakyDatabase:
+    """The store's SQLite connection, failing every statement while ``failing`` is set (a full or broken disk)."""
+
+    def __init__(self, inner: sqlite3.Connection) -> None:
+        self.inner = inner
+        self.failing = False
+
+    def execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        if self.failing:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.inner.execute(sql, parameters)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __enter__(self) -> FlakyDatabase:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inner.__exit__(*exc)
+
+
+async def test_a_change_the_store_could_not_write_is_a_503_not_a_silent_loss(
+    tmp_path: Path, sample_video: Path
+) -> None:
+    data_dir = tmp_path / "nemo"
+    server = TestLocalNemo(config(data_dir))
+    async with running(server) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        database = FlakyDatabase(server.runtime.store._db)
+        server.runtime.store._db = database  # type: ignore[assignment]
+        database.failing = True
+        try_again = {"code": 503, "message": "could not save the change: try again"}
+        answer = await http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "bob"})
+        assert (answer.status_code, answer.json()) == (503, try_again)
+        answer = await export(http, token, sid, draft, "render_1")
+        assert (answer.status_code, answer.json()) == (503, try_again)
+        assert (await http.get(f"{RENDER}/render_1", headers=auth(token))).status_code == 404
+        database.failing = False
+        # Tried again: the same id is a new export, and everything marked meanwhile is written.
+        assert (await export(http, token, sid, draft, "render_1")).status_code == 200
+        bob = (await grant(http, "bob"))["token"]
+        assert (await finished(http, token, "render_1"))["status"] == "completed"
+    async with running(TestLocalNemo(config(data_dir))) as http:
+        assert (await http.get("/api/credits/balance/simple", headers=auth(bob))).status_code == 200
+        assert (await job(http, token, "render_1"))["status"] == "completed"

@@ -545,6 +545,33 @@ async def test_fail_faults_and_the_call_log(client: httpx.AsyncClient, nemo_serv
     assert (missing.status_code, missing.json()["code"]) == (404, 404)
 
 
+async def test_the_call_log_keeps_no_capability_of_a_result_or_a_file(
+    client: httpx.AsyncClient, nemo_server: TestLocalNemo, tiny_mp4: Path
+) -> None:
+    token = (await grant(client))["token"]
+    sid = await new_session(client, token)
+    stored = (await upload(client, token, sid, tiny_mp4))["files"][0]["cdn_url"]
+    draft = (await client.get(f"/api/state/nemo_agent/me/{sid}/latest", headers=auth(token))).json()
+    body = {"id": "render_1", "sessionId": sid, "draft": draft["data"]["state"]["draft"], "output": {}}
+    assert (await client.post("/api/render/proxy/lambda", json=body, headers=auth(token))).status_code == 200
+
+    async def link() -> str | None:
+        data = (await client.get("/api/render/proxy/lambda/render_1", headers=auth(token))).json()["data"]
+        return data.get("outputUrl") if data["status"] == "completed" else None
+
+    result = await wait_for(link, what="the render")
+    assert (await client.get(result)).status_code == 200
+    assert (await client.get(stored)).status_code == 200
+    calls = (await client.get("/_localnemo/calls")).json()["data"]["calls"]
+    paths = {call["endpoint"]: call["path"] for call in calls}
+    assert paths["result"] == "/render-result/***.mp4"
+    assert paths["file"] == f"/files/{sid}/***"
+    logged = json.dumps(calls)
+    result_token = httpx.URL(result).path.removeprefix("/render-result/").removesuffix(".mp4")
+    assert result_token not in logged
+    assert httpx.URL(stored).path.rsplit("/", 1)[1] not in logged
+
+
 def test_the_call_log_is_bounded() -> None:
     plan = FaultPlan(max_calls=3)
     for index in range(5):
