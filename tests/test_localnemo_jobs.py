@@ -373,7 +373,7 @@ async def test_a_render_killed_mid_way_finishes_after_a_restart(tmp_path: Path, 
             async def processing() -> bool:
                 return bool((await job(http, token, "render_1"))["status"] == "processing")
 
-            await wait_for(processing, what="the render to start")
+            await wait_for(processing, within=30, what="the render to start")
             process.send_signal(signal.SIGKILL)
             await asyncio.wait_for(process.wait(), timeout=30)
         async with server_process(port, {**base, "LOCALNEMO_RENDER_STEP_SECONDS": "0.01"}):
