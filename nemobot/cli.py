@@ -180,7 +180,7 @@ async def _runtime(args: argparse.Namespace) -> AsyncIterator[Runtime]:
 def make_sample(path: Path, seconds: int = 10) -> Path:
     """A test-pattern clip with a tone and pauses, made with FFmpeg (the imageio-ffmpeg build unless one is
     installed)."""
-    from localnemo.media import ffmpeg_exe
+    from bot.ffmpeg import ffmpeg_exe
 
     ffmpeg = ffmpeg_exe()
     # -nostdin and no stdin: FFmpeg otherwise reads keystrokes from the terminal and eats the chat's input.
