@@ -64,12 +64,14 @@ class ConsoleReplies:
         self._texts: dict[str, str] = {}
         self.transcript: list[str] = []
         self.videos: list[Path] = []
+        self.images: list[Path] = []
         self._caps = Capabilities(
             max_upload_bytes=_UNLIMITED if out_dir is not None else 0,
             max_message_length=100_000,
             max_caption_length=100_000,
             can_edit=True,
             edit_interval_seconds=edit_interval_seconds,
+            images=out_dir is not None,
         )
 
     @property
@@ -104,6 +106,14 @@ class ConsoleReplies:
         await asyncio.to_thread(shutil.copyfile, path, target)
         self.videos.append(target)
         return await self.send_text(f"🎞️ {caption} saved to {target}", buttons=buttons)
+
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        assert self.out_dir is not None, "capabilities say no pictures without a folder"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        target = self.out_dir / f"nemobot-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{path.suffix}"
+        await asyncio.to_thread(shutil.copyfile, path, target)
+        self.images.append(target)
+        return await self.send_text(f"{caption}: {target}")
 
     async def show_working(self, action: WorkingAction) -> None:
         return None

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from bot import storyboard
 from bot.explain import file_refusal, plain_reason
+from bot.ffmpeg import ffmpeg_exe
 from bot.intents import Intent, Routed, links_in
 from bot.messages import Attachment, ChatKey, FileOpener, IncomingMessage, Replies
 from bot.nemo import errors
@@ -41,10 +45,12 @@ class Job:
 
 
 class Flows:
-    def __init__(self, sessions: Sessions, *, still_working_seconds: float, poll_seconds: float) -> None:
+    def __init__(self, sessions: Sessions, *, still_working_seconds: float, poll_seconds: float,
+                 temp_dir: str | None = None) -> None:
         self._sessions = sessions
         self._still_working = still_working_seconds
         self._poll = poll_seconds
+        self._temp_dir = temp_dir
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -66,6 +72,20 @@ class Flows:
             draft = await self._sessions.draft(chat, record)
             text = summarize(draft, lang) if draft.exportable else t("status_empty", lang)
             await replies.send_text(text, buttons=buttons(lang) if draft.exportable else ())
+            if draft.exportable and replies.capabilities.images:
+                await self._send_storyboard(draft, replies, lang, str(chat))
+
+    async def _send_storyboard(self, draft: Draft, replies: Replies, lang: str, chat: str) -> None:
+        """The timeline as a picture, after its summary in words. When it cannot be made, the words were
+        enough: the log says why, the user is not bothered."""
+        with tempfile.TemporaryDirectory(prefix="nemobot-storyboard-", dir=self._temp_dir) as tmp:
+            path = Path(tmp) / "storyboard.png"
+            try:
+                plan = await storyboard.make_storyboard(draft, path, ffmpeg=ffmpeg_exe)
+            except storyboard.StoryboardError as exc:
+                log.warning("flows.storyboard.skipped chat=%s reason=%s", chat, exc)
+                return
+            await replies.send_image(path, caption=t("storyboard_caption", lang, n=len(plan.thumbnails)))
 
     # -- operations -----------------------------------------------------------------------------
 

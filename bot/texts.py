@@ -173,6 +173,14 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "changes_joiner": ("; ", "；"),
 }
 
+# The terminal, the storyboard, CJK fonts and messages during an export (issue 11, points 4–7).
+_TERMINAL_TEXTS: dict[str, tuple[str, str]] = {
+    "storyboard_caption": (
+        "🖼️ Your timeline: {n} shot(s) in order, with music, titles and captions below",
+        "🖼️ 你的时间线：按顺序的 {n} 个画面，下方是音乐、标题和字幕",
+    ),
+}
+
 BUTTON_LABELS: dict[str, tuple[str, str]] = {
     "/export": ("🎬 Export", "🎬 导出"),
     "/status": ("📋 Status", "📋 状态"),
@@ -423,4 +431,4 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
     "agent.noted": ("Noted: {text}", "已记下：{text}"),
 }
 
-_CATALOGUE: dict[str, tuple[str, str]] = {**_TEXTS, **_DRAFT_TEXTS, **_AGENT_TEXTS}
+_CATALOGUE: dict[str, tuple[str, str]] = {**_TEXTS, **_TERMINAL_TEXTS, **_DRAFT_TEXTS, **_AGENT_TEXTS}
