@@ -27,7 +27,7 @@ from bot.nemo.uploads import UploadSource, check_file, kind_of
 from bot.outcome import Outcome
 from bot.progress import Progress, StatusMessage, buttons, join_text
 from bot.sessions import Sessions
-from bot.texts import clean_backend_text, is_trailing_noise, t, tool_label
+from bot.texts import backend_text, clean_backend_text, is_trailing_noise, t, tool_label
 from storage import ChatSessionRecord
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class Flows:
 
     async def session_lost(self, chat: ChatKey, lang: str, status: Progress | StatusMessage) -> None:
         await self._sessions.replace(chat, lang)
-        await status.finish(t("session_lost", lang))
+        await status.finish(backend_text("session_lost", lang, self._sessions.backend))
 
     async def upload_and_edit(self, job: Job) -> Outcome:
         """Upload the message's files, then send its words to the agent. FAILED when a file was refused or
@@ -216,7 +216,8 @@ class Flows:
                     elif isinstance(event, ErrorEvent):
                         problems.append(event.message)
         except errors.StreamInterrupted:
-            await progress.update(join_text(prefix, t("stream_interrupted", lang)))
+            dropped = backend_text("stream_interrupted", lang, self._sessions.backend)
+            await progress.update(join_text(prefix, dropped))
             return await self._after_drop(job, session, before, progress, prefix)
         after = await self._sessions.draft(chat, session)
         # The agent reported an error and changed nothing: the edit did not happen, whatever it said before.
@@ -225,7 +226,9 @@ class Flows:
             await progress.finish(join_text(prefix, "\n\n".join(replies_text)), buttons=buttons(lang))
             return outcome
         if problems:
-            await progress.finish(join_text(prefix, t("backend_error", lang, reason=plain_reason(problems[-1], lang))))
+            backend = self._sessions.backend
+            reason = plain_reason(problems[-1], lang, backend)
+            await progress.finish(join_text(prefix, backend_text("backend_error", lang, backend, reason=reason)))
             return outcome
         await progress.finish(join_text(prefix, changes_text(before, after, lang)), buttons=buttons(lang))
         return outcome
@@ -242,7 +245,8 @@ class Flows:
                 await progress.finish(join_text(prefix, changes_text(before, after, job.lang)),
                                       buttons=buttons(job.lang))
                 return Outcome.DONE
-        await progress.finish(join_text(prefix, t("stream_timeout", job.lang)), buttons=buttons(job.lang, "/status"))
+        timeout = backend_text("stream_timeout", job.lang, self._sessions.backend)
+        await progress.finish(join_text(prefix, timeout), buttons=buttons(job.lang, "/status"))
         # Not known to have happened: a caller that must be sure treats it as failed.
         return Outcome.FAILED
 
