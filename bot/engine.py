@@ -82,6 +82,10 @@ class Engine:
         """Wait until the chat (or every chat) has nothing running, queued or being exported."""
         await self._scheduler.join(str(chat) if chat is not None else None)
 
+    def exporting(self, chat: ChatKey | None = None) -> bool:
+        """Whether an export of the chat (or of any chat) is rendering or being delivered."""
+        return self._scheduler.exporting(str(chat) if chat is not None else None)
+
     async def resume(self, adapter: Adapter | None = None) -> int:
         """Pick up every unfinished export of the adapter(s) and deliver each once. Returns how many."""
         if adapter is not None:
