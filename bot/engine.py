@@ -42,7 +42,8 @@ class Engine:
         self._scheduler = Scheduler(settings.max_in_flight)
         self._sessions = Sessions(nemo, repo, backend=backend)
         self._flows = Flows(self._sessions, still_working_seconds=nemo.settings.still_working_seconds,
-                            poll_seconds=nemo.settings.poll_seconds, temp_dir=settings.temp_dir)
+                            poll_seconds=nemo.settings.poll_seconds, temp_dir=settings.temp_dir,
+                            exporting=self._scheduler.exporting)
         self._exports = Exports(nemo, repo, self._sessions, self._scheduler, temp_dir=settings.temp_dir)
         self._adapters: dict[str, Adapter] = {}
         # Operations not settled yet, per chat: /cancel and close settle the ones whose work never ran.

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +46,10 @@ class Job:
 
 class Flows:
     def __init__(self, sessions: Sessions, *, still_working_seconds: float, poll_seconds: float,
-                 temp_dir: str | None = None) -> None:
+                 temp_dir: str | None = None, exporting: Callable[[str], bool] = lambda chat: False) -> None:
         self._sessions = sessions
+        # Whether a chat's export is rendering: an edit made meanwhile goes into the next export, and says so.
+        self._exporting = exporting
         self._still_working = still_working_seconds
         self._poll = poll_seconds
         self._temp_dir = temp_dir
@@ -220,17 +222,20 @@ class Flows:
             await progress.update(join_text(prefix, dropped))
             return await self._after_drop(job, session, before, progress, prefix)
         after = await self._sessions.draft(chat, session)
+        changed = bool(describe_changes(before, after))
         # The agent reported an error and changed nothing: the edit did not happen, whatever it said before.
-        outcome = Outcome.FAILED if problems and not describe_changes(before, after) else Outcome.DONE
+        outcome = Outcome.FAILED if problems and not changed else Outcome.DONE
+        later = [t("in_next_export", lang)] if changed and self._exporting(str(chat)) else []
         if replies_text:
-            await progress.finish(join_text(prefix, "\n\n".join(replies_text)), buttons=buttons(lang))
+            await progress.finish(join_text(prefix, "\n\n".join([*replies_text, *later])), buttons=buttons(lang))
             return outcome
         if problems:
             backend = self._sessions.backend
             reason = plain_reason(problems[-1], lang, backend)
             await progress.finish(join_text(prefix, backend_text("backend_error", lang, backend, reason=reason)))
             return outcome
-        await progress.finish(join_text(prefix, changes_text(before, after, lang)), buttons=buttons(lang))
+        text = "\n\n".join([changes_text(before, after, lang), *later])
+        await progress.finish(join_text(prefix, text), buttons=buttons(lang))
         return outcome
 
     async def _after_drop(

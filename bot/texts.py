@@ -184,6 +184,10 @@ _TERMINAL_TEXTS: dict[str, tuple[str, str]] = {
         "🖼️ Your timeline: {n} shot(s) in order, with music, titles and captions below",
         "🖼️ 你的时间线：按顺序的 {n} 个画面，下方是音乐、标题和字幕",
     ),
+    "in_next_export": (
+        "🎬 An export is rendering right now: this change is not in it; it will be in your next export.",
+        "🎬 正在导出的视频不包含这次修改；它会出现在下一次导出中。",
+    ),
     # The texts that name the backend, as said when it is the embedded localnemo ("key@local").
     "export_lost@local": (
         "the local editor no longer knows this export; please export again", "本地编辑器已找不到这次导出，请重新导出"
