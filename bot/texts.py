@@ -188,6 +188,12 @@ _TERMINAL_TEXTS: dict[str, tuple[str, str]] = {
         "🎬 An export is rendering right now: this change is not in it; it will be in your next export.",
         "🎬 正在导出的视频不包含这次修改；它会出现在下一次导出中。",
     ),
+    "cjk_font_missing": (
+        "⚠️ No Chinese font is installed on this machine, so that text would be drawn as empty boxes. Install "
+        "one ({packages}; on Debian or Ubuntu: sudo apt-get install fonts-noto-cjk), then export.",
+        "⚠️ 本机没有安装中文字体，这段文字会显示成空白方框。请先安装字体（{packages}；Debian/Ubuntu："
+        "sudo apt-get install fonts-noto-cjk），再导出。",
+    ),
     # The texts that name the backend, as said when it is the embedded localnemo ("key@local").
     "export_lost@local": (
         "the local editor no longer knows this export; please export again", "本地编辑器已找不到这次导出，请重新导出"
