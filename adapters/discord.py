@@ -142,7 +142,7 @@ class ChannelReplies:
         self._mentioned = False
         self._caps = Capabilities(
             max_upload_bytes=upload_limit or DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
-            max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds,
+            max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds, images=True,
         )
 
     @property
@@ -187,6 +187,12 @@ class ChannelReplies:
                                      allowed_mentions=discord.AllowedMentions(users=True))
         return MessageHandle(str(message.id), message)
 
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        channel = await self.channel()
+        message = await channel.send(self._mention(caption)[:MAX_MESSAGE], file=discord.File(path),
+                                     allowed_mentions=discord.AllowedMentions(users=True))
+        return MessageHandle(str(message.id), message)
+
     async def show_working(self, action: WorkingAction) -> None:
         with contextlib.suppress(discord.HTTPException):
             channel = await self.channel()
@@ -208,7 +214,7 @@ class InteractionReplies:
         self._video_channel = video_channel
         self._caps = Capabilities(
             max_upload_bytes=interaction.filesize_limit, max_message_length=MAX_MESSAGE,
-            max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds,
+            max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds, images=True,
         )
 
     @property
@@ -274,6 +280,13 @@ class InteractionReplies:
             return MessageHandle(str(sent.id), sent)
 
         return await self._call(through_interaction, lambda: self._late.send_video(path, caption=caption))
+
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        async def through_interaction() -> MessageHandle:
+            sent = await self._interaction.followup.send(caption[:MAX_MESSAGE], file=discord.File(path), wait=True)
+            return MessageHandle(str(sent.id), sent)
+
+        return await self._call(through_interaction, lambda: self._late.send_image(path, caption=caption))
 
     async def show_working(self, action: WorkingAction) -> None:
         return None  # the deferred response already shows "thinking…"

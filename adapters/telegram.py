@@ -172,6 +172,7 @@ class TelegramReplies:
             can_edit=True,
             edit_interval_seconds=settings.group_edit_seconds if group else settings.private_edit_seconds,
             buttons=True,
+            images=True,
         )
 
     @property
@@ -222,6 +223,12 @@ class TelegramReplies:
         message = await self._obeying_flood_control(
             self._app.bot.send_video, self.chat_id, path, caption=caption[:MAX_CAPTION], supports_streaming=True,
             reply_markup=_keyboard(buttons), read_timeout=600, write_timeout=600,
+        )
+        return MessageHandle(str(message.message_id))
+
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        message = await self._obeying_flood_control(
+            self._app.bot.send_photo, self.chat_id, path, caption=caption[:MAX_CAPTION],
         )
         return MessageHandle(str(message.message_id))
 

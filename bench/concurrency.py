@@ -190,6 +190,9 @@ class MemoryReplies:
         self._log.videos.append((caption, size))
         return MessageHandle(str(message_id), Sent(message_id, [caption], tuple(b.command for b in buttons)))
 
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        raise NotImplementedError("the benchmark's chats declare no pictures")
+
     async def show_working(self, action: WorkingAction) -> None:
         return None
 

@@ -25,7 +25,7 @@ from bot.outcome import Operation, Outcome
 from bot.reels import ReelPost, ReelRequest, make_reel
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions
-from bot.texts import t
+from bot.texts import Backend, t
 from storage import Repository
 
 log = logging.getLogger(__name__)
@@ -34,12 +34,16 @@ _MUTATING = {Intent.UPLOAD, Intent.EDIT, Intent.EXPORT, Intent.NEW}
 
 
 class Engine:
-    def __init__(self, nemo: NemoClient, repo: Repository, settings: BotSettings) -> None:
+    def __init__(self, nemo: NemoClient, repo: Repository, settings: BotSettings, *,
+                 backend: Backend = "hosted") -> None:
+        """``backend``: "local" when the composition root embedded localnemo, so that no message speaks of
+        NemoVideo to someone who never used it."""
         self._repo = repo
         self._scheduler = Scheduler(settings.max_in_flight)
-        self._sessions = Sessions(nemo, repo)
+        self._sessions = Sessions(nemo, repo, backend=backend)
         self._flows = Flows(self._sessions, still_working_seconds=nemo.settings.still_working_seconds,
-                            poll_seconds=nemo.settings.poll_seconds)
+                            poll_seconds=nemo.settings.poll_seconds, temp_dir=settings.temp_dir,
+                            exporting=self._scheduler.exporting)
         self._exports = Exports(nemo, repo, self._sessions, self._scheduler, temp_dir=settings.temp_dir)
         self._adapters: dict[str, Adapter] = {}
         # Operations not settled yet, per chat: /cancel and close settle the ones whose work never ran.
@@ -78,6 +82,10 @@ class Engine:
     async def join(self, chat: ChatKey | None = None) -> None:
         """Wait until the chat (or every chat) has nothing running, queued or being exported."""
         await self._scheduler.join(str(chat) if chat is not None else None)
+
+    def exporting(self, chat: ChatKey | None = None) -> bool:
+        """Whether an export of the chat (or of any chat) is rendering or being delivered."""
+        return self._scheduler.exporting(str(chat) if chat is not None else None)
 
     async def resume(self, adapter: Adapter | None = None) -> int:
         """Pick up every unfinished export of the adapter(s) and deliver each once. Returns how many."""

@@ -10,16 +10,16 @@ import re
 
 from bot.nemo import errors
 from bot.nemo.uploads import format_size
-from bot.texts import t
+from bot.texts import Backend, backend_text, t
 
 _RAW_LOOKING = re.compile(r"[{}\[\]<>]|Traceback|Exception|nmv_|Bearer", re.IGNORECASE)
 
 
-def plain_reason(reason: str | None, lang: str) -> str:
+def plain_reason(reason: str | None, lang: str, backend: Backend = "hosted") -> str:
     """A backend reason fit for a user: short, and never raw JSON, a trace or a credential."""
     text = " ".join((reason or "").split())
     if not text or _RAW_LOOKING.search(text):
-        return t("reason_unknown", lang)
+        return backend_text("reason_unknown", lang, backend)
     return text if len(text) <= 160 else text[:159] + "…"
 
 
@@ -31,27 +31,29 @@ def file_refusal(exc: errors.NemoError, name: str, lang: str, *, upload_limit: i
     return t("unsupported_file", lang, name=name)
 
 
-def explain(exc: errors.NemoError, lang: str, *, registration_link: str | None, upload_limit: int) -> str:
+def explain(exc: errors.NemoError, lang: str, *, registration_link: str | None, upload_limit: int,
+            backend: Backend = "hosted") -> str:
     """The answer to a failed operation. ``registration_link`` is where a user out of credits gets more
-    (None when every chat shares one token: then there is nothing for the user to do but wait)."""
+    (None when every chat shares one token: then there is nothing for the user to do but wait); ``backend``
+    words the answers that name it."""
     if isinstance(exc, errors.OutOfCredits):
         if registration_link is None:
-            return t("out_of_credits_shared", lang)
+            return backend_text("out_of_credits_shared", lang, backend)
         return t("out_of_credits", lang, link=registration_link)
     if isinstance(exc, errors.SessionNotFound):
-        return t("session_lost", lang)
+        return backend_text("session_lost", lang, backend)
     if isinstance(exc, errors.ExportBlocked):
-        return t("export_blocked", lang)
+        return backend_text("export_blocked", lang, backend)
     if isinstance(exc, errors.RateLimited):
-        return t("rate_limited", lang)
+        return backend_text("rate_limited", lang, backend)
     if isinstance(exc, errors.FileTooLarge | errors.UnsupportedFileType):
         return file_refusal(exc, getattr(exc, "filename", None) or "this file", lang, upload_limit=upload_limit)
     if isinstance(exc, errors.StreamTimeout):
-        return t("stream_timeout", lang)
+        return backend_text("stream_timeout", lang, backend)
     if isinstance(exc, errors.StreamInterrupted | errors.BackendUnavailable):
-        return t("backend_down", lang)
+        return backend_text("backend_down", lang, backend)
     if isinstance(exc, errors.TokenInvalid | errors.MissingClientId):
-        return t("token_refused", lang)
+        return backend_text("token_refused", lang, backend)
     if isinstance(exc, errors.ExportFailed):
-        return t("export_failed", lang, reason=plain_reason(exc.message, lang))
-    return t("backend_error", lang, reason=plain_reason(exc.message, lang))
+        return backend_text("export_failed", lang, backend, reason=plain_reason(exc.message, lang, backend))
+    return backend_text("backend_error", lang, backend, reason=plain_reason(exc.message, lang, backend))

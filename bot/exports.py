@@ -36,7 +36,7 @@ from bot.outcome import Operation, Outcome
 from bot.progress import StatusMessage, buttons, join_text
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions, identity_key
-from bot.texts import t
+from bot.texts import backend_text, t
 from storage import ExportRecord, Repository
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,8 @@ class Exports:
             raise
         except errors.ExportFailed as exc:
             await self._repo.update_export(record.render_id, status="failed", error=exc.message)
-            await status.finish(t("export_failed", lang, reason=plain_reason(exc.message, lang)),
+            reason = plain_reason(exc.message, lang, self._sessions.backend)
+            await status.finish(t("export_failed", lang, reason=reason),
                                 buttons=buttons(lang, "/export", "/status"))
         except errors.ExportTimeout:
             # Given up on: the render must not keep running (and costing) for nobody.
@@ -150,7 +151,8 @@ class Exports:
             if isinstance(exc, errors.BadRequest) and exc.code == 404:
                 # The backend no longer knows the job (localnemo restarted, say): nothing left to wait for.
                 await self._repo.update_export(record.render_id, status="failed", error="unknown to the backend")
-                await status.finish(t("export_failed", lang, reason=t("export_lost", lang)),
+                lost = backend_text("export_lost", lang, self._sessions.backend)
+                await status.finish(t("export_failed", lang, reason=lost),
                                     buttons=buttons(lang, "/export", "/status"))
                 return Outcome.FAILED
             # Left unfinished in storage: the next start tries again.

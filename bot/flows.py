@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from bot import storyboard
 from bot.explain import file_refusal, plain_reason
+from bot.ffmpeg import ffmpeg_exe
 from bot.intents import Intent, Routed, links_in
 from bot.messages import Attachment, ChatKey, FileOpener, IncomingMessage, Replies
 from bot.nemo import errors
@@ -23,7 +27,7 @@ from bot.nemo.uploads import UploadSource, check_file, kind_of
 from bot.outcome import Outcome
 from bot.progress import Progress, StatusMessage, buttons, join_text
 from bot.sessions import Sessions
-from bot.texts import clean_backend_text, is_trailing_noise, t, tool_label
+from bot.texts import backend_text, clean_backend_text, is_trailing_noise, t, tool_label
 from storage import ChatSessionRecord
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,14 @@ class Job:
 
 
 class Flows:
-    def __init__(self, sessions: Sessions, *, still_working_seconds: float, poll_seconds: float) -> None:
+    def __init__(self, sessions: Sessions, *, still_working_seconds: float, poll_seconds: float,
+                 temp_dir: str | None = None, exporting: Callable[[str], bool] = lambda chat: False) -> None:
         self._sessions = sessions
+        # Whether a chat's export is rendering: an edit made meanwhile goes into the next export, and says so.
+        self._exporting = exporting
         self._still_working = still_working_seconds
         self._poll = poll_seconds
+        self._temp_dir = temp_dir
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -66,6 +74,20 @@ class Flows:
             draft = await self._sessions.draft(chat, record)
             text = summarize(draft, lang) if draft.exportable else t("status_empty", lang)
             await replies.send_text(text, buttons=buttons(lang) if draft.exportable else ())
+            if draft.exportable and replies.capabilities.images:
+                await self._send_storyboard(draft, replies, lang, str(chat))
+
+    async def _send_storyboard(self, draft: Draft, replies: Replies, lang: str, chat: str) -> None:
+        """The timeline as a picture, after its summary in words. When it cannot be made, the words were
+        enough: the log says why, the user is not bothered."""
+        with tempfile.TemporaryDirectory(prefix="nemobot-storyboard-", dir=self._temp_dir) as tmp:
+            path = Path(tmp) / "storyboard.png"
+            try:
+                plan = await storyboard.make_storyboard(draft, path, ffmpeg=ffmpeg_exe)
+            except storyboard.StoryboardError as exc:
+                log.warning("flows.storyboard.skipped chat=%s reason=%s", chat, exc)
+                return
+            await replies.send_image(path, caption=t("storyboard_caption", lang, n=len(plan.thumbnails)))
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -76,7 +98,7 @@ class Flows:
 
     async def session_lost(self, chat: ChatKey, lang: str, status: Progress | StatusMessage) -> None:
         await self._sessions.replace(chat, lang)
-        await status.finish(t("session_lost", lang))
+        await status.finish(backend_text("session_lost", lang, self._sessions.backend))
 
     async def upload_and_edit(self, job: Job) -> Outcome:
         """Upload the message's files, then send its words to the agent. FAILED when a file was refused or
@@ -196,18 +218,24 @@ class Flows:
                     elif isinstance(event, ErrorEvent):
                         problems.append(event.message)
         except errors.StreamInterrupted:
-            await progress.update(join_text(prefix, t("stream_interrupted", lang)))
+            dropped = backend_text("stream_interrupted", lang, self._sessions.backend)
+            await progress.update(join_text(prefix, dropped))
             return await self._after_drop(job, session, before, progress, prefix)
         after = await self._sessions.draft(chat, session)
+        changed = bool(describe_changes(before, after))
         # The agent reported an error and changed nothing: the edit did not happen, whatever it said before.
-        outcome = Outcome.FAILED if problems and not describe_changes(before, after) else Outcome.DONE
+        outcome = Outcome.FAILED if problems and not changed else Outcome.DONE
+        later = [t("in_next_export", lang)] if changed and self._exporting(str(chat)) else []
         if replies_text:
-            await progress.finish(join_text(prefix, "\n\n".join(replies_text)), buttons=buttons(lang))
+            await progress.finish(join_text(prefix, "\n\n".join([*replies_text, *later])), buttons=buttons(lang))
             return outcome
         if problems:
-            await progress.finish(join_text(prefix, t("backend_error", lang, reason=plain_reason(problems[-1], lang))))
+            backend = self._sessions.backend
+            reason = plain_reason(problems[-1], lang, backend)
+            await progress.finish(join_text(prefix, backend_text("backend_error", lang, backend, reason=reason)))
             return outcome
-        await progress.finish(join_text(prefix, changes_text(before, after, lang)), buttons=buttons(lang))
+        text = "\n\n".join([changes_text(before, after, lang), *later])
+        await progress.finish(join_text(prefix, text), buttons=buttons(lang))
         return outcome
 
     async def _after_drop(
@@ -222,7 +250,8 @@ class Flows:
                 await progress.finish(join_text(prefix, changes_text(before, after, job.lang)),
                                       buttons=buttons(job.lang))
                 return Outcome.DONE
-        await progress.finish(join_text(prefix, t("stream_timeout", job.lang)), buttons=buttons(job.lang, "/status"))
+        timeout = backend_text("stream_timeout", job.lang, self._sessions.backend)
+        await progress.finish(join_text(prefix, timeout), buttons=buttons(job.lang, "/status"))
         # Not known to have happened: a caller that must be sure treats it as failed.
         return Outcome.FAILED
 

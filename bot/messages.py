@@ -161,6 +161,7 @@ class Capabilities:
     can_edit: bool = True
     edit_interval_seconds: float = 1.0  # at most one edit of a message per this many seconds
     buttons: bool = False
+    images: bool = False  # send_image works here (a photo, a file, a saved picture); False: it is never called
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,13 @@ class Replies(Protocol):
     async def edit_text(self, handle: MessageHandle, text: str, *, buttons: Sequence[Button] = ()) -> None: ...
 
     async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle: ...
+
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        """Send a picture (a PNG the engine made, such as the timeline's storyboard) with a short caption.
+
+        Called only when ``capabilities.images`` is true. ``path`` belongs to the engine and is deleted once
+        this returns: an adapter that keeps the picture copies it first."""
+        ...
 
     async def show_working(self, action: WorkingAction) -> None: ...
 

@@ -50,6 +50,11 @@ class Scheduler:
         """How many chats have something running, queued or exporting."""
         return len(self._chats)
 
+    def exporting(self, key: str | None = None) -> bool:
+        """Whether an export of the chat (or of any chat) is being followed."""
+        chats = [self._chats.get(key)] if key is not None else list(self._chats.values())
+        return any(chat is not None and any(not task.done() for task in chat.exports) for chat in chats)
+
     async def submit(self, key: str, work: Work, *, notice: Callable[[], Awaitable[None]]) -> None:
         """Queue ``work`` behind the chat's earlier jobs; ``notice`` tells the user when it has to wait."""
         # Queue first, then speak: the job's place must not depend on how long the notice takes to send,

@@ -17,6 +17,7 @@ from bot.nemo import errors
 from bot.nemo.auth import IdentityRecord
 from bot.nemo.client import NemoAccount, NemoClient
 from bot.nemo.timeline_model import Draft
+from bot.texts import Backend
 from storage import ChatSessionRecord, Repository
 from storage import IdentityRecord as StoredIdentity
 
@@ -68,9 +69,10 @@ class RepositoryIdentities:
 class Sessions:
     """A chat's NemoVideo session: found in storage, or created on first use."""
 
-    def __init__(self, nemo: NemoClient, repo: Repository) -> None:
+    def __init__(self, nemo: NemoClient, repo: Repository, *, backend: Backend = "hosted") -> None:
         self._nemo = nemo
         self._repo = repo
+        self.backend: Backend = backend  # how messages name the backend (the embedded one: "the local editor")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -125,4 +127,4 @@ class Sessions:
     async def words_for(self, exc: errors.NemoError, lang: str, chat: ChatKey | None) -> str:
         """The plain-language answer to a backend error, with the registration link it may need."""
         link = await self.registration_link(chat) if isinstance(exc, errors.OutOfCredits) else None
-        return explain(exc, lang, registration_link=link, upload_limit=self.max_upload_bytes)
+        return explain(exc, lang, registration_link=link, upload_limit=self.max_upload_bytes, backend=self.backend)

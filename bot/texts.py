@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from bot.nemo.errors import accepted_formats_text
+
+# Which backend the bot speaks of: the hosted NemoVideo, or the localnemo embedded by ``--local`` (then no
+# message names NemoVideo: "the local editor"). The composition root says which (bot.engine.Engine).
+Backend = Literal["hosted", "local"]
 
 _TEXTS: dict[str, tuple[str, str]] = {
     "start": (
@@ -173,12 +178,73 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "changes_joiner": ("; ", "；"),
 }
 
+# The terminal, the storyboard, CJK fonts and messages during an export (issue 11, points 4–7).
+_TERMINAL_TEXTS: dict[str, tuple[str, str]] = {
+    "storyboard_caption": (
+        "🖼️ Your timeline: {n} shot(s) in order, with music, titles and captions below",
+        "🖼️ 你的时间线：按顺序的 {n} 个画面，下方是音乐、标题和字幕",
+    ),
+    "in_next_export": (
+        "🎬 An export is rendering right now: this change is not in it; it will be in your next export.",
+        "🎬 正在导出的视频不包含这次修改；它会出现在下一次导出中。",
+    ),
+    "cjk_font_missing": (
+        "⚠️ No Chinese font is installed on this machine, so that text would be drawn as empty boxes. Install "
+        "one ({packages}; on Debian or Ubuntu: sudo apt-get install fonts-noto-cjk), then export.",
+        "⚠️ 本机没有安装中文字体，这段文字会显示成空白方框。请先安装字体（{packages}；Debian/Ubuntu："
+        "sudo apt-get install fonts-noto-cjk），再导出。",
+    ),
+    # The texts that name the backend, as said when it is the embedded localnemo ("key@local").
+    "export_lost@local": (
+        "the local editor no longer knows this export; please export again", "本地编辑器已找不到这次导出，请重新导出"
+    ),
+    "session_lost@local": (
+        "⚠️ The local editor no longer has your previous project, so its timeline is gone. I started a new one: "
+        "please send your clips again.",
+        "⚠️ 本地编辑器里已没有之前的项目，时间线无法恢复。已为你新建项目，请重新发送视频。",
+    ),
+    "out_of_credits_shared@local": (
+        "💳 The local editor's credits are used up. Please tell the bot's operator.",
+        "💳 本地编辑器的积分已用完，请联系管理员。",
+    ),
+    "export_blocked@local": ("🚫 The local editor refused to export.", "🚫 本地编辑器拒绝了导出。"),
+    "rate_limited@local": (
+        "🐢 The local editor is busy right now. Please try again in a minute.",
+        "🐢 本地编辑器当前繁忙，请一分钟后再试。",
+    ),
+    "backend_down@local": (
+        "📡 I can't reach the local editor right now. Please try again shortly.",
+        "📡 暂时无法连接本地编辑器，请稍后再试。",
+    ),
+    "stream_interrupted@local": (
+        "📡 The connection dropped while the local editor was working. I did not resend your message; I'm "
+        "checking what it did…",
+        "📡 本地编辑器处理时连接中断。我没有重发你的消息，正在检查处理结果…",
+    ),
+    "stream_timeout@local": (
+        "⌛ The local editor did not finish in time. Your message was not resent; check /status, then try again.",
+        "⌛ 本地编辑器未能及时完成。消息没有重发；请用 /status 查看后再试。",
+    ),
+    "backend_error@local": ("❌ The local editor could not do that: {reason}", "❌ 本地编辑器无法完成：{reason}"),
+    "token_refused@local": (
+        "🔑 The local editor refused this bot's credentials. Please tell the bot's operator.",
+        "🔑 本地编辑器拒绝了本机器人的凭据，请联系管理员。",
+    ),
+    "reason_unknown@local": ("an unexpected error in the local editor", "未知错误"),
+}
+
 BUTTON_LABELS: dict[str, tuple[str, str]] = {
     "/export": ("🎬 Export", "🎬 导出"),
     "/status": ("📋 Status", "📋 状态"),
     "/credits": ("💳 Credits", "💳 积分"),
     "/new": ("🆕 New", "🆕 新建"),
 }
+
+
+def backend_text(key: str, lang: str, backend: Backend, **values: object) -> str:
+    """A text that names the backend, worded for it: the embedded localnemo is "the local editor"."""
+    local = f"{key}@local"
+    return t(local if backend == "local" and local in _CATALOGUE else key, lang, **values)
 
 
 def t(key: str, lang: str, **values: object) -> str:
@@ -423,4 +489,4 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
     "agent.noted": ("Noted: {text}", "已记下：{text}"),
 }
 
-_CATALOGUE: dict[str, tuple[str, str]] = {**_TEXTS, **_DRAFT_TEXTS, **_AGENT_TEXTS}
+_CATALOGUE: dict[str, tuple[str, str]] = {**_TEXTS, **_TERMINAL_TEXTS, **_DRAFT_TEXTS, **_AGENT_TEXTS}

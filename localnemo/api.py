@@ -11,7 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from localnemo.agent import Agent, AgentError, AgentEvent
+from bot.lang import detect_language
+from bot.nemo.timeline_model import TRACK_TEXT, Draft
+from bot.texts import t
+from localnemo import fonts
+from localnemo.agent import Agent, AgentError, AgentEvent, AgentText
 from localnemo.envelope import ApiError, json_object, ok
 from localnemo.runtime import Runtime
 from localnemo.sse import ClientGone, SseWriter, WireFormat, stream_turn
@@ -138,11 +142,20 @@ class Api:
         self, user: UserRecord, session: SessionRecord, text: str, queue: asyncio.Queue[AgentEvent | None]
     ) -> None:
         errored = False
+        shown_before = _texts_on_screen(session.draft)
         try:
             async for event in self.agent.run(session, text):
                 if isinstance(event, AgentError):
                     errored = True
                 queue.put_nowait(event)
+            new = _texts_on_screen(session.draft) - shown_before
+            if any(fonts.needs_cjk_font(line) for line in new) and not await asyncio.to_thread(
+                fonts.cjk_font_available, self.config.font_file
+            ):
+                # Drawn with a Latin font, these would be empty boxes: say what to install instead.
+                log.warning("localnemo.font.no_cjk session_id=%s", session.session_id)
+                queue.put_nowait(AgentText(t("cjk_font_missing", detect_language(None, text),
+                                             packages=" / ".join(fonts.CJK_FONT_PACKAGES))))
         except Exception:
             log.exception("localnemo.agent.failed session_id=%s", session.session_id)
             errored = True
@@ -153,6 +166,12 @@ class Api:
         self.state.session_changed(session)
         log.info("localnemo.run.done session_id=%s errored=%s credits=%s", session.session_id, errored, user.credits)
         queue.put_nowait(None)
+
+
+def _texts_on_screen(draft: Draft) -> set[str]:
+    """The texts drawn on the picture: titles, text overlays and captions with their words in the draft."""
+    return {segment.m.text for track in draft.t if track.tt == TRACK_TEXT for segment in track.sg
+            if segment.m.text}
 
 
 def _parse_run_body(body: Mapping[str, Any]) -> tuple[str, str]:

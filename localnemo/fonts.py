@@ -92,6 +92,19 @@ def find_font(configured: str | None = None, *, cjk: bool = False) -> Font | Non
     return Font(found.resolve(), family_name(found) or found.stem)
 
 
+@cache
+def cjk_font_available(configured: str | None = None) -> bool:
+    """Whether Chinese, Japanese or Korean text can be drawn: a CJK font is installed, or one is configured
+    (LOCALNEMO_FONT_FILE, taken as the operator's choice). Blocking, cached, like :func:`find_font`."""
+    if configured and Path(configured).expanduser().is_file():
+        return True
+    return _find(_CJK_NAMES) is not None
+
+
+# The Debian/Ubuntu packages of a CJK font, named in the reply when none is installed.
+CJK_FONT_PACKAGES = ("fonts-noto-cjk", "fonts-wqy-microhei")
+
+
 def family_name(path: Path) -> str | None:
     """The family name in a TrueType/OpenType file's ``name`` table (the first font of a collection)."""
     try:

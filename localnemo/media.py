@@ -13,14 +13,12 @@ import contextlib
 import logging
 import math
 import re
-import shutil
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
-import imageio_ffmpeg
-
+from bot.ffmpeg import ffmpeg_exe as ffmpeg_exe  # the one lookup, shared with the bot
 from localnemo.processes import spawn
 
 log = logging.getLogger(__name__)
@@ -56,12 +54,6 @@ class MediaInfo:
     has_audio: bool = False
     # ffmpeg's name of the input format ("mov,mp4,m4a,3gp,3g2,mj2", "png_pipe", "gif", ...).
     container: str = ""
-
-
-@cache
-def ffmpeg_exe() -> str:
-    """A system ffmpeg when there is one (usually the newest), else the one imageio-ffmpeg ships."""
-    return shutil.which("ffmpeg") or str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 async def probe(path: Path) -> MediaInfo | None:

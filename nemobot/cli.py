@@ -44,15 +44,16 @@ def _configured_secrets() -> list[str]:
     return [value.strip() for value in values if value and value.strip()]
 
 
-def _configure_logging(default: str) -> None:
-    logs.configure(os.environ.get("NEMOBOT_LOG_LEVEL", default), logs.Redactor(_configured_secrets()), sys.stderr)
+def _configure_logging(default: str, *, chat: bool = False) -> None:
+    logs.configure(os.environ.get("NEMOBOT_LOG_LEVEL", default), logs.Redactor(_configured_secrets()), sys.stderr,
+                   file=os.environ.get("NEMOBOT_LOG_FILE") or None, chat=chat)
 
 
 _SETTINGS_HELP = (
     "Settings (environment or ./.env): NEMO_API_BASE, NEMO_TOKEN, NEMO_POLL_SECONDS, NEMO_RETRY_SECONDS, "
     "NEMO_STILL_WORKING_SECONDS, NEMO_STREAM_TIMEOUT_SECONDS, NEMO_SKILL_PLATFORM and the other NEMO_* "
     "settings; NEMOBOT_DB (default ./nemobot.sqlite3), NEMOBOT_GROUP_SESSIONS, NEMOBOT_MAX_IN_FLIGHT, "
-    "NEMOBOT_TEMP_DIR, NEMOBOT_LOG_LEVEL, NEMOBOT_CONSOLE_EDIT_SECONDS. The README lists them all."
+    "NEMOBOT_TEMP_DIR, NEMOBOT_LOG_LEVEL, NEMOBOT_LOG_FILE, NEMOBOT_CONSOLE_EDIT_SECONDS. The README lists them all."
 )
 
 
@@ -101,7 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=_SETTINGS_HELP,
     )
     _add_backend_choice(chat)
-    chat.add_argument("--out", type=Path, help="save finished videos in this folder (else only links are shown)")
+    chat.add_argument("--out", type=Path, default=Path("videos"),
+                      help="save finished videos (and timeline pictures) in this folder (default ./videos)")
     chat.add_argument("--sample", action="store_true", help="start by uploading a generated 10-second sample clip")
 
     edit = commands.add_parser(
@@ -184,7 +186,7 @@ async def _runtime(args: argparse.Namespace) -> AsyncIterator[Runtime]:
 def make_sample(path: Path, seconds: int = 10) -> Path:
     """A test-pattern clip with a tone and pauses, made with FFmpeg (the imageio-ffmpeg build unless one is
     installed)."""
-    from localnemo.media import ffmpeg_exe
+    from bot.ffmpeg import ffmpeg_exe
 
     ffmpeg = ffmpeg_exe()
     # -nostdin and no stdin: FFmpeg otherwise reads keystrokes from the terminal and eats the chat's input.
@@ -204,14 +206,21 @@ async def _chat(args: argparse.Namespace) -> int:
     from adapters.console import ConsoleSettings, run_console
 
     console = ConsoleSettings()
-    async with _runtime(args) as run:
-        first: list[str] = []
-        if args.sample:
-            sample_dir = Path(tempfile.mkdtemp(prefix="nemobot-sample-"))
-            sample = await asyncio.to_thread(make_sample, sample_dir / "sample.mp4")
-            first.append(f"/upload {sample}")
-        await run_console(run.engine, out_dir=args.out, first_lines=first, edit_interval_seconds=console.edit_seconds)
-    return 0
+    sample_dir: Path | None = None
+    try:
+        async with _runtime(args) as run:
+            first: list[str] = []
+            if args.sample:
+                sample_dir = Path(tempfile.mkdtemp(prefix="nemobot-sample-"))
+                sample = await asyncio.to_thread(make_sample, sample_dir / "sample.mp4")
+                first.append(f"/upload {sample}")
+            replies = await run_console(run.engine, out_dir=args.out, first_lines=first,
+                                        edit_interval_seconds=console.edit_seconds)
+    finally:
+        if sample_dir is not None:
+            # The sample was only ever a way to start: it does not outlive the chat.
+            shutil.rmtree(sample_dir, ignore_errors=True)
+    return 130 if replies.interrupted else 0
 
 
 async def _edit(args: argparse.Namespace) -> int:
@@ -348,7 +357,7 @@ async def _serve_local(host: str, port: int, config: LocalNemoConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     # In the terminal chat the log shares the screen with the conversation: only problems by default.
-    _configure_logging("WARNING" if args.command in ("chat", "edit") else "INFO")
+    _configure_logging("WARNING" if args.command in ("chat", "edit") else "INFO", chat=args.command == "chat")
     try:
         if args.command == "serve-local":
             asyncio.run(_serve_local(args.host, args.port, _serve_local_config()))

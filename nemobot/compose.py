@@ -165,18 +165,22 @@ async def runtime(
 ) -> AsyncIterator[Runtime]:
     """HTTP client, database and engine (and later the adapters), closed in reverse order."""
     bot_settings = BotSettings()
+    configured = NemoSettings()
     async with contextlib.AsyncExitStack() as stack:
         nemo_settings = await stack.enter_async_context(
-            backend(NemoSettings(), local=local, remote=remote, notify=notify,
+            backend(configured, local=local, remote=remote, notify=notify,
                     data_dir=localnemo_data_dir(bot_settings.db))
         )
+        # backend() points the settings elsewhere only when it embedded localnemo.
+        embedded = nemo_settings.api_base != configured.api_base
         http = await stack.enter_async_context(
             httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         )
         repo = await stack.enter_async_context(Repository.open(bot_settings.db))
         # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
         await repo.prune_processed(timedelta(days=30))
-        engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings)
+        engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings,
+                        backend="local" if embedded else "hosted")
         stack.push_async_callback(engine.close)
         yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings), stack, [])
 

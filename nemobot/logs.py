@@ -118,13 +118,41 @@ def redact(text: str) -> str:
     return Redactor()(text)
 
 
-def configure(level_name: str, redact: Redactor, stream: TextIO = sys.stderr) -> None:
-    """Log at ``level_name`` to ``stream``, through ``redact``; library noise trimmed unless debugging."""
+class PlainLineFormatter(RedactingFormatter):
+    """One plain line per record, for a screen shared with a conversation: ``nemobot: warning: …``, an
+    exception as its type and message (the whole traceback goes to NEMOBOT_LOG_FILE when one is set)."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__("%(message)s", redact)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            text = f"{text} ({type(error).__name__}: {error})"
+        return self.redact(f"nemobot: {record.levelname.lower()}: {' '.join(text.split())}")
+
+
+def configure(level_name: str, redact: Redactor, stream: TextIO = sys.stderr, *, file: str | None = None,
+              chat: bool = False) -> None:
+    """Log at ``level_name`` to ``stream``, through ``redact``; library noise trimmed unless debugging.
+
+    ``file`` (NEMOBOT_LOG_FILE): log there instead, in full. ``chat``: the stream shares the screen with a
+    conversation, so only WARNING and above reach it, each as one plain line."""
     level = getattr(logging, level_name.upper(), logging.INFO)
     if not isinstance(level, int):
         level = logging.INFO
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", redact))
+    handler: logging.Handler
+    if file:
+        handler = logging.FileHandler(file, encoding="utf-8")
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", redact))
+    elif chat:
+        handler = logging.StreamHandler(stream)
+        handler.setLevel(max(level, logging.WARNING))
+        handler.setFormatter(PlainLineFormatter(redact))
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", redact))
     handler.addFilter(_platform_errors_in_one_line)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -110,6 +110,9 @@ class Recorder:
     async def send_video(self, path: Path, *, caption: str, buttons: Sequence[Button] = ()) -> MessageHandle:
         raise NotImplementedError
 
+    async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
+        raise NotImplementedError
+
     async def show_working(self, action: WorkingAction) -> None:
         return None
 

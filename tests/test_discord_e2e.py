@@ -276,3 +276,18 @@ async def test_cooldown_refuses_a_second_command_at_once(
     finally:
         await adapter.stop()
         await bot.stop()
+
+
+async def test_status_sends_the_storyboard_as_a_file(
+    adapter: DiscordAdapter, fake: FakeDiscord, sample_video: Path
+) -> None:
+    edit = await fake.slash("edit", {"prompt": "add background music"}, user=fake.user,
+                            attachments=[clip(sample_video)])
+    await finished(fake, edit, "music")
+    status = await fake.slash("status", {}, user=fake.user)
+    await fake.wait_for(
+        lambda: fake.interaction_responses(status).followup_attachments or None, what="the storyboard file"
+    )
+    (picture,) = fake.interaction_responses(status).followup_attachments
+    assert picture.filename.endswith(".png")
+    assert any("Timeline" in c for c in shown(fake, status))

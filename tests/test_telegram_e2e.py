@@ -244,3 +244,19 @@ async def test_webhook_mode_checks_the_secret_and_answers(
         assert sum("I edit videos for you" in t for t in texts(fake)) == 1
     finally:
         await r.stop()
+
+
+async def test_status_sends_the_storyboard_as_a_photo(running: Running, fake: FakeTelegram, sample_video: Path) -> None:
+    fake.user_video(CHAT, content=sample_video, caption="add background music")
+    await fake.wait_for(
+        lambda: next((m for m in fake.chat_messages(CHAT) if "music" in (m.text or "") and m.reply_markup), None),
+        what="the edit's reply",
+    )
+    fake.user_text(CHAT, "/status")
+    photo = await fake.wait_for(
+        lambda: next((m for m in fake.chat_messages(CHAT) if m.kind == "photo"), None), what="the storyboard photo"
+    )
+    assert photo.upload is not None
+    assert photo.upload.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "timeline" in (photo.text or "").lower()  # its caption
+    assert any(t.startswith("Timeline") for t in texts(fake))  # the words go out too
