@@ -24,8 +24,9 @@ from typing import Any, Protocol
 from yarl import URL
 
 from bot.lang import Language, language_of
+from bot.nemo.draft import describe_changes
 from bot.texts import t
-from localnemo import planner, timeline
+from localnemo import history, planner, timeline, understand
 from localnemo.config import resolution_lines
 from localnemo.media import AudioAnalysis, analyse_audio
 from localnemo.music import MUSIC_TITLE
@@ -170,6 +171,16 @@ class PlannerAgent:
         lang: Language = language_of(text, session.language)
         reply = _Reply(lang)
         session.message_count += 1
+        before = history.begin(session)
+
+        command = planner.command(text)
+        if command is not None:
+            edit = self._command(session, command, reply)
+            if edit is not None:
+                yield edit[0]
+                yield edit[1]
+            yield AgentText(reply.text)
+            return
 
         steps = planner.plan(text)
         if planner.wants_footage(text) and (not session.video_infos or not steps):
@@ -179,13 +190,21 @@ class PlannerAgent:
 
         edits: list[Edit] = []
         for step in steps:
+            said = len(reply.parts)
+            unchanged = session.draft.to_wire()
             outcome = await self._apply(session, step, reply)
+            if outcome is not None and session.draft.to_wire() == unchanged:
+                # Never claim a change that did not happen: say it already was so.
+                del reply.parts[said:]
+                reply.say("already")
+                outcome = None
             if outcome is not None:
                 edits.append(outcome)
         if edits:
             timeline.sync(session.draft, session.video_infos)
         if not steps:
-            edits.append(self._note(session, text, reply))
+            self._not_understood(text, reply)
+        history.record(session, before)
 
         for call, result in edits:
             yield call
@@ -194,6 +213,28 @@ class PlannerAgent:
             session.edit_count += 1
         if reply.parts:
             yield AgentText(reply.text)
+
+    # -- history and help --------------------------------------------------------------------------------
+
+    def _command(self, session: SessionRecord, command: planner.Command, reply: _Reply) -> Edit | None:
+        if command == "help":
+            lines = "\n".join("• " + reply.words(f"can_{c.key}") for c in understand.CAPABILITIES)
+            reply.say("help", lines=lines)
+            return None
+        before = session.draft.model_copy(deep=True)
+        step = {"undo": history.undo, "redo": history.redo, "start_over": history.start_over}[command]
+        if not step(session):
+            reply.say(f"nothing_to_{command}")
+            return None
+        changes = describe_changes(before, session.draft, reply.lang)
+        joiner = t("changes_joiner", reply.lang)
+        reply.say(f"did_{command}", changes=joiner.join(changes) if changes else reply.words("changes_none"))
+        return _edit(command, {}, {"history": len(session.history), "undone": len(session.undone)})
+
+    @staticmethod
+    def _not_understood(text: str, reply: _Reply) -> None:
+        lines = "\n".join("• " + reply.words(f"can_{key}") for key in understand.suggestions(text))
+        reply.say("not_understood", text=text, lines=lines)
 
     async def _apply(self, session: SessionRecord, step: planner.Step, reply: _Reply) -> Edit | None:
         if isinstance(step, planner.CutPauses):
@@ -364,7 +405,12 @@ class PlannerAgent:
         if len(sources) < 2:
             reply.say("one_clip")
             return None
+        before = session.draft.to_wire()
         length = timeline.repack(session.draft)
+        if session.draft.to_wire() == before:
+            # Uploads always play in the order sent: there is nothing to change, and no change to claim.
+            reply.say("already_joined", n=len(sources), length=_s(length))
+            return None
         reply.say("joined", n=len(sources), length=_s(length))
         return _edit("join", {"clips": len(sources)}, {"duration_ms": length})
 
@@ -579,11 +625,6 @@ class PlannerAgent:
             self._aspect(session, planner.Aspect(ratio, None), _Reply(reply.lang))
         reply.say("resolution", name=step.name)
         return _edit("set_resolution", {"resolution": step.name}, {})
-
-    def _note(self, session: SessionRecord, text: str, reply: _Reply) -> Edit:
-        session.draft.m.notes = [*(session.draft.m.notes or []), text]
-        reply.say("noted", text=text)
-        return _edit("add_note", {"text": text}, {})
 
 
 # The name the server and tests used for the first keyword agent; it is the planner now.

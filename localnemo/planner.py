@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from localnemo.understand import normalise
+
 log = logging.getLogger(__name__)
 
 PauseMode = Literal["normal", "tight", "gentle"]
@@ -576,12 +578,55 @@ _RULES: tuple[_Rule, ...] = (
 _ONCE = (CutPauses, Join, Slideshow)  # fmt: skip
 
 
+# -- whole-message commands --------------------------------------------------------------------------------
+
+Command = Literal["undo", "redo", "start_over", "help"]
+_PLEASE = r"^\s*(?:(?:please|pls|ok|okay|hey|can you|could you|just)\s+)*"
+_END = r"\s*(?:please|pls|thanks|thank you)?\s*[.!?。！？]*\s*$"
+_COMMANDS: tuple[tuple[re.Pattern[str], Command], ...] = (
+    (re.compile(
+        _PLEASE + r"(?:undo(?:\s+(?:that|it|this|the last (?:change|edit|step|one)|my last (?:change|edit)))?"
+        r"|revert(?:\s+(?:that|it|the last (?:change|edit)))?|go back(?:\s+(?:one step|a step))?|take (?:that|it) back"
+        r"|oops|ctrl\s*\+?\s*z|put it back the way it was|that'?s wrong|cancel the last (?:change|edit))" + _END
+        + r"|^\s*(?:撤销|撤消|撤回|返回上一步|回到上一步|取消上一步|上一步)(?:一下|上一步|刚才的修改)?"
+        r"[。！!]*\s*$", _I), "undo"),
+    (re.compile(
+        _PLEASE + r"(?:redo(?:\s+(?:that|it|the last (?:change|edit)))?|undo the undo|ctrl\s*\+?\s*y"
+        r"|bring (?:it|that) back|put it back again)" + _END
+        + r"|^\s*(?:重做|恢复撤销|还原撤销)(?:一下)?[。！!]*\s*$", _I), "redo"),
+    (re.compile(
+        _PLEASE + r"(?:start (?:over|again|from scratch)|begin again"
+        r"|reset(?:\s+(?:it|everything|all|the (?:edits|video)))?"
+        r"|undo (?:everything|all(?: the)? (?:edits|changes)?)|remove all (?:the )?(?:edits|changes)"
+        r"|(?:go )?back to the original|from scratch)" + _END
+        + r"|^\s*(?:重新开始|从头开始|重来|全部撤销|撤销全部|恢复原样|还原|恢复原始视频)[。！!]*\s*$", _I),
+     "start_over"),
+    (re.compile(
+        _PLEASE + r"(?:help(?: me)?|\?+|what can (?:you|i) do(?: here)?|what do you do|what can i (?:say|ask|type)"
+        r"|(?:show (?:me )?)?(?:the )?commands|how does (?:this|it) work|what do you understand|options|menu"
+        r"|how (?:do i|to) use (?:this|you|it)|what are (?:the|your) (?:options|commands|features)|features)" + _END
+        + r"|^\s*(?:帮助|帮忙|你能做什么|你会什么|你可以做什么|能做什么|怎么用|有哪些功能|功能|命令)"
+        r"[？?。！!]*\s*$", _I),
+     "help"),
+)  # fmt: skip
+
+
+def command(text: str) -> Command | None:
+    """A message that is only "undo", "redo", "start over" or "help" (en or zh), else None."""
+    fixed = normalise(text)
+    for pattern, name in _COMMANDS:
+        if pattern.search(fixed):
+            return name
+    return None
+
+
 def wants_footage(text: str) -> bool:
     return _GENERATE_RE.search(text) is not None
 
 
 def plan(text: str) -> list[Step]:
     """The steps a message asks for, in the order it asks for them (empty: nothing this planner knows)."""
+    text = normalise(text)
     steps: list[tuple[int, int, Step]] = []
     for offset, clause in clauses(text):
         for order, rule in enumerate(_RULES):
