@@ -204,17 +204,19 @@ _GENERATE_RE = re.compile(
     _I,
 )
 _PAUSE_RE = re.compile(
-    r"\b(pauses?|silences?|silent (?:parts?|bits?|gaps?|sections?|moments?)|dead air|jump ?cuts?|ums? and ahs?)\b"
+    r"\btighten\s+(?:it|this|the video)\s+up\b"
+    r"|\b(pauses?|silences?|silent (?:parts?|bits?|gaps?|sections?|moments?)|dead air|jump ?cuts?|ums? and ahs?)\b"
     r"|停顿|空白(?:部分|片段)?|沉默|气口|(?:去掉|去除|删除|删掉|剪掉|剪去|去)\s*静音(?:部分|片段|段)?",
     _I,
 )
-_TIGHT_RE = re.compile(r"\b(tight(?:er|ly)?|aggressive(?:ly)?|snappy|all|every|short)\b|紧凑|干脆|彻底|所有", _I)
+_TIGHT_RE = re.compile(r"\b(tight(?:er|ly|en)?|aggressive(?:ly)?|snappy|all|every|short)\b|紧凑|干脆|彻底|所有", _I)
 _GENTLE_RE = re.compile(
     r"\b(gentle|gently|light(?:ly)?|loose(?:ly)?|natural|subtle|long(?:er)?|only the long)\b|轻微|自然|温和|长", _I
 )
 _MUSIC_RE = re.compile(r"\b(music|bgm|soundtrack|background track)\b|音乐|配乐|背景乐", _I)
 _MUSIC_REMOVE_RE = re.compile(
-    r"\b(remove|delete|drop|take out|get rid of|no|without|stop)\b.{0,20}?\b(music|bgm|soundtrack)\b"
+    r"\b(remove|delete|drop|take out|get rid of|no|without|stop|turn off|switch off|kill|lose)\b.{0,20}?"
+    r"\b(music|bgm|soundtrack)\b"
     r"|(去掉|去除|删除|删掉|不要|取消)\s*(背景)?(音乐|配乐)",
     _I,
 )
@@ -252,7 +254,7 @@ _REMOVE_RE = re.compile(
 )
 _ASPECT_RE = re.compile(r"(?<![\d:])(9:16|1:1|4:5|16:9)(?![\d:])|(?<!\d)(9x16|16x9|4x5)(?!\d)")
 _ASPECT_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\b(vertical|portrait|tiktok|reels?|shorts)\b|竖屏|竖版|竖向|抖音", _I), "9:16"),
+    (re.compile(r"\b(vertical|portrait|tiktok|reels?|shorts|stor(?:y|ies))\b|竖屏|竖版|竖向|抖音", _I), "9:16"),
     (re.compile(r"\b(square)\b|正方形|方形|方屏", _I), "1:1"),
     (re.compile(r"\b(landscape|widescreen|horizontal|youtube)\b|横屏|横版|宽屏", _I), "16:9"),
 )
@@ -270,7 +272,7 @@ _SPEED_X_RE = re.compile(r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s*(?:x|×)(?![\w])|(?P
 _SPEED_WORDS: tuple[tuple[re.Pattern[str], float], ...] = (
     (re.compile(r"\b(double speed|twice as fast)\b|两倍速|二倍速", _I), 2.0),
     (re.compile(r"\b(half speed|slow[- ]?mo(?:tion)?|slowmo)\b|慢动作|慢放|半速", _I), 0.5),
-    (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|快进|快一点", _I), 1.5),
+    (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|加快|快进|快一点", _I), 1.5),
     (re.compile(r"\b(slow (?:it |this |the video )?down|slower)\b|减速|放慢|慢一点", _I), 0.75),
 )
 _SPEED_CONTEXT_RE = re.compile(r"\b(speed|faster|slower|fast|slow|play|playback|tempo)\b|速|倍|播放", _I)
@@ -305,7 +307,7 @@ _RANGE_RE = re.compile(
 _LENGTH_RE = re.compile(
     rf"\b(?:shorten|trim|cut)\s+(?:it\s+|the video\s+|this\s+)?(?:down\s+)?to\s+(?:under\s+|at most\s+)?(?P<t>{TIME})"
     rf"|\bmake\s+(?:it|the video|this)\s+(?:under\s+|at most\s+)?(?P<t2>{TIME})"
-    rf"|缩短到\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
+    rf"|(?:缩短到|剪到|控制在)\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
     _I,
 )
 _AT_TIME_RE = re.compile(rf"\b(?:at|from)\s+(?P<t>{TIME})|在\s*(?P<zt>{TIME})", _I)
@@ -395,6 +397,9 @@ _TEXT_BARE_RE = re.compile(
     + r"(?:text|words?|caption text|label|overlay|lower[- ]third)\b" + _JOINING + r"\s*(?P<text>\S.*?)\s*$",
     _I,
 )
+_SAYING = r"\b(?:saying|that says|which says|reading|called|named)\s+(?P<text>\S.*?)\s*$"
+_TITLE_SAYING_RE = re.compile(r"\btitle\b.*?" + _SAYING, _I)
+_TEXT_SAYING_RE = re.compile(r"\b(?:text|words?|label|caption text)\b.*?" + _SAYING, _I)
 _TEXT_ZH_RE = re.compile(r"(?:文字|文本|字样)\s*[:：]?\s*(?P<zh>[^\s\"“「『，,。][^，,。]*)")
 # Only when nothing else in the clause was understood: "put Subscribe at the end", "show Hi at 10 seconds".
 _PLACE_RE = re.compile(
@@ -412,7 +417,7 @@ _WHEN_TAIL_RE = re.compile(
 # "make the title bigger" is about the look, which is not offered: not a title called "bigger".
 _NOT_A_TEXT = frozenset(
     """it this that them everything bigger smaller larger longer shorter bold red white black yellow blue
-    centered center disappear last stay go away""".split()
+    centered center disappear last stay go away text words title a title some text the text""".split()
 )
 
 
@@ -445,7 +450,7 @@ def _find_title(clause: str) -> tuple[str, int, int] | None:
     if match is not None:
         group = "text" if match.group("text") else "text2"
         return match.group(group).strip(), match.start(group), match.end(group)
-    for pattern in (_TITLE_BARE_RE, _TITLE_COLON_RE, _TITLE_ZH_RE):
+    for pattern in (_TITLE_SAYING_RE, _TITLE_BARE_RE, _TITLE_COLON_RE, _TITLE_ZH_RE):
         match = pattern.search(clause)
         if match is not None:
             text = _clean_text(match.group("text"))
@@ -461,7 +466,7 @@ def _find_text(clause: str, *, placed: bool = False) -> tuple[str, int, int] | N
         group = "text" if match.group("text") else "zh"
         if match.group(group):
             return match.group(group).strip(), match.start(group), match.end(group)
-    for pattern in (_PLACE_RE,) if placed else (_TEXT_BARE_RE, _TEXT_ZH_RE):
+    for pattern in (_PLACE_RE,) if placed else (_TEXT_SAYING_RE, _TEXT_BARE_RE, _TEXT_ZH_RE):
         match = pattern.search(clause)
         if match is not None:
             group = "zh" if pattern is _TEXT_ZH_RE else "text"

@@ -305,6 +305,34 @@ UNDERSTOOD: list[tuple[str | None, str, list[str]]] = [
     (None, "去掉停顿，加背景音乐", [PAUSES, "music 30%"]),
     (None, "改成竖屏，然后加标题 城市之夜", ["aspect 9:16 blur", "title '城市之夜'"]),
     (None, "静音，加背景音乐，淡入淡出", ["volume 0%", "music 30%", "fade in 1", "fade out 1"]),
+    (None, "cut the pauses plus add music", [PAUSES, "music 30%"]),
+    (None, "trim to 20 seconds after that fade out", ["cut 0–20", "fade out 1"]),
+    # more of the ways people ask
+    (None, "tighten it up", [PAUSES_TIGHT]),
+    ("add music", "turn off the music", ["music removed"]),
+    (None, "add text at the end saying Thanks", ["text 'Thanks' at end"]),
+    (None, "add a title at the start saying Hello There", ["title 'Hello There'"]),
+    (None, "change the title to Hello World", ["title 'Hello World'"]),
+    (None, "add a title One Direction", ["title 'One Direction'"]),
+    (None, "add a title Vertical Life", ["title 'Vertical Life'"]),
+    (None, "put a title saying 30 Days of Code", ["title '30 Days of Code'"]),
+    (None, "add the word Sale at 0:03", ["text 'Sale' at 3"]),
+    (None, "put the text Follow me at the end", ["text 'Follow me' at end"]),
+    (None, "can you add some upbeat music", ["music 30%"]),
+    (None, "put music in the background at 40 percent", ["music 40%"]),
+    (None, "I only want the first 20 seconds", ["cut 0–20"]),
+    (None, "first 45 secs", ["cut 0–45"]),
+    (None, "get rid of the first 3 seconds", ["cut 3–60"]),
+    (None, "crop it to square", ["aspect 1:1 crop"]),
+    (None, "make this a tiktok", ["aspect 9:16 blur"]),
+    (None, "instagram story format", ["aspect 9:16 blur"]),
+    (None, "make the audio louder", ["volume 150%"]),
+    (None, "slow it down to half speed", ["speed 0.5"]),
+    (None, "加快播放速度", ["speed 1.5"]),
+    (None, "视频太长了，剪到30秒", ["cut 0–30"]),
+    (None, "在开头加标题：我的旅行", ["title '我的旅行'"]),
+    ("add music", "把音乐调小一点", ["music volume 18%"]),
+    (None, "变成正方形", ["aspect 1:1 blur"]),
 ]  # fmt: skip
 
 NOT_UNDERSTOOD = [
@@ -314,6 +342,8 @@ NOT_UNDERSTOOD = [
     "make it nicer", "can you make it professional", "enhance the colours", "add a filter",
     "remove the background", "make me famous", "what time is it", "translate this", "order a pizza",
     "你好", "谢谢", "今天天气怎么样", "让它更好看", "给我讲个笑话", "做个三明治",
+    "make the title bigger", "reverse the video", "rotate it", "add a transition", "add stickers",
+    "make it black and white", "add a logo", "increase brightness", "add a title", "加个滤镜",
 ]  # fmt: skip
 
 
