@@ -40,7 +40,6 @@ _PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\ba few seconds\b", re.I), "3 seconds"),
     (re.compile(r"\bquarter speed\b", re.I), "0.25x speed"),
     (re.compile(r"\b(?:one and a half|1\.5) times\b", re.I), "1.5x"),
-    (re.compile(r"\btwice\b(?! as)", re.I), "2x"),
     (re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:times|x)\s+(?:faster|the speed|as fast|speed)\b", re.I), r"\1x speed"),
     (re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:per ?cent|pct)\b", re.I), r"\1%"),
     (re.compile(r"\bhalf (?:the )?volume\b", re.I), "volume 50%"),
