@@ -457,6 +457,13 @@ _UNDERSTANDING_TEXTS: dict[str, tuple[str, str]] = {
         "Nothing changed: your {n} clips play one after another in the order you sent them ({length} s).",
         "没有变化：你的 {n} 个片段已经按发送顺序依次播放（{length} 秒）。",
     ),
+    "agent.caption_already": (
+        "Nothing changed: 1 caption from {name} is already on the video.", "没有变化：{name} 的 1 条字幕已经在视频上。"
+    ),
+    "agent.captions_already": (
+        "Nothing changed: {n} captions from {name} are already on the video.",
+        "没有变化：{name} 的 {n} 条字幕已经在视频上。",
+    ),
     "agent.changes_none": ("the timeline is as it was", "时间线和之前一样"),
     "agent.did_undo": (
         "↩️ Undone: {changes}. Say \"redo\" to bring it back.", "↩️ 已撤销：{changes}。说「重做」可恢复。"

@@ -567,6 +567,7 @@ class PlannerAgent:
         except (OSError, SubtitleError) as exc:
             reply.say("captions_unreadable", error=exc)
             return None
+        unchanged = session.draft.to_wire()
         count = timeline.place_captions(
             session.draft, [(cue.start_ms, cue.end_ms, cue.text) for cue in cues], str(upload["cdn_url"])
         )
@@ -576,6 +577,10 @@ class PlannerAgent:
         )
         name = upload.get("filename") or reply.words("captions_file")
         cut = reply.words("captions_cut", n=count - shown) if shown < count else ""
+        if session.draft.to_wire() == unchanged:
+            # An upload of a captions file already puts them on: say so rather than claim it again.
+            reply.say("caption_already" if shown == 1 else "captions_already", n=shown, name=name)
+            return None
         reply.say("caption_placed" if shown == 1 else "captions_placed", n=shown, name=name, cut=cut)
         return _edit("add_captions", {"source": name}, {"segments": shown})
 
