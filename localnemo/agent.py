@@ -4,7 +4,10 @@ An agent yields neutral events; the server renders them in the configured wire d
 turns a message (English or Chinese) into steps with ``localnemo.planner``, applies each one to the draft
 (looking at the uploaded files where a step needs to: pauses are found with FFmpeg's ``silencedetect``),
 and answers with one tool call and result per edit and a short reply saying what it did. It is
-deterministic and needs no network.
+deterministic and needs no network. A reply claims a change only when the draft changed: an edit that was
+already so says "nothing changed", and a message it does not understand is answered with the nearest
+things it can do (``localnemo.understand``), never with a pretend edit. "undo", "redo", "start over" step
+through the session's draft history (``localnemo.history``); "help" lists what it does.
 
 It imitates the hosted agent's habits on purpose: some edits end with no text at all, and some replies talk
 about buttons of a GUI the chat user does not have. What needs a model it does not have (footage from a

@@ -1,9 +1,12 @@
 """What a message asks for: English or Chinese text turned into a list of editing steps, deterministically.
 
 The planner only reads words; it neither looks at the draft nor at any file (the agent applies the steps).
-A message is split into clauses (at punctuation, "and", "then", 然后 …, never inside quotes), each clause is
-matched against every rule, and the steps come back in the order they were asked for, so "cut the pauses,
-then keep the first 30 seconds" cuts first and trims the result.
+A message is split into clauses (at punctuation, "and", "then", "plus", 然后 …, never inside quotes); each
+clause is normalised (``localnemo.understand``: numbers in words as digits, mistyped keywords corrected), a
+title or text in it is read first, as typed, with or without quotes ("add a title Urban Dreams"), and the
+rest of the clause is matched against every other rule; the steps come back in the order they were asked
+for, so "cut the pauses, then keep the first 30 seconds" cuts first and trims the result. Whole-message
+commands ("undo", "redo", "start over", "help", en and zh) are read by ``command``.
 """
 
 from __future__ import annotations
