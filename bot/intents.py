@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
+from rapidfuzz.distance import OSA
+
 
 class Intent(Enum):
     START = "start"
@@ -56,6 +58,54 @@ _KEYWORDS: list[tuple[Intent, re.Pattern[str]]] = [
 _EXPORT_WITH_OPTIONS = re.compile(
     r"^(please\s+)?(export|render|导出)\s*(in\s+|at\s+|as\s+)?(?P<res>720p|1080p|4k|2160p)[.!]*$", re.IGNORECASE
 )
+# A short request to export in the user's own words ("exprot", "export 1080p MP4", "export as mp4",
+# "download it", "send me the video in 720p"): a verb, mistyped or not, and only words that say how.
+_RESOLUTION = re.compile(r"(?<![a-z0-9])(?P<res>720p|1080p|1440p|2160p|4k|full ?hd|fhd|hd|uhd)(?![a-z0-9])", re.I)
+_RESOLUTION_NAMES = {"fullhd": "1080p", "full hd": "1080p", "fhd": "1080p", "hd": "720p", "uhd": "4k"}
+_EXPORT_VERBS = ("export", "download", "render")
+_EXPORT_POLITE = frozenset("please pls ok okay now can could you just go ahead and".split())
+_EXPORT_OPTIONS = frozenset(
+    """it the video my a an this that now please pls as in at to into with of for format file mp4 h264 h.264
+    resolution quality version final result clip movie one thanks thank you me send give""".split()
+)
+_SEND_ME = re.compile(
+    r"^(?:please\s+|can you\s+|could you\s+)*(?:send|give|get)\s+(?:me\s+|it\s+to\s+me\s*)?(?:the\s+|my\s+)?"
+    r"(?:final\s+)?(?:video|file|result|clip|mp4|movie|export|it)\b",
+    re.I,
+)
+
+
+def _export_verb(word: str) -> bool:
+    word = word.lower()
+    if word in _EXPORT_VERBS:
+        return True
+    # A keyword mistyped by one or two letters ("exprot", "dowload"), never a real word of another meaning.
+    limit = 1 if len(word) < 7 else 2
+    return len(word) >= 5 and word not in ("expert", "expect", "report", "tender", "reader") and any(
+        verb[0] == word[0] and OSA.distance(word, verb, score_cutoff=limit) <= limit for verb in _EXPORT_VERBS
+    )
+
+
+def _export_request(text: str) -> Routed | None:
+    """An export asked for in a few words, with the resolution it names; None for anything else."""
+    resolution = _RESOLUTION.search(text)
+    res = None
+    if resolution is not None:
+        name = resolution.group("res").lower()
+        res = _RESOLUTION_NAMES.get(name, name)
+    rest = _RESOLUTION.sub(" ", text) if resolution is not None else text
+    words = re.findall(r"\w+(?:\.\w+)*", rest.lower())
+    while words and words[0] in _EXPORT_POLITE:
+        words.pop(0)
+    if words and _export_verb(words[0]) and all(word in _EXPORT_OPTIONS for word in words[1:]):
+        return Routed(Intent.EXPORT, text, res)
+    if _SEND_ME.match(rest.strip()) and all(word in _EXPORT_OPTIONS for word in words):
+        return Routed(Intent.EXPORT, text, res)
+    if re.match(r"^(导出|下载|渲染)", text) and len(text) <= 20:
+        return Routed(Intent.EXPORT, text, res)
+    return None
+
+
 URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 
 
@@ -83,6 +133,9 @@ def route(text: str, *, has_files: bool = False) -> Routed:
     match = _EXPORT_WITH_OPTIONS.match(stripped)
     if match:
         return Routed(Intent.EXPORT, stripped, match.group("res").lower())
+    export = _export_request(stripped)
+    if export is not None:
+        return export
     for intent, pattern in _KEYWORDS:
         if pattern.search(stripped) and len(stripped) <= 40:
             if intent is Intent.UPLOAD and not has_files:

@@ -42,8 +42,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "thinking": ("✏️ Editing…", "✏️ 正在编辑…"),
     "done_changes": ("✅ Done: {changes}.", "✅ 完成：{changes}。"),
     "done_nothing": (
-        "✅ Done. The timeline did not change; try saying it another way, or /status to see it.",
-        "✅ 完成，但时间线没有变化；换个说法试试，或用 /status 查看。",
+        "Nothing changed: the timeline is as it was. Try saying it another way, or /status to see it.",
+        "没有任何变化：时间线和之前一样。换个说法试试，或用 /status 查看。",
     ),
     "export_empty": (
         "There is nothing to export yet: send a clip first, then tell me what to do with it.",
@@ -486,7 +486,64 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
     "agent.fades_joiner": (" and ", "，"),
     "agent.fades": ("The video {parts} (picture and sound).", "视频{parts}（画面和声音）。"),
     "agent.resolution": ("The export resolution is now {name}.", "导出分辨率已设为 {name}。"),
-    "agent.noted": ("Noted: {text}", "已记下：{text}"),
 }
 
 _CATALOGUE: dict[str, tuple[str, str]] = {**_TEXTS, **_TERMINAL_TEXTS, **_DRAFT_TEXTS, **_AGENT_TEXTS}
+
+
+# localnemo's offline agent: what it can do (for "help" and for "not understood", one example each), and
+# its answers to "undo", "redo", "start over" and to a request that changed nothing.
+_UNDERSTANDING_TEXTS: dict[str, tuple[str, str]] = {
+    "agent.can_pauses": ('cut pauses — "cut the pauses" (or "tight", "gentle")', "去掉停顿 ——「去掉停顿」"),
+    "agent.can_trim": ('trim — "keep the first 30 seconds", "remove from 1:02 to 1:05"', "裁剪 ——「保留前30秒」"),
+    "agent.can_join": ('join clips — "join the clips"', "合并片段 ——「把视频合并」"),
+    "agent.can_slideshow": ('slideshow — "slideshow, 4 seconds per image"', "幻灯片 ——「每张图片3秒的幻灯片」"),
+    "agent.can_speed": ('speed — "1.5x", "half speed", "slow motion"', "速度 ——「1.5倍速」「慢动作」"),
+    "agent.can_sound": ('sound — "mute", "voice volume 80%"', "声音 ——「静音」「音量80%」"),
+    "agent.can_music": ('background music — "add background music at 35%"', "背景音乐 ——「加背景音乐」"),
+    "agent.can_title": ('titles and text — "add a title Urban Dreams", "put Subscribe at the end"',
+                        "标题和文字 ——「标题 城市之夜」「结尾加文字 订阅」"),
+    "agent.can_captions": ('captions — send an .srt or .vtt file, then "add the captions"',
+                           "字幕 —— 发送 .srt 或 .vtt 文件，再说「加字幕」"),
+    "agent.can_canvas": ('shape — "make it 9:16", "square with black bars"', "画面比例 ——「改成竖屏」「9:16」"),
+    "agent.can_fade": ('fades — "fade in and out"', "淡入淡出 ——「淡入淡出」"),
+    "agent.can_export": ('export — "export 1080p"', "导出 ——「导出 1080p」"),
+    "agent.can_history": ('undo — "undo", "redo", "start over"', "撤销 ——「撤销」「重做」「重新开始」"),
+    "agent.help": (
+        "Here is what I can do offline — say it your way, several at once if you like:\n{lines}",
+        "我可以离线完成这些——用你自己的话说，也可以一次说几件：\n{lines}",
+    ),
+    "agent.not_understood": (
+        "I didn't understand \"{text}\", so nothing changed (no credit used). The closest things I can do:\n{lines}\n"
+        'Say "help" for everything.',
+        "我没有理解「{text}」，所以没有做任何修改（没有扣积分）。最接近的几项：\n{lines}\n说「帮助」查看全部。",
+    ),
+    "agent.already": ("Nothing changed: it was already like that.", "没有变化：本来就是这样。"),
+    "agent.already_joined": (
+        "Nothing changed: your {n} clips play one after another in the order you sent them ({length} s).",
+        "没有变化：你的 {n} 个片段已经按发送顺序依次播放（{length} 秒）。",
+    ),
+    "agent.caption_already": (
+        "Nothing changed: 1 caption from {name} is already on the video.", "没有变化：{name} 的 1 条字幕已经在视频上。"
+    ),
+    "agent.captions_already": (
+        "Nothing changed: {n} captions from {name} are already on the video.",
+        "没有变化：{name} 的 {n} 条字幕已经在视频上。",
+    ),
+    "agent.changes_none": ("the timeline is as it was", "时间线和之前一样"),
+    "agent.did_undo": (
+        "↩️ Undone: {changes}. Say \"redo\" to bring it back.", "↩️ 已撤销：{changes}。说「重做」可恢复。"
+    ),
+    "agent.did_redo": ("↪️ Redone: {changes}.", "↪️ 已重做：{changes}。"),
+    "agent.did_start_over": (
+        "🔄 Started over from your uploads: {changes}. Say \"undo\" to get your edits back.",
+        "🔄 已从上传的素材重新开始：{changes}。说「撤销」可找回之前的修改。",
+    ),
+    "agent.nothing_to_undo": ("There is nothing to undo: nothing changed.", "没有可以撤销的修改，什么也没有变。"),
+    "agent.nothing_to_redo": ("There is nothing to redo: nothing changed.", "没有可以重做的修改，什么也没有变。"),
+    "agent.nothing_to_start_over": (
+        "Nothing changed: the timeline already holds just your uploads, unedited.",
+        "没有变化：时间线上本来就只有你上传的原始素材。",
+    ),
+}
+_CATALOGUE.update(_UNDERSTANDING_TEXTS)

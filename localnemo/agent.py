@@ -4,7 +4,10 @@ An agent yields neutral events; the server renders them in the configured wire d
 turns a message (English or Chinese) into steps with ``localnemo.planner``, applies each one to the draft
 (looking at the uploaded files where a step needs to: pauses are found with FFmpeg's ``silencedetect``),
 and answers with one tool call and result per edit and a short reply saying what it did. It is
-deterministic and needs no network.
+deterministic and needs no network. A reply claims a change only when the draft changed: an edit that was
+already so says "nothing changed", and a message it does not understand is answered with the nearest
+things it can do (``localnemo.understand``), never with a pretend edit. "undo", "redo", "start over" step
+through the session's draft history (``localnemo.history``); "help" lists what it does.
 
 It imitates the hosted agent's habits on purpose: some edits end with no text at all, and some replies talk
 about buttons of a GUI the chat user does not have. What needs a model it does not have (footage from a
@@ -24,8 +27,9 @@ from typing import Any, Protocol
 from yarl import URL
 
 from bot.lang import Language, language_of
+from bot.nemo.draft import describe_changes
 from bot.texts import t
-from localnemo import planner, timeline
+from localnemo import history, planner, timeline, understand
 from localnemo.config import resolution_lines
 from localnemo.media import AudioAnalysis, analyse_audio
 from localnemo.music import MUSIC_TITLE
@@ -170,6 +174,16 @@ class PlannerAgent:
         lang: Language = language_of(text, session.language)
         reply = _Reply(lang)
         session.message_count += 1
+        before = history.begin(session)
+
+        command = planner.command(text)
+        if command is not None:
+            edit = self._command(session, command, reply)
+            if edit is not None:
+                yield edit[0]
+                yield edit[1]
+            yield AgentText(reply.text)
+            return
 
         steps = planner.plan(text)
         if planner.wants_footage(text) and (not session.video_infos or not steps):
@@ -179,13 +193,21 @@ class PlannerAgent:
 
         edits: list[Edit] = []
         for step in steps:
+            said = len(reply.parts)
+            unchanged = session.draft.to_wire()
             outcome = await self._apply(session, step, reply)
+            if outcome is not None and session.draft.to_wire() == unchanged:
+                # Never claim a change that did not happen: say it already was so.
+                del reply.parts[said:]
+                reply.say("already")
+                outcome = None
             if outcome is not None:
                 edits.append(outcome)
         if edits:
             timeline.sync(session.draft, session.video_infos)
         if not steps:
-            edits.append(self._note(session, text, reply))
+            self._not_understood(text, reply)
+        history.record(session, before)
 
         for call, result in edits:
             yield call
@@ -194,6 +216,28 @@ class PlannerAgent:
             session.edit_count += 1
         if reply.parts:
             yield AgentText(reply.text)
+
+    # -- history and help --------------------------------------------------------------------------------
+
+    def _command(self, session: SessionRecord, command: planner.Command, reply: _Reply) -> Edit | None:
+        if command == "help":
+            lines = "\n".join("• " + reply.words(f"can_{c.key}") for c in understand.CAPABILITIES)
+            reply.say("help", lines=lines)
+            return None
+        before = session.draft.model_copy(deep=True)
+        step = {"undo": history.undo, "redo": history.redo, "start_over": history.start_over}[command]
+        if not step(session):
+            reply.say(f"nothing_to_{command}")
+            return None
+        changes = describe_changes(before, session.draft, reply.lang)
+        joiner = t("changes_joiner", reply.lang)
+        reply.say(f"did_{command}", changes=joiner.join(changes) if changes else reply.words("changes_none"))
+        return _edit(command, {}, {"history": len(session.history), "undone": len(session.undone)})
+
+    @staticmethod
+    def _not_understood(text: str, reply: _Reply) -> None:
+        lines = "\n".join("• " + reply.words(f"can_{key}") for key in understand.suggestions(text))
+        reply.say("not_understood", text=text, lines=lines)
 
     async def _apply(self, session: SessionRecord, step: planner.Step, reply: _Reply) -> Edit | None:
         if isinstance(step, planner.CutPauses):
@@ -364,7 +408,12 @@ class PlannerAgent:
         if len(sources) < 2:
             reply.say("one_clip")
             return None
+        before = session.draft.to_wire()
         length = timeline.repack(session.draft)
+        if session.draft.to_wire() == before:
+            # Uploads always play in the order sent: there is nothing to change, and no change to claim.
+            reply.say("already_joined", n=len(sources), length=_s(length))
+            return None
         reply.say("joined", n=len(sources), length=_s(length))
         return _edit("join", {"clips": len(sources)}, {"duration_ms": length})
 
@@ -521,6 +570,7 @@ class PlannerAgent:
         except (OSError, SubtitleError) as exc:
             reply.say("captions_unreadable", error=exc)
             return None
+        unchanged = session.draft.to_wire()
         count = timeline.place_captions(
             session.draft, [(cue.start_ms, cue.end_ms, cue.text) for cue in cues], str(upload["cdn_url"])
         )
@@ -530,6 +580,10 @@ class PlannerAgent:
         )
         name = upload.get("filename") or reply.words("captions_file")
         cut = reply.words("captions_cut", n=count - shown) if shown < count else ""
+        if session.draft.to_wire() == unchanged:
+            # An upload of a captions file already puts them on: say so rather than claim it again.
+            reply.say("caption_already" if shown == 1 else "captions_already", n=shown, name=name)
+            return None
         reply.say("caption_placed" if shown == 1 else "captions_placed", n=shown, name=name, cut=cut)
         return _edit("add_captions", {"source": name}, {"segments": shown})
 
@@ -579,11 +633,6 @@ class PlannerAgent:
             self._aspect(session, planner.Aspect(ratio, None), _Reply(reply.lang))
         reply.say("resolution", name=step.name)
         return _edit("set_resolution", {"resolution": step.name}, {})
-
-    def _note(self, session: SessionRecord, text: str, reply: _Reply) -> Edit:
-        session.draft.m.notes = [*(session.draft.m.notes or []), text]
-        reply.say("noted", text=text)
-        return _edit("add_note", {"text": text}, {})
 
 
 # The name the server and tests used for the first keyword agent; it is the planner now.

@@ -143,6 +143,9 @@ class Api:
     ) -> None:
         errored = False
         shown_before = _texts_on_screen(session.draft)
+        # A credit pays for a change: a turn that leaves the draft as it was (not understood, "help", an
+        # edit that was already so, an error) is free.
+        before = session.draft.to_wire()
         try:
             async for event in self.agent.run(session, text):
                 if isinstance(event, AgentError):
@@ -160,11 +163,15 @@ class Api:
             log.exception("localnemo.agent.failed session_id=%s", session.session_id)
             errored = True
             queue.put_nowait(AgentError("the agent failed on this message"))
-        if not errored:
+        changed = session.draft.to_wire() != before
+        if changed and not errored:
             user.credits = max(0, user.credits - self.config.message_cost)
             self.state.user_changed(user)
         self.state.session_changed(session)
-        log.info("localnemo.run.done session_id=%s errored=%s credits=%s", session.session_id, errored, user.credits)
+        log.info(
+            "localnemo.run.done session_id=%s errored=%s changed=%s credits=%s",
+            session.session_id, errored, changed, user.credits,
+        )  # fmt: skip
         queue.put_nowait(None)
 
 

@@ -1,9 +1,12 @@
 """What a message asks for: English or Chinese text turned into a list of editing steps, deterministically.
 
 The planner only reads words; it neither looks at the draft nor at any file (the agent applies the steps).
-A message is split into clauses (at punctuation, "and", "then", 然后 …, never inside quotes), each clause is
-matched against every rule, and the steps come back in the order they were asked for, so "cut the pauses,
-then keep the first 30 seconds" cuts first and trims the result.
+A message is split into clauses (at punctuation, "and", "then", "plus", 然后 …, never inside quotes); each
+clause is normalised (``localnemo.understand``: numbers in words as digits, mistyped keywords corrected), a
+title or text in it is read first, as typed, with or without quotes ("add a title Urban Dreams"), and the
+rest of the clause is matched against every other rule; the steps come back in the order they were asked
+for, so "cut the pauses, then keep the first 30 seconds" cuts first and trims the result. Whole-message
+commands ("undo", "redo", "start over", "help", en and zh) are read by ``command``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from localnemo.understand import normalise
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,8 @@ def parse_time(text: str) -> int | None:
 
 _QUOTED_RE = re.compile(r"\"[^\"]*\"|“[^”]*”|「[^」]*」|『[^』]*』|‘[^’]*’")
 _SPLIT_RE = re.compile(
-    r"[,;!?，；。！？、\n]|\.(?!\d)|\band\s+then\b|\bthen\b|\band\b(?!\s+(?:out\b|\d))|\balso\b|然后|并且|接着|之后再|再把",
+    r"[,;!?，；。！？、\n]|\.(?!\d)|\band\s+then\b|\bthen\b|\band\b(?!\s+(?:out\b|\d|a\s+half\b))|\balso\b|\bplus\b"
+    r"|\bafter\s+that\b|然后|并且|接着|之后再|再把|还有|同时",
     re.IGNORECASE,
 )
 
@@ -201,17 +207,19 @@ _GENERATE_RE = re.compile(
     _I,
 )
 _PAUSE_RE = re.compile(
-    r"\b(pauses?|silences?|silent (?:parts?|bits?|gaps?|sections?|moments?)|dead air|jump ?cuts?|ums? and ahs?)\b"
+    r"\btighten\s+(?:it|this|the video)\s+up\b"
+    r"|\b(pauses?|silences?|silent (?:parts?|bits?|gaps?|sections?|moments?)|dead air|jump ?cuts?|ums? and ahs?)\b"
     r"|停顿|空白(?:部分|片段)?|沉默|气口|(?:去掉|去除|删除|删掉|剪掉|剪去|去)\s*静音(?:部分|片段|段)?",
     _I,
 )
-_TIGHT_RE = re.compile(r"\b(tight(?:er|ly)?|aggressive(?:ly)?|snappy|all|every|short)\b|紧凑|干脆|彻底|所有", _I)
+_TIGHT_RE = re.compile(r"\b(tight(?:er|ly|en)?|aggressive(?:ly)?|snappy|all|every|short)\b|紧凑|干脆|彻底|所有", _I)
 _GENTLE_RE = re.compile(
     r"\b(gentle|gently|light(?:ly)?|loose(?:ly)?|natural|subtle|long(?:er)?|only the long)\b|轻微|自然|温和|长", _I
 )
 _MUSIC_RE = re.compile(r"\b(music|bgm|soundtrack|background track)\b|音乐|配乐|背景乐", _I)
 _MUSIC_REMOVE_RE = re.compile(
-    r"\b(remove|delete|drop|take out|get rid of|no|without|stop)\b.{0,20}?\b(music|bgm|soundtrack)\b"
+    r"\b(remove|delete|drop|take out|get rid of|no|without|stop|turn off|switch off|kill|lose)\b.{0,20}?"
+    r"\b(music|bgm|soundtrack)\b"
     r"|(去掉|去除|删除|删掉|不要|取消)\s*(背景)?(音乐|配乐)",
     _I,
 )
@@ -225,8 +233,12 @@ _MUTE_RE = re.compile(
     _I,
 )
 _UNMUTE_RE = re.compile(r"\bunmute\b|\brestore\s+(the\s+)?(sound|audio)\b|取消静音|恢复声音|恢复原声", _I)
-_LOUDER_RE = re.compile(r"\b(louder|turn\s+(?:it\s+)?up|boost|raise)\b|大声|调大|提高音量|响一点", _I)
-_QUIETER_RE = re.compile(r"\b(quieter|softer|lower|turn\s+(?:it\s+)?down|reduce)\b|小声|调小|降低音量|轻一点", _I)
+_LOUDER_RE = re.compile(
+    r"\b(louder|turn\s+(?:it\s+|the\s+\w+\s+)?up|boost|raise|increase)\b|大声|调大|提高音量|响一点", _I
+)
+_QUIETER_RE = re.compile(
+    r"\b(quieter|softer|lower|turn\s+(?:it\s+|the\s+\w+\s+)?down|reduce|decrease)\b|小声|调小|降低音量|轻一点", _I
+)
 _VOLUME_WORD_RE = re.compile(r"\b(volume|level|loud(?:ness)?|at)\b|音量", _I)
 _TITLE_QUOTED_RE = re.compile(
     r"\btitle\b[^\"“「『]{0,20}[\"“「『](?P<text>[^\"”」』]+)[\"”」』]|\btitle\s+['‘](?P<text2>[^'’]+)['’]", _I
@@ -245,7 +257,7 @@ _REMOVE_RE = re.compile(
 )
 _ASPECT_RE = re.compile(r"(?<![\d:])(9:16|1:1|4:5|16:9)(?![\d:])|(?<!\d)(9x16|16x9|4x5)(?!\d)")
 _ASPECT_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\b(vertical|portrait|tiktok|reels?|shorts)\b|竖屏|竖版|竖向|抖音", _I), "9:16"),
+    (re.compile(r"\b(vertical|portrait|tiktok|reels?|shorts|stor(?:y|ies))\b|竖屏|竖版|竖向|抖音", _I), "9:16"),
     (re.compile(r"\b(square)\b|正方形|方形|方屏", _I), "1:1"),
     (re.compile(r"\b(landscape|widescreen|horizontal|youtube)\b|横屏|横版|宽屏", _I), "16:9"),
 )
@@ -263,7 +275,7 @@ _SPEED_X_RE = re.compile(r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s*(?:x|×)(?![\w])|(?P
 _SPEED_WORDS: tuple[tuple[re.Pattern[str], float], ...] = (
     (re.compile(r"\b(double speed|twice as fast)\b|两倍速|二倍速", _I), 2.0),
     (re.compile(r"\b(half speed|slow[- ]?mo(?:tion)?|slowmo)\b|慢动作|慢放|半速", _I), 0.5),
-    (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|快进|快一点", _I), 1.5),
+    (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|加快|快进|快一点", _I), 1.5),
     (re.compile(r"\b(slow (?:it |this |the video )?down|slower)\b|减速|放慢|慢一点", _I), 0.75),
 )
 _SPEED_CONTEXT_RE = re.compile(r"\b(speed|faster|slower|fast|slow|play|playback|tempo)\b|速|倍|播放", _I)
@@ -291,13 +303,14 @@ _FIRST_LAST_RE = re.compile(
 )
 _RANGE_RE = re.compile(
     rf"(?:\bfrom\b|\bbetween\b|从)\s*(?P<a>{TIME}|{_NUM})\s*(?:\bto\b|\buntil\b|\btill\b|\band\b|-|–|~|到|至)\s*(?P<b>{TIME}|{_NUM})"
-    rf"|(?P<ca>{_CLOCK})\s*(?:-|–|~|\bto\b|到|至)\s*(?P<cb>{_CLOCK})",
+    rf"|(?P<ca>{_CLOCK})\s*(?:-|–|~|\bto\b|到|至)\s*(?P<cb>{_CLOCK})"
+    rf"|(?P<ta>{TIME})\s*(?:-|–|~|\bto\b|\buntil\b|到|至)\s*(?P<tb>{TIME})",
     _I,
 )
 _LENGTH_RE = re.compile(
     rf"\b(?:shorten|trim|cut)\s+(?:it\s+|the video\s+|this\s+)?(?:down\s+)?to\s+(?:under\s+|at most\s+)?(?P<t>{TIME})"
     rf"|\bmake\s+(?:it|the video|this)\s+(?:under\s+|at most\s+)?(?P<t2>{TIME})"
-    rf"|缩短到\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
+    rf"|(?:缩短到|剪到|控制在)\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
     _I,
 )
 _AT_TIME_RE = re.compile(rf"\b(?:at|from)\s+(?P<t>{TIME})|在\s*(?P<zt>{TIME})", _I)
@@ -367,53 +380,151 @@ def _volume(clause: str) -> list[Step]:
     return []
 
 
+# Titles and text without quotes: "add a title Urban Dreams", "title: Urban Dreams at the start", "set the
+# title to Urban Dreams", "add text Subscribe at 0:05", "text: Hello", "put Subscribe at the end", "标题 城市之夜".
+# The words after the keyword are the text, up to where the clause says when ("at the end", "for 5 s").
+_LEAD = r"^\s*(?:(?:please|pls|ok|okay|now|can you|could you|i want to|i'd like to|let's)\s+)*"
+_ARTICLE = r"(?:(?:a|an|the|my|our|this|some)\s+)?"
+_JOINING = (
+    r"(?:\s*(?:[:：=\-–]|\bit\b|\bto\b|\bas\b|\bthat\s+says\b|\bwhich\s+says\b|\bsaying\b|\breading\b|\bcalled\b"
+    r"|\bnamed\b|\bof\b|\bis\b|\bshould\s+be\b|\bwith\s+the\s+(?:text|words?)\b|\bwith\b))*"
+)
+_TITLE_BARE_RE = re.compile(
+    _LEAD + r"(?:(?:add|put|insert|make|set|use|give it|change|create|show|write|need|want)\s+)?" + _ARTICLE
+    + r"(?:(?:opening|main|big|intro|video|new)\s+)?title(?:\s+(?:card|screen|text))?\b" + _JOINING
+    + r"\s*(?P<text>\S.*?)\s*$",
+    _I,
+)
+_TEXT_BARE_RE = re.compile(
+    _LEAD + r"(?:(?:add|put|insert|write|show|display|place|overlay|type)\s+)?" + _ARTICLE
+    + r"(?:text|words?|caption text|label|overlay|lower[- ]third)\b" + _JOINING + r"\s*(?P<text>\S.*?)\s*$",
+    _I,
+)
+_SAYING = r"\b(?:saying|that says|which says|reading|called|named)\s+(?P<text>\S.*?)\s*$"
+_TITLE_SAYING_RE = re.compile(r"\btitle\b.*?" + _SAYING, _I)
+_TEXT_SAYING_RE = re.compile(r"\b(?:text|words?|label|caption text)\b.*?" + _SAYING, _I)
+_TEXT_ZH_RE = re.compile(r"(?:文字|文本|字样)\s*[:：]?\s*(?P<zh>[^\s\"“「『，,。][^，,。]*)")
+# Only when nothing else in the clause was understood: "put Subscribe at the end", "show Hi at 10 seconds".
+_PLACE_RE = re.compile(
+    _LEAD + r"(?:put|write|show|display|place|add|type|insert)\s+(?P<text>\S.*?)\s+"
+    rf"(?=(?:at|on|in|from|near|towards?)\s+(?:the\s+)?(?:very\s+)?(?:end|ending|start|beginning|close|{TIME})\b)",
+    _I,
+)
+_WHEN_TAIL_RE = re.compile(
+    rf"\s*(?:(?:\b(?:at|in|on|near|towards?)\s+(?:the\s+)?(?:very\s+)?(?:start|beginning|opening|top|intro|end|ending"
+    rf"|close|bottom|middle|centre|center)\b|\bat\s+{TIME}|\bfrom\s+(?:{TIME}|{_NUM})|\bfor\s+{TIME}|\bbetween\b"
+    rf").*$)|\s+(?:please|pls|thanks)$|[.!。！]+$"
+    r"|\s*(?:在)?(?:开头|结尾|最后|末尾|开始)(?:处|的时候)?$",
+    _I,
+)
+# "make the title bigger" is about the look, which is not offered: not a title called "bigger".
+_NOT_A_TEXT = frozenset(
+    """it this that them everything bigger smaller larger longer shorter bold red white black yellow blue
+    centered center disappear last stay go away text words title a title some text the text""".split()
+)
+
+
+def _clean_text(text: str) -> str:
+    text = _WHEN_TAIL_RE.sub("", text).strip()
+    text = text.strip("\"'“”「」『』‘’").strip()
+    if not text or text.lower() in _NOT_A_TEXT or re.fullmatch(rf"{TIME}|{_NUM}", text, _I):
+        return ""
+    return text
+
+
+def _as_typed(clause: str, raw: str, start: int, text: str) -> str:
+    """``text`` (found at ``start`` of the normalised clause) as it was typed: numbers and words untouched."""
+    if text in raw:
+        return text
+    if start > 0 and clause[start - 1] in "\"“「『‘'":
+        return text
+    words, typed = clause.split(), raw.split()
+    if len(words) != len(typed) or not text:
+        return text
+    first, count = len(clause[:start].split()), len(text.split())
+    original = " ".join(typed[first : first + count]).strip("\"'“”「」『』‘’")
+    original = re.sub(r"[.!。！]+$", "", original)
+    return original or text
+
+
+def _find_title(clause: str) -> tuple[str, int, int] | None:
+    """(text, start, end) of a title the clause asks for."""
+    match = _TITLE_QUOTED_RE.search(clause)
+    if match is not None:
+        group = "text" if match.group("text") else "text2"
+        return match.group(group).strip(), match.start(group), match.end(group)
+    for pattern in (_TITLE_SAYING_RE, _TITLE_BARE_RE, _TITLE_COLON_RE, _TITLE_ZH_RE):
+        match = pattern.search(clause)
+        if match is not None:
+            text = _clean_text(match.group("text"))
+            if text:
+                start = clause.index(text, match.start("text")) if text in clause else match.start("text")
+                return text, start, start + len(text)
+    return None
+
+
+def _find_text(clause: str, *, placed: bool = False) -> tuple[str, int, int] | None:
+    match = _TEXT_RE.search(clause)
+    if match is not None:
+        group = "text" if match.group("text") else "zh"
+        if match.group(group):
+            return match.group(group).strip(), match.start(group), match.end(group)
+    for pattern in (_PLACE_RE,) if placed else (_TEXT_SAYING_RE, _TEXT_BARE_RE, _TEXT_ZH_RE):
+        match = pattern.search(clause)
+        if match is not None:
+            group = "zh" if pattern is _TEXT_ZH_RE else "text"
+            text = _clean_text(match.group(group))
+            if text:
+                start = clause.index(text, match.start(group)) if text in clause else match.start(group)
+                return text, start, start + len(text)
+    return None
+
+
 def _quoted_title(clause: str) -> str | None:
-    match = _TITLE_QUOTED_RE.search(clause) or _TITLE_COLON_RE.search(clause) or _TITLE_ZH_RE.search(clause)
-    if match is None:
-        return None
-    text = (
-        next((group for group in match.groups() if group), "") if match.re is _TITLE_QUOTED_RE else match.group("text")
-    )
-    text = text.strip().strip("\"'“”「」『』‘’").strip()
-    return text or None
+    found = _find_title(clause)
+    return found[0] if found is not None else None
 
 
-def _title(clause: str) -> list[Step]:
-    text = _quoted_title(clause)
-    if text is None:
-        return []
-    rest = clause.replace(text, " ")
+def _title(clause: str, raw: str) -> tuple[list[Step], str]:
+    """The title step and the clause without its text (so that "Vertical Life" is not a canvas)."""
+    found = _find_title(clause)
+    if found is None:
+        return [], clause
+    text, start, end = found
+    rest = clause[:start] + " " * (end - start) + clause[end:]
     match = re.search(rf"\bfor\s+(?P<t>{TIME})|(?P<zt>{TIME})", rest, _I)
     duration = parse_time(match.group("t") or match.group("zt")) if match else None
-    return [Title(text, duration_ms=duration)]
+    title = Title(_as_typed(clause, raw, start, text), duration_ms=duration, at=start)
+    return [title], re.sub(r"\btitle\b|标题", lambda m: " " * len(m.group(0)), rest, flags=_I)
 
 
-def _text(clause: str) -> list[Step]:
-    if _quoted_title(clause) is not None:
-        return []
-    match = _TEXT_RE.search(clause)
-    if match is None:
-        return []
-    text = (match.group("text") or match.group("zh") or "").strip()
-    if not text:
-        return []
-    rest = _mask_aspects(clause.replace(text, " "))
-    span = _RANGE_RE.search(rest)
+def _text(clause: str, raw: str, *, placed: bool = False) -> tuple[list[Step], str]:
+    found = _find_text(clause, placed=placed)
+    if found is None:
+        return [], clause
+    text, start, end = found
+    text = _as_typed(clause, raw, start, text)
+    rest = clause[:start] + " " * (end - start) + clause[end:]
+    masked = _mask_aspects(rest)
+    step: TextOverlay = TextOverlay(text)
+    span = _RANGE_RE.search(masked)
+    at = _AT_TIME_RE.search(masked)
     if span is not None:
-        start_text, end_text = _with_unit(span.group("a") or span.group("ca"), span.group("b") or span.group("cb"))
-        start, end = parse_time(start_text), parse_time(end_text)
-        if start is not None and end is not None and end > start:
-            return [TextOverlay(text, start_ms=start, end_ms=end)]
-    at = _AT_TIME_RE.search(rest)
-    if at is not None:
-        start = parse_time(at.group("t") or at.group("zt"))
-        if start is not None:
-            return [TextOverlay(text, start_ms=start, end_ms=start + 3000)]
-    if _AT_END_RE.search(rest):
-        return [TextOverlay(text, at_end=True)]
-    if _AT_START_RE.search(rest):
-        return [TextOverlay(text, start_ms=0, end_ms=3000)]
-    return [TextOverlay(text)]
+        start_text, end_text = _with_unit(
+            span.group("a") or span.group("ca") or span.group("ta"),
+            span.group("b") or span.group("cb") or span.group("tb"),
+        )
+        begin, finish = parse_time(start_text), parse_time(end_text)
+        if begin is not None and finish is not None and finish > begin:
+            step = TextOverlay(text, start_ms=begin, end_ms=finish)
+    elif at is not None and (begin := parse_time(at.group("t") or at.group("zt"))) is not None:
+        step = TextOverlay(text, start_ms=begin, end_ms=begin + 3000)
+    elif _AT_END_RE.search(masked):
+        step = TextOverlay(text, at_end=True)
+    elif _AT_START_RE.search(masked):
+        step = TextOverlay(text, start_ms=0, end_ms=3000)
+    # Nothing else in the clause is a request: "at 0:05" is the text's time, not a trim.
+    return [replace(step, at=start)], ""
 
 
 def _captions(clause: str) -> list[Step]:
@@ -499,7 +610,7 @@ def _with_unit(start_text: str, end_text: str) -> tuple[str, str]:
 
 
 def _trim(clause: str) -> list[Step]:
-    if _TEXT_RE.search(clause) or _quoted_title(clause) is not None or _FADE_RE.search(clause):
+    if _FADE_RE.search(clause):
         return []
     if _SLIDESHOW_RE.search(clause):
         return []
@@ -521,7 +632,8 @@ def _trim(clause: str) -> list[Step]:
     if steps:
         return steps
     for match in _RANGE_RE.finditer(clause):
-        start_text, end_text = match.group("a") or match.group("ca"), match.group("b") or match.group("cb")
+        start_text = match.group("a") or match.group("ca") or match.group("ta")
+        end_text = match.group("b") or match.group("cb") or match.group("tb")
         if start_text is None or end_text is None:
             continue
         start_text, end_text = _with_unit(start_text, end_text)
@@ -565,8 +677,6 @@ _RULES: tuple[_Rule, ...] = (
     _clause_only(_speed),
     _music,
     _clause_only(_volume),
-    _clause_only(_title),
-    _clause_only(_text),
     _clause_only(_captions),
     _clause_only(_aspect),
     _clause_only(_fade),
@@ -576,18 +686,84 @@ _RULES: tuple[_Rule, ...] = (
 _ONCE = (CutPauses, Join, Slideshow)  # fmt: skip
 
 
+# -- whole-message commands --------------------------------------------------------------------------------
+
+Command = Literal["undo", "redo", "start_over", "help"]
+_PLEASE = r"^\s*(?:(?:please|pls|ok|okay|hey|can you|could you|just)\s+)*"
+_END = r"\s*(?:please|pls|thanks|thank you)?\s*[.!?。！？]*\s*$"
+_COMMANDS: tuple[tuple[re.Pattern[str], Command], ...] = (
+    (re.compile(
+        _PLEASE + r"(?:undo(?:\s+(?:that|it|this|the last (?:change|edit|step|one)|my last (?:change|edit)))?"
+        r"|revert(?:\s+(?:that|it|the last (?:change|edit)))?|go back(?:\s+(?:one step|a step))?|take (?:that|it) back"
+        r"|oops|ctrl\s*\+?\s*z|put it back the way it was|that'?s wrong|cancel the last (?:change|edit))" + _END
+        + r"|^\s*(?:撤销|撤消|撤回|返回上一步|回到上一步|取消上一步|上一步)(?:一下|上一步|刚才的修改)?"
+        r"[。！!]*\s*$", _I), "undo"),
+    (re.compile(
+        _PLEASE + r"(?:redo(?:\s+(?:that|it|the last (?:change|edit)))?|undo the undo|ctrl\s*\+?\s*y"
+        r"|bring (?:it|that) back|put it back again)" + _END
+        + r"|^\s*(?:重做|恢复撤销|还原撤销)(?:一下)?[。！!]*\s*$", _I), "redo"),
+    (re.compile(
+        _PLEASE + r"(?:start (?:over|again|from scratch)|begin again"
+        r"|reset(?:\s+(?:it|everything|all|the (?:edits|video)))?"
+        r"|undo (?:everything|all(?: the)? (?:edits|changes)?)|remove all (?:the )?(?:edits|changes)"
+        r"|(?:go )?back to the original|from scratch)" + _END
+        + r"|^\s*(?:重新开始|从头开始|重来|全部撤销|撤销全部|恢复原样|还原|恢复原始视频)[。！!]*\s*$", _I),
+     "start_over"),
+    (re.compile(
+        _PLEASE + r"(?:help(?: me)?|\?+|what can (?:you|i) do(?: here)?|what do you do|what can i (?:say|ask|type)"
+        r"|(?:show (?:me )?)?(?:the )?commands|how does (?:this|it) work|what do you understand|options|menu"
+        r"|how (?:do i|to) use (?:this|you|it)|what are (?:the|your) (?:options|commands|features)|features)" + _END
+        + r"|^\s*(?:帮助|帮忙|你能做什么|你会什么|你可以做什么|能做什么|怎么用|有哪些功能|功能|命令)"
+        r"[？?。！!]*\s*$", _I),
+     "help"),
+)  # fmt: skip
+
+
+def command(text: str) -> Command | None:
+    """A message that is only "undo", "redo", "start over" or "help" (en or zh), else None."""
+    fixed = normalise(text)
+    for pattern, name in _COMMANDS:
+        if pattern.search(fixed):
+            return name
+    return None
+
+
 def wants_footage(text: str) -> bool:
     return _GENERATE_RE.search(text) is not None
 
 
+_SOUND_OF_CLIP_RE = re.compile(r"\b(voice|sound|audio|clip|video|original|speech)\b|原声|声音|人声|视频|说话", _I)
+
+
 def plan(text: str) -> list[Step]:
     """The steps a message asks for, in the order it asks for them (empty: nothing this planner knows)."""
+    message = normalise(text)
     steps: list[tuple[int, int, Step]] = []
-    for offset, clause in clauses(text):
+    for offset, raw in clauses(text):
+        clause = normalise(raw)
+        found: list[tuple[int, Step]] = []
+        # A title or a text first, read as typed; the rest of the clause is then read without it.
+        titled, rest = _title(clause, raw)
+        found += [(-1, step) for step in titled]
+        if not titled:
+            texted, rest = _text(clause, raw)
+            found += [(-1, step) for step in texted]
         for order, rule in enumerate(_RULES):
-            for step in rule(clause, text):
-                position = offset + step.at
-                steps.append((position, order, _at(step, position)))
+            found += [(order, step) for step in rule(rest, message)] if rest.strip() else []
+        if not found:
+            found += [(-1, step) for step in _text(clause, raw, placed=True)[0]]
+        # "add music, volume 30%": the volume of what the clause before added.
+        level = found[0][1] if len(found) == 1 else None
+        music = steps[-1][2] if steps else None
+        if (
+            isinstance(level, Volume) and level.target == "clip" and level.level is not None
+            and isinstance(music, Music) and music.volume is None and not _SOUND_OF_CLIP_RE.search(clause)
+        ):  # fmt: skip
+            steps[-1] = (steps[-1][0], steps[-1][1], replace(music, volume=min(1.0, level.level)))
+            continue
+        for order, step in found:
+            position = offset + step.at
+            steps.append((position, order, _at(step, position)))
     steps.sort(key=lambda item: (item[0], item[1]))
     result: list[Step] = []
     for _, _, step in steps:

@@ -65,6 +65,11 @@ class SessionRecord:
     video_analyses: dict[str, Any] = field(default_factory=dict)
     message_count: int = 0
     edit_count: int = 0
+    # The draft history (``localnemo.history``): states before each change, states undone, and the state
+    # the last turn left (a different draft at the next turn was changed in between, by an upload).
+    history: list[dict[str, Any]] = field(default_factory=list)
+    undone: list[dict[str, Any]] = field(default_factory=list)
+    draft_seen: dict[str, Any] | None = None
     # When the session was last used (monotonic seconds): the least recently used idle sessions are the
     # first removed when the data folder is over its size limit.
     last_active: float = field(default_factory=time.monotonic)
@@ -357,6 +362,9 @@ class LocalNemoState:
                 video_analyses=dict(body.get("video_analyses", {})),
                 message_count=int(body.get("message_count", 0)),
                 edit_count=int(body.get("edit_count", 0)),
+                history=list(body.get("history", [])),
+                undone=list(body.get("undone", [])),
+                draft_seen=body.get("draft_seen"),
                 last_active=time.monotonic() - idle,
             )
         for claim_token, body in records.get("claim", {}).items():
@@ -406,6 +414,9 @@ def _session_body(session: SessionRecord) -> dict[str, Any]:
         "video_analyses": session.video_analyses,
         "message_count": session.message_count,
         "edit_count": session.edit_count,
+        "history": session.history,
+        "undone": session.undone,
+        "draft_seen": session.draft_seen,
         "last_active_at": time.time() - (time.monotonic() - session.last_active),
     }
 
