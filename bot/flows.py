@@ -224,7 +224,8 @@ class Flows:
         after = await self._sessions.draft(chat, session)
         changed = bool(describe_changes(before, after))
         # The agent reported an error and changed nothing: the edit did not happen, whatever it said before.
-        outcome = Outcome.FAILED if problems and not changed else Outcome.DONE
+        # Without an error, an edit that changed nothing (not understood, already so) is not a success either.
+        outcome = Outcome.DONE if changed else Outcome.FAILED if problems else Outcome.UNCHANGED
         later = [t("in_next_export", lang)] if changed and self._exporting(str(chat)) else []
         if replies_text:
             await progress.finish(join_text(prefix, "\n\n".join([*replies_text, *later])), buttons=buttons(lang))

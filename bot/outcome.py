@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 class Outcome(enum.Enum):
     DONE = "done"  # it did what was asked (an export: the result was delivered)
+    UNCHANGED = "unchanged"  # an edit that ran but changed nothing (not understood, or already so)
     FAILED = "failed"  # it did not; the user was told why
     CANCELLED = "cancelled"  # /cancel, or the engine closed, before it finished
     DUPLICATE = "duplicate"  # a redelivered message: handled before, nothing done now

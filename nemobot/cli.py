@@ -252,7 +252,8 @@ async def _edit(args: argparse.Namespace) -> int:
             # be followed by an export of what happens to be on the timeline.
             outcome = await (await run.engine.handle(message, replies, files)).wait()
             if outcome is not Outcome.DONE:
-                print(f"nemobot: the {step} did not succeed (see the messages above); nothing was exported.",
+                what = "changed nothing" if outcome is Outcome.UNCHANGED else "did not succeed"
+                print(f"nemobot: the {step} {what} (see the messages above); nothing was exported.",
                       file=sys.stderr)
                 shutil.rmtree(out_dir, ignore_errors=True)
                 return 1

@@ -133,6 +133,18 @@ async def test_one_shot_edit_exports_nothing_when_the_agent_reports_an_error(
         assert not (tmp_path / "out.mp4").exists()
 
 
+async def test_one_shot_edit_exports_nothing_when_the_edit_changed_nothing(
+    tmp_path: Path, sample_video: Path
+) -> None:
+    async with TestLocalNemo(fast_localnemo_config(tmp_path / "localnemo")) as server:
+        status, stderr = await nemobot_against(server, "edit", str(sample_video), "-p", "make it look better", "-o",
+                                               str(tmp_path / "out.mp4"), cwd=tmp_path)
+        assert status == 1, stderr
+        assert "the edit changed nothing" in stderr
+        assert server.faults.count("render") == 0
+        assert not (tmp_path / "out.mp4").exists()
+
+
 def test_one_shot_edit_failure_is_plain_and_non_zero(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a video")
