@@ -367,12 +367,10 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
         "播放速度可以在 {low:g}× 到 {high:g}× 之间；{factor:g}× 超出范围，速度未改变。",
     ),
     "agent.no_footage": (
-        "I can't generate footage here: this is localnemo, an offline stand-in for NemoVideo, and it has no video "
-        "generation model. The hosted NemoVideo backend generates videos from a text prompt. Here you can upload "
-        "your own clips and I'll edit them (cut pauses, trim, music, titles, captions from an .srt file, aspect "
-        "ratio, speed, fades, resolution).",
-        "这里无法生成视频素材：localnemo 是离线运行的 NemoVideo 替身，没有视频生成模型。"
-        "在线的 NemoVideo 后端可以根据文字描述生成视频。你可以上传自己的素材，我来帮你剪辑"
+        "I can't generate footage here: this offline editor has no video generation model, so it can only edit "
+        "what you send. Upload your own clips and I'll edit them (cut pauses, trim, music, titles, captions from "
+        "an .srt file, aspect ratio, speed, fades, resolution).",
+        "这里无法生成视频素材：这个离线剪辑器没有视频生成模型，只能剪辑你发来的素材。你可以上传自己的素材，我来帮你剪辑"
         "（去停顿、裁剪、音乐、标题、.srt 字幕、画幅比例、变速、淡入淡出、分辨率）。",
     ),
     "agent.no_video_for_pauses": (
@@ -455,11 +453,10 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
     "agent.no_captions": ("There are no captions on the timeline.", "时间线上没有字幕。"),
     "agent.captions_removed": ("I removed the captions ({n} lines).", "已去掉字幕（{n} 行）。"),
     "agent.no_speech_recognition": (
-        "I can't make captions from speech here: localnemo works offline and has no speech recognition model. "
-        "The hosted NemoVideo backend transcribes speech into captions. If you have the captions as an .srt or "
-        ".vtt file, send it and I'll burn them into the video.",
-        "这里无法根据语音生成字幕：localnemo 离线运行，没有语音识别模型。在线的 NemoVideo 后端可以把语音"
-        "转成字幕。如果你有 .srt 或 .vtt 字幕文件，发给我，我会把字幕烧录进视频。",
+        "I can't make captions from speech here: this offline editor has no speech recognition model. If you "
+        "have the captions as an .srt or .vtt file, send it and I'll burn them into the video.",
+        "这里无法根据语音生成字幕：这个离线剪辑器没有语音识别模型。如果你有 .srt 或 .vtt 字幕文件，发给我，"
+        "我会把字幕烧录进视频。",
     ),
     "agent.captions_unreadable": ("I couldn't read the captions file: {error}.", "无法读取字幕文件：{error}。"),
     # Stands in for an upload without a file name; the Chinese reply has always named it in English.

@@ -50,5 +50,8 @@ def dies_with_parent() -> Callable[[], None] | None:
 
 
 async def spawn(*command: str, **options: Any) -> asyncio.subprocess.Process:
-    """``asyncio.create_subprocess_exec``, with the child bound to this process's life."""
+    """``asyncio.create_subprocess_exec``, with the child bound to this process's life, in a session of its
+    own: a Ctrl-C typed in the terminal of an embedding ``nemobot chat --local`` goes to the chat, which
+    decides what to stop, not straight to every FFmpeg it runs."""
+    options.setdefault("start_new_session", True)
     return await asyncio.create_subprocess_exec(*command, preexec_fn=dies_with_parent(), **options)

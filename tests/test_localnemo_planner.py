@@ -224,12 +224,13 @@ async def test_chinese_message_gets_a_chinese_reply(nemo: Nemo, sync_clip: Path)
 async def test_honest_answers_offline(nemo: Nemo, sync_clip: Path) -> None:
     answer = await nemo.say("generate a video of a city at night")
     assert "can't generate footage" in answer
-    assert "hosted NemoVideo backend" in answer
+    assert "offline editor" in answer
+    assert "NemoVideo" not in answer  # localnemo is the local editor: it speaks of no hosted service
     await nemo.upload(sync_clip)
     assert "can't generate footage" in await nemo.say("create a video about dogs")
     captions = await nemo.say("generate captions")
     assert "can't make captions from speech" in captions
-    assert "hosted NemoVideo backend" in captions
+    assert "NemoVideo" not in captions
     assert ".srt" in captions
     assert not [t for t in nemo.draft["t"] if t["tt"] == 7]  # nothing fake on the timeline
 

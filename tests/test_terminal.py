@@ -41,6 +41,9 @@ def test_every_text_that_names_nemovideo_has_a_local_wording() -> None:
     for key in naming:
         for lang in ("en", "zh"):
             assert "NemoVideo" not in backend_text(key, lang, "local", reason="r", link="l"), key
+    # localnemo's own replies never name NemoVideo: localnemo is the local editor, whoever embeds it.
+    agent_naming = [key for key, (en, zh) in _CATALOGUE.items() if key.startswith("agent.") and "NemoVideo" in en + zh]
+    assert agent_naming == []
     assert "the local editor" in backend_text("export_lost", "en", "local")
     assert "本地编辑器" in backend_text("export_lost", "zh", "local")
 
