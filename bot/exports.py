@@ -218,7 +218,8 @@ class Exports:
                 # The platform took the video: that is the delivery. Confirmed now, so that a failure of the
                 # closing words below can never send the file a second time.
                 await self._repo.confirm_delivery(record.render_id, self.owner)
-                text = t("export_done", lang, url=url)
+                local = self._sessions.backend == "local"
+                text = t("export_done_file", lang) if local else t("export_done", lang, url=url)
             else:
                 size = format_size(job.size) if job.size else "?"
                 text = t("export_link_only", lang, url=url, size=size) if limit > 0 else t(

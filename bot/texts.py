@@ -54,6 +54,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "export_queued": ("🎬 Queued for export ({ahead} ahead)…", "🎬 排队等待导出（前面还有 {ahead} 个）…"),
     "export_queued_next": ("🎬 Queued for export (next in line)…", "🎬 排队等待导出（下一个就是你）…"),
     "export_done": ("✅ Your video is ready: {url}", "✅ 视频已完成：{url}"),
+    # The embedded editor's link is on this machine's loopback and dies with the process: the file is it.
+    "export_done_file": ("✅ Your video is ready.", "✅ 视频已完成。"),
     "export_link_only": (
         "✅ Your video is ready ({size}, too large to send here): {url}",
         "✅ 视频已完成（{size}，超过这里的发送上限）：{url}",

@@ -163,6 +163,10 @@ def test_piped_chat_runs_each_line_in_turn_and_exits_zero(tmp_path: Path, sample
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.index("Got clip.mp4") < chat.stdout.index("music") < chat.stdout.index("ready")
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+    # The embedded editor's link lives on this machine's loopback and dies with the process: the file is
+    # the result, and no dead link is handed out with it.
+    assert "Your video is ready." in chat.stdout
+    assert "render-result" not in chat.stdout
 
 
 @pytest.mark.parametrize("var", ["TELEGRAM_BOT_TOKEN"])
