@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import shlex
 import shutil
 import sys
@@ -70,6 +71,7 @@ class ConsoleReplies:
             max_caption_length=100_000,
             can_edit=True,
             edit_interval_seconds=edit_interval_seconds,
+            download_dir=out_dir,
         )
 
     @property
@@ -101,12 +103,20 @@ class ConsoleReplies:
         assert self.out_dir is not None, "capabilities say no files without --out"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         target = self.out_dir / f"nemobot-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4"
-        await asyncio.to_thread(shutil.copyfile, path, target)
+        # Downloaded into out_dir (capabilities.download_dir): a rename. A copy only if it came from elsewhere.
+        await asyncio.to_thread(_move, path, target)
         self.videos.append(target)
         return await self.send_text(f"🎞️ {caption} saved to {target}", buttons=buttons)
 
     async def show_working(self, action: WorkingAction) -> None:
         return None
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class ConsoleFiles:

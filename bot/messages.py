@@ -161,6 +161,9 @@ class Capabilities:
     can_edit: bool = True
     edit_interval_seconds: float = 1.0  # at most one edit of a message per this many seconds
     buttons: bool = False
+    # Where the adapter keeps the videos it is sent (a terminal's output folder): a result is downloaded
+    # straight into it, so that ``send_video`` only renames it. None: a temporary folder, removed after.
+    download_dir: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -634,3 +634,29 @@ async def test_a_backend_offering_the_long_poll_is_asked_to_wait_and_not_slept_o
     assert not requests[0].url.query  # the first ask is the documented one
     assert [r.url.params.get("since") for r in requests[1:]] == ["pending.0.0", "processing.40.0", "processing.80.0"]
     assert all(float(r.url.params["wait"]) == 25.0 for r in requests[1:])
+
+
+async def test_a_client_beside_its_embedded_localnemo_names_local_files_by_path(
+    http: httpx.AsyncClient, tmp_path: Path, sample_video: Path
+) -> None:
+    own = tmp_path / "own.mp4"
+    own.write_bytes(sample_video.read_bytes())
+    own.chmod(0o600)
+    config = fast_localnemo_config(tmp_path / "nemo", local_files_key="the-key")
+    async with TestLocalNemo(config) as server:
+        nemo = NemoClient(http, fast_settings(server.base_url), MemoryIdentityStore(), local_files_key="the-key")
+        account = nemo.account("console:local")
+        session_id = (await account.create_session("project", "en")).session_id
+        result = await account.upload_files(session_id, [UploadSource.from_path(own)])
+        url = result.files[0].cdn_url
+        assert url is not None
+        stored = server.state.sessions[session_id].folder / url.rsplit("/", 1)[1]
+        assert stored.stat().st_ino == own.stat().st_ino  # one file on disk: no upload through HTTP, no copy
+        assert server.faults.count("upload") == 1
+        # A stream (a platform's download) has no path: it goes as a multipart upload, as always.
+        async def chunks() -> AsyncIterator[bytes]:
+            yield sample_video.read_bytes()
+
+        streamed = await account.upload_files(
+            session_id, [UploadSource.from_stream("clip.mp4", chunks(), content_type="video/mp4")])
+        assert streamed.files[0].filename == "clip.mp4"

@@ -109,8 +109,12 @@ class NemoClient:
         identities: IdentityStore,
         *,
         sleep: Sleep = asyncio.sleep,
+        local_files_key: str | None = None,
     ) -> None:
         self._http = http
+        # Given by the composition root when the backend is a localnemo in this process: local files are then
+        # named by their path (X-Localnemo-Local-Key), not sent through HTTP.
+        self.local_files_key = local_files_key
         self.settings = settings
         self._identities = identities
         self._sleep = sleep
@@ -508,8 +512,9 @@ class NemoAccount:
             check_file(source.filename, source.content_type, source.size, limit)
         files: list[UploadedFile] = []
         applied: bool | None = None
+        by_path = self.client.local_files_key is not None and all(s.path is not None for s in sources)
         for batch in upload_batches(sources, limit):
-            result = await self._upload_batch(session_id, batch)
+            result = await (self._upload_paths(session_id, batch) if by_path else self._upload_batch(session_id, batch))
             files.extend(result.files)
             applied = result.session_state_applied if applied is None else applied and result.session_state_applied
         return UploadResult(files=files, session_state_applied=applied)
@@ -523,6 +528,18 @@ class NemoAccount:
             "POST", f"/api/upload-video/{APP}/me/{quote(session_id)}", endpoint="upload", safe=False,
             content=body.stream, extra_headers=headers,
             replayable=all(s.reopenable for s in sources),
+        )
+        return UploadResult.model_validate(data)
+
+    async def _upload_paths(self, session_id: str, sources: Sequence[UploadSource]) -> UploadResult:
+        """To a localnemo in this process: the files' paths, which it checks as uploads and takes without
+        reading them through HTTP."""
+        key = self.client.local_files_key
+        assert key is not None
+        paths = [str(s.path.absolute()) for s in sources if s.path is not None]
+        data = await self._call(
+            "POST", f"/api/upload-video/{APP}/me/{quote(session_id)}", endpoint="upload", safe=False,
+            json_body={"paths": paths, "source_type": "path"}, extra_headers={"X-Localnemo-Local-Key": key},
         )
         return UploadResult.model_validate(data)
 
