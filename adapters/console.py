@@ -72,6 +72,7 @@ class ConsoleReplies:
             can_edit=True,
             edit_interval_seconds=edit_interval_seconds,
             download_dir=out_dir,
+            edits_rate_limited=False,
         )
 
     @property

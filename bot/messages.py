@@ -164,6 +164,10 @@ class Capabilities:
     # Where the adapter keeps the videos it is sent (a terminal's output folder): a result is downloaded
     # straight into it, so that ``send_video`` only renames it. None: a temporary folder, removed after.
     download_dir: Path | None = None
+    # The platform limits how fast a message may be edited (Telegram, Discord), so the final state waits out
+    # edit_interval_seconds too. A terminal has no such limit: its interval only keeps progress lines few,
+    # and the final state is printed at once.
+    edits_rate_limited: bool = True
 
 
 @dataclass(frozen=True)

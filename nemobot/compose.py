@@ -113,7 +113,10 @@ async def backend(
 
     # The LOCALNEMO_* settings hold for the embedded server too.
     key = secrets.token_urlsafe(32)
-    config = LocalNemoConfig.from_env(default_data_dir=data_dir).model_copy(update={"local_files_key": key})
+    # Its agent's events go out as they come: a pause between them only imitates the hosted service's pace.
+    config = LocalNemoConfig.from_env(default_data_dir=data_dir).model_copy(
+        update={"local_files_key": key, "event_delay_seconds": 0.0}
+    )
     await asyncio.to_thread(_private_dir, config.data_dir)
     async with LocalNemo(config) as server:
         log.info("localnemo.started base=%s data=%s", server.base_url, config.data_dir)
