@@ -97,6 +97,8 @@ class ConsoleReplies:
             can_edit=True,
             edit_interval_seconds=edit_interval_seconds,
             images=out_dir is not None,
+            download_dir=out_dir,
+            edits_rate_limited=False,
         )
 
     @property
@@ -213,7 +215,8 @@ class ConsoleReplies:
         assert self.out_dir is not None, "capabilities say no files without --out"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         target = self.out_dir / f"nemobot-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4"
-        await asyncio.to_thread(shutil.copyfile, path, target)
+        # Downloaded into out_dir (capabilities.download_dir): a rename. A copy only if it came from elsewhere.
+        await asyncio.to_thread(_move, path, target)
         self.videos.append(target)
         return await self.send_text(f"🎞️ {caption} saved to {target}", buttons=buttons)
 
@@ -232,6 +235,13 @@ class ConsoleReplies:
 def _duration(seconds: float) -> str:
     seconds = max(0, round(seconds))
     return f"{seconds} s" if seconds < 60 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class ConsoleFiles:

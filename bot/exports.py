@@ -247,7 +247,12 @@ class Exports:
         return Outcome.DONE
 
     async def _send_file(self, url: str, limit: int, replies: Replies, caption: str) -> bool:
-        with tempfile.TemporaryDirectory(prefix="nemobot-", dir=self._temp_dir) as tmp:
+        # Into the adapter's own folder where it keeps files (the same file system, so it is moved, not
+        # copied), else a temporary one; streamed to disk either way, and the platform reads it from there.
+        keep = replies.capabilities.download_dir
+        if keep is not None:
+            await asyncio.to_thread(keep.mkdir, parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".nemobot-", dir=keep or self._temp_dir) as tmp:
             path = Path(tmp) / "video.mp4"
             await replies.show_working("upload_video")
             try:

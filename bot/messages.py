@@ -162,6 +162,13 @@ class Capabilities:
     edit_interval_seconds: float = 1.0  # at most one edit of a message per this many seconds
     buttons: bool = False
     images: bool = False  # send_image works here (a photo, a file, a saved picture); False: it is never called
+    # Where the adapter keeps the videos it is sent (a terminal's output folder): a result is downloaded
+    # straight into it, so that ``send_video`` only renames it. None: a temporary folder, removed after.
+    download_dir: Path | None = None
+    # The platform limits how fast a message may be edited (Telegram, Discord), so the final state waits out
+    # edit_interval_seconds too. A terminal has no such limit: its interval only keeps progress lines few,
+    # and the final state is printed at once.
+    edits_rate_limited: bool = True
 
 
 @dataclass(frozen=True)

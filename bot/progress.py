@@ -71,7 +71,8 @@ class StatusMessage:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
-        if self._handle is not None and self._replies.capabilities.can_edit:
+        caps = self._replies.capabilities
+        if self._handle is not None and caps.can_edit and caps.edits_rate_limited:
             wait = self._last_edit + self._interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)

@@ -135,6 +135,10 @@ class LocalNemoConfig(BaseSettings):
     # Caps of a draft, checked when its export is asked for.
     max_output_seconds: float = Field(7200, gt=0)
     max_segments: int = Field(2000, ge=1)
+    # Set only by the bot that embeds this server (nemobot --local), never from the environment: with it, an
+    # upload may name files on this machine by their path (header X-Localnemo-Local-Key: this key), which
+    # are then taken without a needless copy. None (serve-local, tests): every path is refused.
+    local_files_key: str | None = None
 
     @field_validator("x264_preset")
     @classmethod

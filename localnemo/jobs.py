@@ -8,6 +8,12 @@ signed, expiring link the job answers as its output URL (``?e=<expiry>&s=<HMAC-S
 secret kept in the data folder so that links survive a restart). Anything else is a 404, so that a
 guess learns nothing. At most ``max_renders`` renders run at once; the others answer ``pending`` with a
 ``queuePosition`` (1 = next). Unfinished jobs are rendered again when the server starts.
+
+The status route is also a long-poll: ``GET …/lambda/<id>?wait=<seconds>`` answers as soon as the job's
+status, progress or queue position differs from what the client last saw (``since``, the value of the
+``X-Localnemo-State`` header of its last answer; without it, from what it is when the request arrives), or
+when the wait (at most ``MAX_WAIT_SECONDS``) ends. Every job answer says so with ``X-Localnemo-Wait: 1``,
+which the hosted service does not send: a client long-polls only where it sees that header.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,12 @@ log = logging.getLogger(__name__)
 _ATTRIBUTION_HEADERS = ("X-Skill-Source", "X-Skill-Version", "X-Skill-Platform")
 _RENDER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 LINK_KEY_FILE = "result-links.key"
+# The longest one status request may wait for a change; a client asks again after it.
+MAX_WAIT_SECONDS = 30.0
+WAIT_HEADER = "X-Localnemo-Wait"
+STATE_HEADER = "X-Localnemo-State"
+# A waiting request looks at its job again at least this often, whether or not a change was announced.
+_RECHECK_SECONDS = 1.0
 
 
 def _now_ms() -> int:
@@ -101,12 +113,29 @@ class ResultLinks:
         return hmac.compare_digest(self._signature(path, int(expires)), signature)
 
 
+class Changes:
+    """Wakes every waiting status request when any job moves (status, progress, queue); each re-checks its own."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        # A fresh Event per change: waiters hold the old one, so that no change between looks is missed.
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def ticket(self) -> asyncio.Event:
+        """Set by the next ``notify``; take it *before* looking at the job."""
+        return self._event
+
+
 class RenderSlots:
     """At most ``limit`` renders at once; the others wait first come, first served."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_change: Callable[[], None] = lambda: None) -> None:
         self.limit = limit
         self.running = 0
+        self._on_change = on_change
         self._waiting: collections.deque[tuple[RenderJob, asyncio.Future[None]]] = collections.deque()
 
     def next_position(self) -> int | None:
@@ -134,6 +163,7 @@ class RenderSlots:
             except asyncio.CancelledError:
                 if entry in self._waiting:
                     self._waiting.remove(entry)
+                    self._on_change()
                 elif entry[1].done() and not entry[1].cancelled():
                     self._release()  # granted, then cancelled before it started: pass the slot on
                 raise
@@ -143,6 +173,8 @@ class RenderSlots:
             self._release()
 
     def _release(self) -> None:
+        # Every waiting job moves up a place.
+        self._on_change()
         while self._waiting:
             _, granted = self._waiting.popleft()
             if not granted.done():
@@ -161,7 +193,8 @@ class Renders:
         self.renderer = renderer
         self.quota = quota
         self.links = ResultLinks(self.config.data_dir, self.config.result_link_hours)
-        self.slots = RenderSlots(self.config.max_renders)
+        self.changes = Changes()
+        self.slots = RenderSlots(self.config.max_renders, self.changes.notify)
         self.folder = self.config.data_dir / "renders"
 
     async def on_startup(self, app: web.Application) -> None:
@@ -294,7 +327,7 @@ class Renders:
             if job.finished:  # cancelled while it waited
                 raise asyncio.CancelledError
             job.status = "processing"
-            self.state.job_changed(job)
+            self._changed(job)
             log.info("localnemo.render.start id=%s running=%s", job.job_id, self.slots.running)
             # Cancelling the renderer kills its FFmpeg and waits for it (localnemo.render).
             async with asyncio.timeout(self.config.render_timeout_seconds):
@@ -314,10 +347,10 @@ class Renders:
             for step in range(1, steps + 1):
                 await asyncio.wait({work}, timeout=self.config.render_step_seconds)
                 rendered = 1.0 if work.done() else reported[0]
-                job.progress = max(job.progress, int(95 * min(step / steps, rendered)))
+                self._progress(job, int(95 * min(step / steps, rendered)))
             while not work.done():
                 await asyncio.wait({work}, timeout=max(self.config.render_step_seconds, 0.1))
-                job.progress = max(job.progress, int(95 * reported[0]))
+                self._progress(job, int(95 * reported[0]))
             result = work.result()
         except asyncio.CancelledError:
             # Cancelled, or the server is stopping: a stopping server leaves the job unfinished on disk,
@@ -349,7 +382,7 @@ class Renders:
         job.duration = result.duration
         job.size = result.size
         job.completed_at_ms = _now_ms()
-        self.state.job_changed(job)
+        self._changed(job)
         log.info("localnemo.render.completed id=%s size=%s", job.job_id, result.size)
 
     def _fail_job(self, job: RenderJob, reason: str) -> None:
@@ -357,14 +390,32 @@ class Renders:
             return
         job.status = "failed"
         job.error = reason
-        self.state.job_changed(job)
+        self._changed(job)
         log.info("localnemo.render.failed id=%s reason=%s", job.job_id, reason)
+
+    def _changed(self, job: RenderJob) -> None:
+        """A job's status changed: stored, and every waiting status request looks again."""
+        self.state.job_changed(job)
+        self.changes.notify()
+
+    def _progress(self, job: RenderJob, progress: int) -> None:
+        if progress > job.progress:
+            job.progress = progress
+            self.changes.notify()
+
+    def _position(self, job: RenderJob) -> int | None:
+        return self.slots.position(job) if job.status == "pending" else None
+
+    def _seen(self, job: RenderJob, position: int | None) -> str:
+        """What a client has seen of a job, as the ``since`` it sends back with its next wait."""
+        return f"{job.status}.{job.progress}.{position or 0}"
 
     def _job_response(self, job: RenderJob, base: str, queued: int | None = None) -> web.Response:
         url = None
         if job.status == "completed" and job.output_path is not None:
             url = self.links.sign(base, f"/render-result/{job.token}.mp4")
-        position = queued if queued is not None else self.slots.position(job) if job.status == "pending" else None
+        position = queued if queued is not None else self._position(job)
+        headers = {WAIT_HEADER: "1", STATE_HEADER: self._seen(job, position)}
         if self.config.job_shape == "top":
             body: dict[str, Any] = {"taskId": job.job_id, "status": job.status, "progress": job.progress}
             if position is not None:
@@ -373,7 +424,7 @@ class Renders:
                 body["output"] = {"url": url, "duration": job.duration, "size": job.size}
             if job.error is not None:
                 body["error"] = job.error
-            return web.json_response(body)
+            return web.json_response(body, headers=headers)
         data: dict[str, Any] = {"id": job.job_id, "status": job.status, "progress": job.progress}
         if position is not None:
             data["queuePosition"] = position
@@ -384,7 +435,7 @@ class Renders:
             data["completedAt"] = job.completed_at_ms
         if job.error is not None:
             data["error"] = job.error
-        return web.json_response({"success": True, "data": data})
+        return web.json_response({"success": True, "data": data}, headers=headers)
 
     def _owned_job(self, user: UserRecord, job_id: str) -> RenderJob:
         job = self.state.owned_job(user, job_id)
@@ -394,7 +445,26 @@ class Renders:
 
     async def render_status(self, request: web.Request) -> web.StreamResponse:
         user = self.runtime.user(request)
-        return self._job_response(self._owned_job(user, request.match_info["rid"]), self.runtime.base_url(request))
+        job = self._owned_job(user, request.match_info["rid"])
+        wait = _wait_seconds(request.query.get("wait"))
+        if wait > 0:
+            await self._until_changed(job, request.query.get("since"), wait)
+        return self._job_response(job, self.runtime.base_url(request))
+
+    async def _until_changed(self, job: RenderJob, since: str | None, seconds: float) -> None:
+        """Return once the job differs from ``since`` (or from now), is finished, or ``seconds`` pass."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        seen = since if since is not None else self._seen(job, self._position(job))
+        while True:
+            ticket = self.changes.ticket()
+            if job.finished or self._seen(job, self._position(job)) != seen:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ticket.wait(), min(remaining, _RECHECK_SECONDS))
 
     async def render_cancel(self, request: web.Request) -> web.StreamResponse:
         user = self.runtime.user(request)
@@ -425,6 +495,19 @@ class Renders:
             return self.runtime.user(request).user_id == job.user_id
         except ApiError:
             return False
+
+
+def _wait_seconds(text: str | None) -> float:
+    """The ``wait`` of a status request: 0 when absent, capped at MAX_WAIT_SECONDS; else ApiError 400."""
+    if text is None:
+        return 0.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ApiError(400, 400, "wait must be a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ApiError(400, 400, "wait must be a number of seconds")
+    return min(seconds, MAX_WAIT_SECONDS)
 
 
 def _iter_strings(value: Any) -> Iterator[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -110,6 +111,35 @@ def _copy_with_progress(source: Path, target: Path, on_progress: Callable[[float
     on_progress(1.0)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_options(cores: int) -> tuple[list[str], list[str], list[str]]:
+    """FFmpeg's thread settings for one render on ``cores`` cores, chosen rather than left to each build's
+    defaults: (global options, options of each input, options of the output).
+
+    - decoding: frame threads on every core (``-threads`` before each ``-i``);
+    - the filter graph: ``-filter_complex_threads`` (and ``-filter_threads``) on every core. Since FFmpeg 7
+      a graph runs in a thread of its own, beside the decoders and the encoder; this sets how many threads
+      its slice-threaded filters (scaling, format conversion, blur, overlay) use within it;
+    - x264: 1.5 threads a core (x264's own rule, made explicit): frame threads keep both cores busy while
+      one frame waits for its reference, and lookahead threads come from x264 as a share of them.
+
+    Measured on a 2-core machine (shared, so wall times were noisy) with a 98-piece graph of a 10-minute
+    1080p30 input: 173 s of CPU with these settings against 167 s with FFmpeg 9's defaults, which they
+    mostly pin (x264's and the graph's defaults are the same; decoding gets N threads rather than N + 1).
+    They keep a render from depending on how another build or version counts cores.
+    """
+    n = str(cores)
+    return (["-filter_complex_threads", n, "-filter_threads", n], ["-threads", n],
+            ["-threads", str(max(1, cores * 3 // 2))])
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How FFmpegRenderer encodes: x264 preset and CRF, and the output size when the draft names none."""
@@ -119,6 +149,8 @@ class RenderSettings:
     default_resolution: str = "1080p"
     audio_bitrate: str = "160k"
     font_file: str | None = None
+    # Cores one render may use (FFmpeg's thread settings follow it); None: every core this process may use.
+    cores: int | None = None
 
 
 # Graph descriptions longer than this are handed to ffmpeg in a file (Linux caps one argument at 128 kB).
@@ -199,10 +231,11 @@ class FFmpegRenderer:
             raise RenderError(str(exc)) from None
 
     def _command(self, plan: RenderGraph, workdir: Path, target: Path) -> list[str]:
+        graph_threads, input_threads, output_threads = thread_options(self.settings.cores or usable_cores())
         command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
-                   "-progress", "pipe:1"]  # fmt: skip
+                   "-progress", "pipe:1", *graph_threads]  # fmt: skip
         for options in plan.inputs:
-            command += options
+            command += [*input_threads, *options]
         if len(plan.graph) > _MAX_GRAPH_ARGUMENT:
             script = workdir / "graph.txt"
             script.write_text(plan.graph, encoding="utf-8")
@@ -217,7 +250,8 @@ class FFmpegRenderer:
         command += [
             "-map", "[vout]", "-map", "[aout]",
             "-c:v", "libx264", "-preset", self.settings.x264_preset, "-crf", str(self.settings.x264_crf),
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", self.settings.audio_bitrate, "-ar", "48000", "-ac", "2",
+            "-pix_fmt", "yuv420p", *output_threads,
+            "-c:a", "aac", "-b:a", self.settings.audio_bitrate, "-ar", "48000", "-ac", "2",
             "-movflags", "+faststart", "-f", "mp4", str(target),
         ]  # fmt: skip
         return command

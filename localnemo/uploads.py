@@ -1,4 +1,5 @@
-"""Receiving uploads: multipart files and files fetched by URL, the kind and extension checks, the content
+"""Receiving uploads: multipart files, files fetched by URL and (for the bot that embeds this server only)
+local files named by their path, the kind and extension checks, the content
 check (magic bytes, ``localnemo.sniff``), safe stored names, streaming to disk under the size, file-count
 and disk limits, the readability check, and the address safety of URL fetches (only public addresses, at
 any redirect or connect, within an overall deadline). Stored files are readable by their owner only. Also
@@ -7,7 +8,9 @@ serves the stored files back (``/files/<sid>/<name>``, like a CDN)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
+import hmac
 import ipaddress
 import logging
 import mimetypes
@@ -15,6 +18,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -64,6 +68,10 @@ _ALLOWED_MAJORS: dict[FileKind, frozenset[str]] = {
 _MAX_REDIRECTS = 5
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 # The names stored files get (see stored_name): anything else in a /files/ URL is not one of them.
+# The header the embedding bot proves itself with when it names local files by their path.
+LOCAL_KEY_HEADER = "X-Localnemo-Local-Key"
+# linux/fs.h: FICLONE = _IOW(0x94, 9, int), a copy-on-write clone of a whole file.
+_FICLONE = 0x40049409
 STORED_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
 _CHUNK = 1 << 20
 # A part of an upload that is not a file (a form field) is read up to this, and refused past it.
@@ -88,7 +96,7 @@ class Received:
     original_name: str
     stored_path: Path
     kind: FileKind
-    sha256: str
+    sha256: str | None  # None for a local file taken by its path: hashing it would read it all once more
     size: int
     info: MediaInfo | None = None
     cues: list[Cue] | None = None
@@ -172,6 +180,54 @@ def _open_private(target: Path) -> BinaryIO:
     """A new file only its owner can read (blocking: run it in a thread); never follows a link."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     return os.fdopen(fd, "wb")
+
+
+def place_local(fd: int, info: os.stat_result, source: Path, target: Path) -> str:
+    """Put the open file ``fd`` (``source``, as ``info`` describes it) at ``target``, readable by its owner
+    only, with as little copying as the file allows (blocking: run it in a thread). Returns how.
+
+    - ``link``: a hard link, when the file is this user's and already owner-only. A hard link shares the
+      inode, so its mode is the user's file's mode: making a link private would chmod the user's own file.
+      So a file others may read is never linked, and a linked file's mode is never touched.
+    - ``clone``: a copy-on-write clone (``FICLONE``, on Btrfs, XFS, …): no bytes copied, its own inode.
+    - ``copy``: an in-kernel copy (``copy_file_range``), else a plain one.
+    """
+    if info.st_uid == os.geteuid() and not info.st_mode & 0o077:
+        try:
+            os.link(source, target, follow_symlinks=True)
+            linked = os.stat(target, follow_symlinks=False)
+            if (linked.st_dev, linked.st_ino) == (info.st_dev, info.st_ino):
+                return "link"
+            os.unlink(target)  # the path now names another file than the one checked: copy what was checked
+        except OSError:
+            unlink_quietly(target)  # another file system (EXDEV), or links not allowed here
+    with _open_private(target) as out:
+        try:
+            try:
+                fcntl.ioctl(out.fileno(), _FICLONE, fd)
+                return "clone"
+            except OSError:
+                pass
+            offset = 0
+            try:
+                while offset < info.st_size:
+                    copied = os.copy_file_range(fd, out.fileno(), info.st_size - offset, offset, offset)
+                    if copied == 0:
+                        break
+                    offset += copied
+            except OSError:
+                offset = 0
+                out.seek(0)
+                out.truncate()
+                while chunk := os.pread(fd, _CHUNK, offset):
+                    out.write(chunk)
+                    offset += len(chunk)
+            if offset != info.st_size:
+                raise ApiError(400, 4001, f"could not read {source.name}: it changed while it was taken")
+        except BaseException:
+            unlink_quietly(target)
+            raise
+    return "copy"
 
 
 def make_private_folder(folder: Path) -> None:
@@ -392,7 +448,11 @@ class Uploads:
                 if request.content_type.startswith("multipart/"):
                     await self._receive_multipart(request, session, received)
                 else:
-                    await self._receive_urls(request, session, received)
+                    body = await json_object(request)
+                    if body.get("source_type") == "path":
+                        await self._receive_paths(request, body, session, received)
+                    else:
+                        await self._receive_urls(body, session, received)
                 if not received:
                     raise ApiError(400, 400, "no files: send multipart field 'files' or JSON {\"urls\": [...]}")
                 for item in received:
@@ -416,7 +476,8 @@ class Uploads:
             }
             if info is not None and info.fps is not None and item.kind == "video":
                 entry["fps"] = info.fps
-            entry["hash"] = item.sha256
+            if item.sha256 is not None:
+                entry["hash"] = item.sha256
             entry["size"] = item.size
             timeline.place_upload(session, entry, Path(item.original_name).stem or item.original_name, item.cues)
             files.append(entry)
@@ -469,8 +530,59 @@ class Uploads:
             total += size
             received.append(Received(filename, target, kind, digest, size))
 
-    async def _receive_urls(self, request: web.Request, session: SessionRecord, received: list[Received]) -> None:
-        body = await json_object(request)
+    async def _receive_paths(
+        self, request: web.Request, body: dict[str, Any], session: SessionRecord, received: list[Received]
+    ) -> None:
+        """Files on this machine, named by their path: only for the bot that embeds this server, which
+        proves it with the key it made for it (``local_files_key``); a server without one (``serve-local``)
+        refuses every path."""
+        key = self.config.local_files_key
+        offered = request.headers.get(LOCAL_KEY_HEADER, "")
+        if key is None or not hmac.compare_digest(offered.encode(), key.encode()):
+            raise ApiError(400, 400, "local paths are not accepted here: upload the files")
+        paths = body.get("paths")
+        limit = self.config.max_files_per_upload
+        if not isinstance(paths, list) or not paths or len(paths) > limit or not all(
+            isinstance(p, str) and os.path.isabs(p) for p in paths
+        ):
+            raise ApiError(400, 400, f'expected {{"paths": [1 to {limit} absolute paths], "source_type": "path"}}')
+        admit = await self._admit(session)
+        for path_text in paths:
+            received.append(await self._take_local(Path(path_text), session, admit))
+
+    async def _take_local(
+        self, source: Path, session: SessionRecord, admit: Callable[[int], Awaitable[None]]
+    ) -> Received:
+        """The same checks as an upload (name, kind, size, disk quota, content sniffing; the probe follows in
+        ``check_readable``), then the file goes into the session's folder without a pass over its bytes
+        where it can (``place_local``)."""
+        filename = check_filename(source.name)
+        kind, extension = kind_for(filename, None)
+        try:
+            fd = await asyncio.to_thread(os.open, source, os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
+        except OSError:
+            raise ApiError(400, 4001, f"could not read {filename}: no such file here") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ApiError(400, 4001, f"could not read {filename}: not a file")
+            if info.st_size > self.config.max_upload_bytes:
+                megabytes = self.config.max_upload_bytes // (1024 * 1024)
+                raise ApiError(413, 4002, f"file too large: {filename} is over the {megabytes} MB limit")
+            check = _ContentCheck(kind, filename, extension)
+            # Captions are read whole (they must be UTF-8 throughout); media by their first bytes.
+            size = info.st_size if kind == "subtitle" else HEAD_BYTES
+            head = await asyncio.to_thread(os.pread, fd, size, 0)
+            check.feed(head, final=True)
+            await admit(info.st_size)
+            target = session.folder / stored_name(filename, extension)
+            how = await asyncio.to_thread(place_local, fd, info, source, target)
+        finally:
+            await asyncio.to_thread(os.close, fd)
+        log.info("localnemo.upload.local kind=%s size=%s how=%s", kind, info.st_size, how)
+        return Received(filename, target, kind, None, info.st_size)
+
+    async def _receive_urls(self, body: dict[str, Any], session: SessionRecord, received: list[Received]) -> None:
         urls = body.get("urls")
         source_type = body.get("source_type", "url")
         if (

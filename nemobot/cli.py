@@ -235,8 +235,6 @@ async def _edit(args: argparse.Namespace) -> int:
         print(f"nemobot: file not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     chat = ChatKey("edit", uuid.uuid4().hex[:12])
-    out_dir = Path(tempfile.mkdtemp(prefix="nemobot-edit-"))
-    replies = ConsoleReplies(sys.stderr, out_dir, edit_interval_seconds=ConsoleSettings().edit_seconds)
     upload = parse_line("/upload " + " ".join(_quote(i) for i in args.inputs), chat)
     if isinstance(upload, str):
         print(f"nemobot: {upload}", file=sys.stderr)
@@ -244,25 +242,29 @@ async def _edit(args: argparse.Namespace) -> int:
     steps: list[tuple[str, IncomingMessage | str]] = [
         ("upload", upload), ("edit", parse_line(args.prompt, chat)), ("export", parse_line("export", chat)),
     ]
-    async with _runtime(args) as run:
-        files = ConsoleFiles()
-        for step, message in steps:
-            assert not isinstance(message, str)
-            # Each step only after the previous one did what was asked: a failed upload or edit must not
-            # be followed by an export of what happens to be on the timeline.
-            outcome = await (await run.engine.handle(message, replies, files)).wait()
-            if outcome is not Outcome.DONE:
-                what = "changed nothing" if outcome is Outcome.UNCHANGED else "did not succeed"
-                print(f"nemobot: the {step} {what} (see the messages above); nothing was exported.",
-                      file=sys.stderr)
-                shutil.rmtree(out_dir, ignore_errors=True)
-                return 1
-    if not replies.videos:
-        print("nemobot: no video was produced (see the messages above).", file=sys.stderr)
-        return 1
+    # Beside the output: the result is downloaded there and renamed into place, never copied.
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(replies.videos[-1]), args.output)
-    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir = Path(tempfile.mkdtemp(prefix=".nemobot-edit-", dir=args.output.parent))
+    try:
+        replies = ConsoleReplies(sys.stderr, out_dir, edit_interval_seconds=ConsoleSettings().edit_seconds)
+        async with _runtime(args) as run:
+            files = ConsoleFiles()
+            for step, message in steps:
+                assert not isinstance(message, str)
+                # Each step only after the previous one did what was asked: a failed upload or edit must not
+                # be followed by an export of what happens to be on the timeline.
+                outcome = await (await run.engine.handle(message, replies, files)).wait()
+                if outcome is not Outcome.DONE:
+                    what = "changed nothing" if outcome is Outcome.UNCHANGED else "did not succeed"
+                    print(f"nemobot: the {step} {what} (see the messages above); nothing was exported.",
+                          file=sys.stderr)
+                    return 1
+        if not replies.videos:
+            print("nemobot: no video was produced (see the messages above).", file=sys.stderr)
+            return 1
+        os.replace(replies.videos[-1], args.output)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     print(str(args.output))
     return 0
 

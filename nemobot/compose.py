@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -78,15 +79,26 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
+@dataclass(frozen=True)
+class Backend:
+    """The NemoVideo to talk to; ``local_files_key`` when it is a localnemo in this process, which then
+    takes this machine's files by their path."""
+
+    settings: NemoSettings
+    local_files_key: str | None = None
+
+
 @contextlib.asynccontextmanager
 async def backend(
     settings: NemoSettings, *, local: bool = False, remote: bool = False, notify: Callable[[str], None] = log.info,
     data_dir: Path,
-) -> AsyncIterator[NemoSettings]:
-    """The settings to use: as configured, or pointed at a localnemo started in this process. Without a
-    choice, localnemo is used when the hosted NemoVideo cannot be reached and no base URL was set.
+) -> AsyncIterator[Backend]:
+    """The backend to use: as configured, or a localnemo started in this process. Without a choice,
+    localnemo is used when the hosted NemoVideo cannot be reached and no base URL was set.
 
-    The embedded localnemo keeps its data in ``data_dir`` (LOCALNEMO_DATA_DIR wins over it), created 0700."""
+    The embedded localnemo keeps its data in ``data_dir`` (LOCALNEMO_DATA_DIR wins over it), created 0700.
+    It alone (never ``serve-local``) takes local files by their path, from whoever shows the random key made
+    here for this run: this process's client, and nobody else on the machine."""
     explicit = "NEMO_API_BASE" in os.environ or settings.api_base != DEFAULT_NEMO_API_BASE
     use_local = local
     if not use_local and not remote and not explicit:
@@ -94,17 +106,21 @@ async def backend(
         if use_local:
             notify("NemoVideo is out of reach from here: using localnemo, the offline backend.")
     if not use_local:
-        yield settings
+        yield Backend(settings)
         return
     from localnemo.app import LocalNemo
     from localnemo.config import LocalNemoConfig
 
     # The LOCALNEMO_* settings hold for the embedded server too.
-    config = LocalNemoConfig.from_env(default_data_dir=data_dir)
+    key = secrets.token_urlsafe(32)
+    # Its agent's events go out as they come: a pause between them only imitates the hosted service's pace.
+    config = LocalNemoConfig.from_env(default_data_dir=data_dir).model_copy(
+        update={"local_files_key": key, "event_delay_seconds": 0.0}
+    )
     await asyncio.to_thread(_private_dir, config.data_dir)
     async with LocalNemo(config) as server:
         log.info("localnemo.started base=%s data=%s", server.base_url, config.data_dir)
-        yield settings.model_copy(update={"api_base": server.base_url, "token": None})
+        yield Backend(settings.model_copy(update={"api_base": server.base_url, "token": None}), key)
 
 
 def adapter_context(http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings) -> AdapterContext:
@@ -167,10 +183,11 @@ async def runtime(
     bot_settings = BotSettings()
     configured = NemoSettings()
     async with contextlib.AsyncExitStack() as stack:
-        nemo_settings = await stack.enter_async_context(
+        chosen = await stack.enter_async_context(
             backend(configured, local=local, remote=remote, notify=notify,
                     data_dir=localnemo_data_dir(bot_settings.db))
         )
+        nemo_settings = chosen.settings
         # backend() points the settings elsewhere only when it embedded localnemo.
         embedded = nemo_settings.api_base != configured.api_base
         http = await stack.enter_async_context(
@@ -179,8 +196,8 @@ async def runtime(
         repo = await stack.enter_async_context(Repository.open(bot_settings.db))
         # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
         await repo.prune_processed(timedelta(days=30))
-        engine = Engine(NemoClient(http, nemo_settings, RepositoryIdentities(repo)), repo, bot_settings,
-                        backend="local" if embedded else "hosted")
+        nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)
+        engine = Engine(nemo, repo, bot_settings, backend="local" if embedded else "hosted")
         stack.push_async_callback(engine.close)
         yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings), stack, [])
 

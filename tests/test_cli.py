@@ -77,6 +77,8 @@ def test_one_shot_edit(tmp_path: Path, sample_video: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert out.is_file()
     assert out.stat().st_size > 0
+    # Downloaded beside the output and renamed into place: nothing else is left there.
+    assert list(out.parent.iterdir()) == [out]
     assert "music" in done.stderr
     assert (tmp_path / "nemobot.sqlite3").stat().st_mode & 0o777 == 0o600
     # The embedded localnemo keeps its data beside the database, for the owner only.

@@ -375,3 +375,79 @@ async def test_uploads_are_stored_for_their_owner_only(
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(server.config.data_dir.stat().st_mode) == 0o700
+
+
+# -- local files taken by their path (the embedded server only) ---------------------------------------------
+
+KEY = "k" * 43
+
+
+async def post_paths(
+    client: httpx.AsyncClient, token: str, sid: str, paths: list[Path], key: str | None = KEY
+) -> httpx.Response:
+    headers = auth(token) | ({"X-Localnemo-Local-Key": key} if key is not None else {})
+    body = {"paths": [str(p) for p in paths], "source_type": "path"}
+    return await client.post(f"/api/upload-video/nemo_agent/me/{sid}", json=body, headers=headers)
+
+
+@pytest.mark.parametrize("options", [{"local_files_key": KEY}])
+async def test_a_local_file_is_taken_by_its_path_without_a_needless_copy(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], sample_video: Path, tmp_path: Path
+) -> None:
+    token, sid = session
+    private = tmp_path / "mine.mp4"
+    private.write_bytes(sample_video.read_bytes())
+    private.chmod(0o600)
+    shared = tmp_path / "shared.mp4"
+    shared.write_bytes(sample_video.read_bytes())
+    shared.chmod(0o644)
+    answer = await post_paths(client, token, sid, [private, shared])
+    assert answer.status_code == 200, answer.text
+    files = answer.json()["data"]["files"]
+    assert [f["filename"] for f in files] == ["mine.mp4", "shared.mp4"]
+    assert files[0]["duration"] == pytest.approx(2.0, abs=0.2)
+    linked, copied = (server.state.sessions[sid].folder / f["cdn_url"].rsplit("/", 1)[1] for f in files)
+    # Already owner-only: a hard link, the same file, no byte copied.
+    assert linked.stat().st_ino == private.stat().st_ino
+    # Readable by others: a hard link would share that mode (or chmod the user's own file), so a private copy.
+    assert copied.stat().st_ino != shared.stat().st_ino
+    assert stat.S_IMODE(copied.stat().st_mode) == 0o600
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o644  # the user's file untouched
+    assert copied.read_bytes() == shared.read_bytes()
+    # The same checks as an upload: content sniffed against the name, size capped, kind by extension.
+    page = tmp_path / "page.mp4"
+    page.write_bytes(b"<!doctype html><html>" + b"x" * 4096)
+    refused = await post_paths(client, token, sid, [page])
+    assert refused.json() == {"code": 4001, "message": "could not read page.mp4: its content is not a .mp4 file"}
+    for bad in ([tmp_path / "missing.mp4"], [tmp_path], ["relative.mp4"], [tmp_path / "notes.txt"]):
+        (tmp_path / "notes.txt").write_text("hello")
+        answer = await post_paths(client, token, sid, bad)  # type: ignore[arg-type]
+        assert answer.status_code == 400, bad
+    assert len(stored_files(server, sid)) == 2
+
+
+@pytest.mark.parametrize("options", [{"local_files_key": KEY, "max_upload_bytes": 100_000}])
+async def test_a_local_file_over_the_size_limit_is_refused(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], tmp_path: Path
+) -> None:
+    token, sid = session
+    big = tmp_path / "big.mp4"
+    with big.open("wb") as out:
+        out.truncate(200_000)
+    answer = await post_paths(client, token, sid, [big])
+    assert (answer.status_code, answer.json()["code"]) == (413, 4002)
+    assert stored_files(server, sid) == []
+
+
+@pytest.mark.parametrize("options", [{}, {"local_files_key": KEY}])
+async def test_paths_are_refused_without_the_embedding_bots_key(
+    client: httpx.AsyncClient, server: TestLocalNemo, session: tuple[str, str], sample_video: Path,
+    options: dict[str, Any],
+) -> None:
+    # serve-local has no key at all: anyone on the network could otherwise read the machine's files.
+    token, sid = session
+    for key in (None, "guess", KEY if not options else None):
+        answer = await post_paths(client, token, sid, [sample_video], key=key)
+        assert answer.status_code == 400
+        assert "not accepted here" in answer.json()["message"]
+    assert stored_files(server, sid) == []

@@ -30,6 +30,7 @@ from localnemo.render import RenderOutput
 from localnemo.testing import TestLocalNemo
 from tests.conftest import wait_for
 from tests.test_localnemo_server import auth, grant, new_session, upload
+from tests.waiting import await_within
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDER = "/api/render/proxy/lambda"
@@ -516,3 +517,46 @@ async def test_a_change_the_store_could_not_write_is_a_503_not_a_silent_loss(
     async with running(TestLocalNemo(config(data_dir))) as http:
         assert (await http.get("/api/credits/balance/simple", headers=auth(bob))).status_code == 200
         assert (await job(http, token, "render_1"))["status"] == "completed"
+
+
+# -- the long-poll of a job's status --------------------------------------------------------------------
+
+
+async def test_a_status_request_may_wait_for_the_job_to_move(tmp_path: Path, sample_video: Path) -> None:
+    renderer = GatedRenderer()
+    async with running(TestLocalNemo(config(tmp_path / "nemo", max_renders=1), renderer=renderer)) as http:
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        created = await export(http, token, sid, draft, "render_1")
+        assert created.headers["X-Localnemo-Wait"] == "1"
+        await export(http, token, sid, draft, "render_2")
+        await wait_for(lambda: renderer.started == 1, what="the first render to start")
+        status = await http.get(f"{RENDER}/render_1", headers=auth(token))
+        assert status.headers["X-Localnemo-Wait"] == "1"
+        seen = status.headers["X-Localnemo-State"]
+        for bad in ("soon", "-1", "nan"):
+            refused = await http.get(f"{RENDER}/render_1", params={"wait": bad}, headers=auth(token))
+            assert refused.status_code == 400
+        # Nothing moves: the answer comes when the wait ends, saying the same.
+        same = await http.get(f"{RENDER}/render_1", params={"wait": "0.2", "since": seen}, headers=auth(token))
+        assert same.headers["X-Localnemo-State"] == seen
+        # Something the client has not seen yet (its last look was older): at once.
+        stale = await http.get(f"{RENDER}/render_1", params={"wait": "30", "since": "pending.0.0"},
+                               headers=auth(token), timeout=5)
+        assert stale.json()["data"]["status"] == "processing"
+        # Waiting with 30 s to go: the end of the render answers both waiting requests, the queued job's
+        # too (its place changes as the first one ends).
+        first = asyncio.ensure_future(http.get(f"{RENDER}/render_1", params={"wait": "30", "since": seen},
+                                               headers=auth(token), timeout=40))
+        queued = await job(http, token, "render_2")
+        assert queued["queuePosition"] == 1
+        second = asyncio.ensure_future(http.get(f"{RENDER}/render_2", params={"wait": "30", "since": "pending.0.1"},
+                                                headers=auth(token), timeout=40))
+        renderer.gate.set()
+        done = await await_within(first, within=5, what="the wait to end at the render's end")
+        assert done.json()["data"]["status"] == "completed"
+        moved = await await_within(second, within=5, what="the queued job's wait to end")
+        assert moved.json()["data"]["status"] in ("processing", "completed")
+        assert "queuePosition" not in moved.json()["data"]
+        # Another user's job stays a 404, waiting or not.
+        other = (await grant(http, "mallory"))["token"]
+        assert (await http.get(f"{RENDER}/render_1", params={"wait": "1"}, headers=auth(other))).status_code == 404

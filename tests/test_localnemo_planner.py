@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from bot.nemo.timeline_model import Track
+from localnemo import agent as agent_module
 from localnemo import planner
 from localnemo.agent import Agent, AgentText, AgentToolCall, AgentToolResult, PlannerAgent, kept_spans
 from localnemo.config import LocalNemoConfig, resolution_lines
-from localnemo.media import AudioAnalysis, parse_silences
+from localnemo.media import AudioAnalysis, analyse_audio, parse_silences
 from localnemo.state import SessionRecord
 from localnemo.subtitles import parse_cues, write_ass
 from localnemo.testing import SilentEvery
@@ -365,3 +366,20 @@ def test_new_settings_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         with pytest.raises(ValueError, match=name):
             LocalNemoConfig.from_env()
         monkeypatch.setenv(name, values[name])
+
+
+async def test_one_analysis_pass_serves_every_edit_of_an_upload(
+    nemo: Nemo, sync_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: list[Path] = []
+
+    async def counted(path: Path, **kw: Any) -> AudioAnalysis | None:
+        passes.append(path)
+        return await analyse_audio(path, **kw)
+
+    monkeypatch.setattr(agent_module, "analyse_audio", counted)
+    await nemo.upload(sync_clip)
+    await nemo.say("cut the pauses, add background music")
+    await nemo.say("cut the pauses, gentle")
+    await nemo.say("cut the pauses, tight")
+    assert len(passes) == 1

@@ -702,7 +702,7 @@ async def test_planner_agent_rules_without_media(tmp_path: Path) -> None:
     # No captions from speech offline: an honest answer, and nothing fake on the timeline.
     answer = await say("加字幕")
     assert "语音识别" in answer
-    assert "NemoVideo" in answer
+    assert "NemoVideo" not in answer  # the local editor speaks of no hosted service
     assert not [track for track in session.draft.to_wire()["t"] if track["tt"] == 7]
     assert "标题" in await say("标题：城市之夜")
     assert any(s["m"].get("text") == "城市之夜" for track in session.draft.to_wire()["t"] for s in track["sg"])

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bot.config import NemoSettings
 from bot.nemo import errors
 from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoAccount, NemoClient
 from bot.nemo.draft import describe_changes
 from bot.nemo.events import ErrorEvent, HeartbeatEvent, StreamEvent, TextEvent, ToolCallEvent, ToolResultEvent
 from bot.nemo.models import RenderJob, SessionInfo
+from bot.nemo.timeline_model import Draft
 from bot.nemo.uploads import UploadSource
+from localnemo.render import RenderOutput
 from localnemo.testing import TestLocalNemo
-from tests.conftest import assert_video, fast_settings
+from tests.conftest import assert_video, fast_localnemo_config, fast_settings
+from tests.waiting import await_within, wait_for
 
 
 async def collect(account: NemoAccount, session_id: str, text: str) -> list[StreamEvent]:
@@ -510,3 +516,150 @@ def test_upload_batches_keep_order_and_the_limit() -> None:
 
 async def _nothing() -> AsyncIterator[bytes]:
     yield b""
+
+
+# -- noticing the end of an export ------------------------------------------------------------------
+
+
+class SteppedRenderer:
+    """A render the test moves along: progress when told, done when told (no clock involved)."""
+
+    def __init__(self) -> None:
+        self.steps: asyncio.Queue[float] = asyncio.Queue()
+        self.started = asyncio.Event()
+
+    async def render(
+        self, draft: Draft, sources: Mapping[str, Path], out_path: Path, on_progress: Callable[[float], None]
+    ) -> RenderOutput:
+        self.started.set()
+        while (fraction := await self.steps.get()) < 1.0:
+            on_progress(fraction)
+        await asyncio.to_thread(out_path.write_bytes, b"video")
+        return RenderOutput(duration=1.0, size=5)
+
+
+async def test_an_export_finishing_is_noticed_within_a_second_with_localnemo(
+    http: httpx.AsyncClient, tmp_path: Path, sample_video: Path
+) -> None:
+    slept: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    renderer = SteppedRenderer()
+    config = fast_localnemo_config(tmp_path / "nemo", render_steps=1, render_step_seconds=0.01)
+    async with TestLocalNemo(config, renderer=renderer) as server:
+        # The documented schedule, which a backend without the long-poll gets: polls 2 s apart and more.
+        nemo = NemoClient(http, fast_settings(server.base_url, poll_seconds=30.0), MemoryIdentityStore(),
+                          sleep=no_sleep)
+        account = nemo.account("tg:1")
+        session_id = (await account.create_session("project", "en")).session_id
+        await account.upload_files(session_id, [UploadSource.from_path(sample_video)])
+        job = await account.submit_export(session_id, (await account.state(session_id)).draft)
+        seen: list[float] = []
+
+        async def on_progress(update: RenderJob) -> None:
+            seen.append(update.progress)
+
+        waiting = asyncio.create_task(account.wait_for_export(job.id, on_progress))
+        await await_within(renderer.started.wait(), what="the render to start", watch=[waiting])
+        # Progress still reaches the caller while it renders.
+        for fraction in (0.3, 0.6):
+            renderer.steps.put_nowait(fraction)
+            shown = int(95 * fraction)
+            await wait_for(lambda: any(p >= shown for p in seen), what=f"progress {shown}%")
+        renderer.steps.put_nowait(1.0)
+        done = await await_within(waiting, what="the client to see the export done")
+        returned_ms = time.time() * 1000
+        user_id = await account.user_id()
+        assert user_id is not None
+        completed_ms = server.state.jobs[(user_id, job.id)].completed_at_ms
+    assert done.done
+    assert completed_ms is not None
+    assert 0 <= returned_ms - completed_ms < 1000
+    assert slept == []  # never once waited on the schedule
+
+
+@pytest.mark.parametrize(("poll_seconds", "expected"), [
+    (30.0, [2.0, 3.0, 4.5, 6.75, 10.125, 15.1875, 22.78125, 30.0, 30.0]),
+    (5.0, [2.0, 3.0, 4.5, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0]),
+])
+async def test_the_hosted_service_is_polled_on_the_documented_schedule(
+    poll_seconds: float, expected: list[float]
+) -> None:
+    answers = [{"status": "processing", "progress": 10 * n} for n in range(len(expected))]
+    answers.append({"status": "completed", "progress": 100, "output": {"url": "http://x/r.mp4"}})
+    requests: list[httpx.Request] = []
+    replies = iter(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json={"code": 0, "data": {"id": "r-1", **next(replies)}})
+
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        settings = NemoSettings(_env_file=None, api_base="http://stub", token="t", poll_seconds=poll_seconds)
+        job = await NemoClient(client, settings, MemoryIdentityStore(), sleep=fake_sleep).account(
+            "shared").wait_for_export("r-1")
+    assert job.done
+    assert slept == pytest.approx(expected)
+    # Exactly the documented request, every time: no long-poll parameters for a backend that never offered them.
+    assert len(requests) == len(expected) + 1
+    assert all(r.url.path == "/api/render/proxy/lambda/r-1" and not r.url.query for r in requests)
+
+
+async def test_a_backend_offering_the_long_poll_is_asked_to_wait_and_not_slept_on() -> None:
+    answers = iter([
+        {"status": "pending", "progress": 0}, {"status": "processing", "progress": 40},
+        {"status": "processing", "progress": 80},
+        {"status": "completed", "progress": 100, "outputUrl": "http://x/r.mp4"},
+    ])
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        data = next(answers)
+        headers = {"X-Localnemo-Wait": "1", "X-Localnemo-State": f"{data['status']}.{data['progress']}.0"}
+        return httpx.Response(200, json={"success": True, "data": {"id": "r-1", **data}}, headers=headers)
+
+    async def fake_sleep(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        settings = NemoSettings(_env_file=None, api_base="http://stub", token="t")
+        job = await NemoClient(client, settings, MemoryIdentityStore(), sleep=fake_sleep).account(
+            "shared").wait_for_export("r-1")
+    assert job.done
+    assert not requests[0].url.query  # the first ask is the documented one
+    assert [r.url.params.get("since") for r in requests[1:]] == ["pending.0.0", "processing.40.0", "processing.80.0"]
+    assert all(float(r.url.params["wait"]) == 25.0 for r in requests[1:])
+
+
+async def test_a_client_beside_its_embedded_localnemo_names_local_files_by_path(
+    http: httpx.AsyncClient, tmp_path: Path, sample_video: Path
+) -> None:
+    own = tmp_path / "own.mp4"
+    own.write_bytes(sample_video.read_bytes())
+    own.chmod(0o600)
+    config = fast_localnemo_config(tmp_path / "nemo", local_files_key="the-key")
+    async with TestLocalNemo(config) as server:
+        nemo = NemoClient(http, fast_settings(server.base_url), MemoryIdentityStore(), local_files_key="the-key")
+        account = nemo.account("console:local")
+        session_id = (await account.create_session("project", "en")).session_id
+        result = await account.upload_files(session_id, [UploadSource.from_path(own)])
+        url = result.files[0].cdn_url
+        assert url is not None
+        stored = server.state.sessions[session_id].folder / url.rsplit("/", 1)[1]
+        assert stored.stat().st_ino == own.stat().st_ino  # one file on disk: no upload through HTTP, no copy
+        assert server.faults.count("upload") == 1
+        # A stream (a platform's download) has no path: it goes as a multipart upload, as always.
+        async def chunks() -> AsyncIterator[bytes]:
+            yield sample_video.read_bytes()
+
+        streamed = await account.upload_files(
+            session_id, [UploadSource.from_stream("clip.mp4", chunks(), content_type="video/mp4")])
+        assert streamed.files[0].filename == "clip.mp4"

@@ -53,6 +53,12 @@ APP = "nemo_agent"
 # Renew a little before expiry rather than spend a request learning it has expired.
 _RENEW_MARGIN = timedelta(minutes=5)
 
+# localnemo's long-poll of a job (localnemo/jobs.py): its answers carry the first header, and the second
+# is what to send back as ``since``. The hosted service sends neither, and is polled as documented.
+LONG_POLL_HEADER = "X-Localnemo-Wait"
+LONG_POLL_STATE_HEADER = "X-Localnemo-State"
+LONG_POLL_SECONDS = 25.0
+
 Sleep = Callable[[float], Awaitable[None]]
 ProgressCallback = Callable[[RenderJob], Awaitable[None]]
 
@@ -103,8 +109,12 @@ class NemoClient:
         identities: IdentityStore,
         *,
         sleep: Sleep = asyncio.sleep,
+        local_files_key: str | None = None,
     ) -> None:
         self._http = http
+        # Given by the composition root when the backend is a localnemo in this process: local files are then
+        # named by their path (X-Localnemo-Local-Key), not sent through HTTP.
+        self.local_files_key = local_files_key
         self.settings = settings
         self._identities = identities
         self._sleep = sleep
@@ -135,9 +145,9 @@ class NemoClient:
             "X-Skill-Platform": s.skill_platform,
         }
 
-    def _timeout(self) -> httpx.Timeout:
+    def _timeout(self, extra_read_seconds: float = 0.0) -> httpx.Timeout:
         s = self.settings
-        return httpx.Timeout(s.read_timeout_seconds, connect=s.connect_timeout_seconds)
+        return httpx.Timeout(s.read_timeout_seconds + extra_read_seconds, connect=s.connect_timeout_seconds)
 
     async def token(self, identity: str) -> str:
         return (await self._token(identity)).value
@@ -175,7 +185,7 @@ class NemoClient:
     async def _issue_token(self, client_id: str) -> TokenGrant:
         headers = {**self._headers(), "X-Client-Id": client_id}
         try:
-            body = await self._send_with_retries(
+            body, _ = await self._send_with_retries(
                 "POST", "/api/auth/anonymous-token", headers=headers, safe=True, endpoint="token"
             )
         except BadRequest as exc:
@@ -200,9 +210,11 @@ class NemoClient:
         content: Callable[[], AsyncIterator[bytes]] | None = None,
         on_token_invalid: Callable[[], Awaitable[dict[str, str]]] | None = None,
         replayable: bool = True,
-    ) -> Any:
+        extra_read_seconds: float = 0.0,
+    ) -> tuple[Any, httpx.Headers]:
         """One logical call: 429 once, 1001 once (through ``on_token_invalid``), safe retries of network
-        errors and 5xx. Returns the decoded body of a successful answer."""
+        errors and 5xx. Returns the decoded body and the headers of a successful answer; a call the backend
+        may hold open (a long-poll) allows ``extra_read_seconds`` more for its answer."""
         rate_limited = token_renewed = False
         attempt = 0
         while True:
@@ -214,7 +226,7 @@ class NemoClient:
                     headers=headers,
                     json=json_body,
                     content=content() if content is not None else None,
-                    timeout=self._timeout(),
+                    timeout=self._timeout(extra_read_seconds),
                 )
             except httpx.TransportError as exc:
                 never_left = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
@@ -231,7 +243,7 @@ class NemoClient:
                 endpoint, response.status_code, (time.monotonic() - started) * 1000,
             )
             if error is None:
-                return body
+                return body, response.headers
             log.info("nemo.call.error endpoint=%s status=%d code=%d", endpoint, response.status_code, error.code)
             if isinstance(error, TokenInvalid) and on_token_invalid and not token_renewed and replayable:
                 token_renewed = True
@@ -267,6 +279,27 @@ class NemoClient:
         extra_headers: dict[str, str] | None = None,
         replayable: bool = True,
     ) -> Any:
+        body, _ = await self.call_with_headers(
+            identity, method, path, endpoint=endpoint, safe=safe, json_body=json_body, content=content,
+            extra_headers=extra_headers, replayable=replayable,
+        )
+        return body
+
+    async def call_with_headers(
+        self,
+        identity: str,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        safe: bool,
+        json_body: Any = None,
+        content: Callable[[], AsyncIterator[bytes]] | None = None,
+        extra_headers: dict[str, str] | None = None,
+        replayable: bool = True,
+        extra_read_seconds: float = 0.0,
+    ) -> tuple[Any, httpx.Headers]:
+        """:meth:`call`, with the answer's headers (what the backend says it supports)."""
         token = await self._token(identity)
         headers = {**self._headers(), **(extra_headers or {}), "Authorization": f"Bearer {token.value}"}
 
@@ -278,7 +311,7 @@ class NemoClient:
 
         return await self._send_with_retries(
             method, path, headers=headers, safe=safe, endpoint=endpoint, json_body=json_body,
-            content=content, on_token_invalid=renew, replayable=replayable,
+            content=content, on_token_invalid=renew, replayable=replayable, extra_read_seconds=extra_read_seconds,
         )
 
     # -- streaming --------------------------------------------------------------------------------
@@ -479,8 +512,9 @@ class NemoAccount:
             check_file(source.filename, source.content_type, source.size, limit)
         files: list[UploadedFile] = []
         applied: bool | None = None
+        by_path = self.client.local_files_key is not None and all(s.path is not None for s in sources)
         for batch in upload_batches(sources, limit, self.client.settings.max_files_per_upload):
-            result = await self._upload_batch(session_id, batch)
+            result = await (self._upload_paths(session_id, batch) if by_path else self._upload_batch(session_id, batch))
             files.extend(result.files)
             applied = result.session_state_applied if applied is None else applied and result.session_state_applied
         return UploadResult(files=files, session_state_applied=applied)
@@ -494,6 +528,18 @@ class NemoAccount:
             "POST", f"/api/upload-video/{APP}/me/{quote(session_id)}", endpoint="upload", safe=False,
             content=body.stream, extra_headers=headers,
             replayable=all(s.reopenable for s in sources),
+        )
+        return UploadResult.model_validate(data)
+
+    async def _upload_paths(self, session_id: str, sources: Sequence[UploadSource]) -> UploadResult:
+        """To a localnemo in this process: the files' paths, which it checks as uploads and takes without
+        reading them through HTTP."""
+        key = self.client.local_files_key
+        assert key is not None
+        paths = [str(s.path.absolute()) for s in sources if s.path is not None]
+        data = await self._call(
+            "POST", f"/api/upload-video/{APP}/me/{quote(session_id)}", endpoint="upload", safe=False,
+            json_body={"paths": paths, "source_type": "path"}, extra_headers={"X-Localnemo-Local-Key": key},
         )
         return UploadResult.model_validate(data)
 
@@ -534,10 +580,18 @@ class NemoAccount:
         raise RenderIdTaken("the backend refused three export ids in a row")
 
     async def export_status(self, render_id: str) -> RenderJob:
-        data = await self.client.call(
-            self.identity, "GET", f"/api/render/proxy/lambda/{quote(render_id)}", endpoint="render_status", safe=True
+        return (await self._export_status(render_id))[0]
+
+    async def _export_status(
+        self, render_id: str, *, wait: float | None = None, since: str | None = None
+    ) -> tuple[RenderJob, httpx.Headers]:
+        path = f"/api/render/proxy/lambda/{quote(render_id)}"
+        if wait is not None:
+            path += f"?wait={wait:.3f}" + (f"&since={quote(since)}" if since is not None else "")
+        data, headers = await self.client.call_with_headers(
+            self.identity, "GET", path, endpoint="render_status", safe=True, extra_read_seconds=wait or 0.0,
         )
-        return RenderJob.parse(data, render_id)
+        return RenderJob.parse(data, render_id), headers
 
     async def cancel_export(self, render_id: str) -> None:
         await self.client.call(
@@ -553,25 +607,41 @@ class NemoAccount:
         poll_seconds: float | None = None,
         timeout_seconds: float | None = None,
     ) -> RenderJob:
-        """Poll until the job is done (completed *with* a URL) or failed.
+        """Follow the job until it is done (completed *with* a URL) or failed.
 
-        Polls start at 2 s and grow ×1.5 up to ``NEMO_POLL_SECONDS``, like NemoVideo's own CLI: short
-        renders come back quickly, long ones are not hammered.
+        Against the hosted service: polls start at 2 s and grow ×1.5 up to ``NEMO_POLL_SECONDS``, like
+        NemoVideo's own CLI: short renders come back quickly, long ones are not hammered. A backend whose job
+        answers carry ``X-Localnemo-Wait: 1`` (localnemo) holds each status request open until the job moves
+        (``?wait=``): the end of a render, and each step of its progress, are seen as they happen.
         """
         s = self.client.settings
         ceiling = poll_seconds if poll_seconds is not None else s.poll_seconds
         deadline = time.monotonic() + (timeout_seconds if timeout_seconds is not None else s.export_timeout_seconds)
         delay = min(2.0, ceiling)
         last: tuple[str, float, int | None] | None = None
+        wait: float | None = None  # how long the backend may hold the next request; None: it cannot
+        since: str | None = None
         while True:
-            job = await self.export_status(render_id)
-            if on_progress is not None and (job.status, job.progress, job.queue_position) != last:
+            asked = time.monotonic()
+            job, headers = await self._export_status(render_id, wait=wait, since=since)
+            state = (job.status, job.progress, job.queue_position)
+            changed = state != last
+            if on_progress is not None and changed:
                 await on_progress(job)
-            last = (job.status, job.progress, job.queue_position)
+            last = state
             if job.done:
                 return job
             if job.failed:
                 raise ExportFailed(job.error or "the export failed", code=None)
+            if headers.get(LONG_POLL_HEADER) == "1":
+                since = headers.get(LONG_POLL_STATE_HEADER)
+                # A backend that answered at once with nothing new is not waiting after all: the schedule below.
+                if changed or wait is None or time.monotonic() - asked >= wait / 2:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ExportTimeout("the export did not finish in time")
+                    wait = min(LONG_POLL_SECONDS, left)
+                    continue
             if time.monotonic() + delay > deadline:
                 raise ExportTimeout("the export did not finish in time")
             await self.client._sleep(delay)

@@ -118,6 +118,7 @@ class UploadSource:
     opener: Callable[[], AsyncIterator[bytes]]
     reopenable: bool = True
     release: Callable[[], None] | None = None  # frees what backs the stream (a temp file) once it is sent
+    path: Path | None = None  # the file on this machine, when it is one (a backend beside it may take it so)
 
     def close(self) -> None:
         if self.release is not None:
@@ -127,7 +128,7 @@ class UploadSource:
     def from_path(cls, path: str | os.PathLike[str], *, filename: str | None = None,
                   content_type: str | None = None) -> UploadSource:
         p = Path(path)
-        return cls(filename or p.name, p.stat().st_size, content_type, lambda: _read_file(p))
+        return cls(filename or p.name, p.stat().st_size, content_type, lambda: _read_file(p), path=p)
 
     @classmethod
     def from_stream(cls, filename: str, stream: AsyncIterable[bytes], *, size: int | None = None,
