@@ -194,9 +194,9 @@ class PlannerAgent:
         edits: list[Edit] = []
         for step in steps:
             said = len(reply.parts)
-            unchanged = session.draft.to_wire()
+            unchanged = timeline.effective(session.draft)
             outcome = await self._apply(session, step, reply)
-            if outcome is not None and session.draft.to_wire() == unchanged:
+            if outcome is not None and timeline.effective(session.draft) == unchanged:
                 # Never claim a change that did not happen: say it already was so.
                 del reply.parts[said:]
                 reply.say("already")
@@ -437,7 +437,8 @@ class PlannerAgent:
         before = timeline.repack(session.draft)
         for segment in clips:
             start, end = timeline.source_span(segment)
-            segment.m.speed = step.factor
+            # Normal speed is written as no speed at all: "1x" on an untouched clip changes nothing.
+            timeline.set_or_clear(segment.m, "speed", step.factor)
             timeline.set_span(segment, start, end)
         after = timeline.repack(session.draft)
         reply.say("speed", factor=step.factor, after=_s(after), before=_s(before))
@@ -461,7 +462,11 @@ class PlannerAgent:
             current = timeline.number(segment.m.volume, 1.0)
             level = step.level if step.level is not None else current * (step.factor or 1.0)
             level = round(max(0.0, min(2.0, level)), 3)
-            segment.m.volume = level
+            # The clip's sound as recorded is written as no volume at all (music always says its own).
+            if step.target == "clip":
+                timeline.set_or_clear(segment.m, "volume", level)
+            else:
+                segment.m.volume = level
         percent = round(level * 100)
         if step.target == "music":
             reply.say("music_volume", percent=percent)

@@ -582,8 +582,11 @@ def _speed(clause: str) -> list[Step]:
     match = _SPEED_X_RE.search(clause)
     if match is not None and (match.group("n") is not None or _SPEED_CONTEXT_RE.search(clause)):
         factor = float(match.group("n") or match.group("zh"))
-        if match.group("zh") is not None and not re.search(r"倍速|速度|播放|加速|放慢", clause):
+        if match.group("zh") is not None and not re.search(r"倍速|速度|播放|加速|放慢|变快|变慢|快|慢", clause):
             factor = None
+        elif factor == 1 and re.search(r"(?:加快|快|提速|提高)\s*1倍", clause):
+            # "快一倍" is faster by the speed it has: twice as fast.
+            factor = 2.0
     if factor is None:
         for pattern, value in _SPEED_WORDS:
             if pattern.search(clause):

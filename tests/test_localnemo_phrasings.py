@@ -333,6 +333,18 @@ UNDERSTOOD: list[tuple[str | None, str, list[str]]] = [
     (None, "在开头加标题：我的旅行", ["title '我的旅行'"]),
     ("add music", "把音乐调小一点", ["music volume 18%"]),
     (None, "变成正方形", ["aspect 1:1 blur"]),
+    # the reviewer's rows: values already in effect, numbers read the way they are meant
+    ("make it 2x", "speed 1x", ["speed 1"]),
+    ("make it 2x", "set the volume to 100%", []),
+    ("mute", "volume 100%", ["volume 100%"]),
+    (None, "速度加快一倍", ["speed 2"]),
+    (None, "加快一倍", ["speed 2"]),
+]  # fmt: skip
+
+# Already so on the untouched clip: "Nothing changed", no tool call, no undo step (and no credit, below).
+ALREADY_SO: list[tuple[str | None, str]] = [
+    (None, "speed 1x"), (None, "1x speed"), (None, "volume 100%"), (None, "set the volume to 100%"),
+    (None, "unmute"), ("mute", "unmute ||| unmute"),
 ]  # fmt: skip
 
 NOT_UNDERSTOOD = [
@@ -367,6 +379,21 @@ async def test_phrasing_makes_its_change(tmp_path: Path, before: str | None, tex
     else:
         # Outside the clip (or not what the grammar takes): nothing changed, and the reply says so.
         assert not calls
+
+
+@pytest.mark.parametrize(("before", "text"), ALREADY_SO, ids=[row[1] for row in ALREADY_SO])
+async def test_already_so_changes_nothing_and_says_so(tmp_path: Path, before: str | None, text: str) -> None:
+    session = clip_session(tmp_path)
+    agent = PlannerAgent()
+    for said in ([before] if before else []) + text.split(" ||| ")[:-1]:
+        await run(agent, session, said)
+    steps = len(session.history)
+    draft = session.draft.to_wire()
+    calls, reply = await run(agent, session, text.split(" ||| ")[-1])
+    assert session.draft.to_wire() == draft
+    assert not calls
+    assert "Nothing changed: it was already like that." in reply
+    assert len(session.history) == steps
 
 
 @pytest.mark.parametrize("text", NOT_UNDERSTOOD)
@@ -485,6 +512,9 @@ async def test_nothing_not_understood_costs_a_credit(nemo: Nemo) -> None:
     assert credits(nemo) == start
     await nemo.say("fade in")
     assert "Nothing changed" in await nemo.say("fade in")  # already so: said, and free
+    assert credits(nemo) == start - 1
+    for _, text in ALREADY_SO:
+        assert "Nothing changed" in await nemo.say(text.split(" ||| ")[-1])  # speed 1, volume 1: free
     assert credits(nemo) == start - 1
 
 
