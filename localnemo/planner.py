@@ -223,7 +223,19 @@ _MUSIC_REMOVE_RE = re.compile(
     r"|(去掉|去除|删除|删掉|不要|取消)\s*(背景)?(音乐|配乐)",
     _I,
 )
-_ADD_RE = re.compile(r"\b(add|put|use|with|include|insert|give|play|set|want)\b|加|添加|配上|来点|放|使用|用", _I)
+_ADD_RE = re.compile(r"\b(add|put|use|with|include|insert|give|want|need)\b|加|添加|配上|来点|放|使用|用", _I)
+_ADD_VERB_RE = re.compile(r"\b(add|put|include|insert)\b|添加|配上|来点|加(?!大|快)", _I)
+_SOME_MUSIC_RE = re.compile(r"\b(background music|some (?:\w+ )?music|a soundtrack|bgm)\b|背景音乐", _I)
+_MUSIC_QUIETER_RE = re.compile(
+    r"\b(quieter|softer|lower|turn\s+(?:it\s+|the\s+\w+\s+)?down|reduce|decrease|too\s+(?:loud|much|noisy))\b"
+    r"|小声|调小|降低|轻一点|小一点|小点|低一点|低点|太大|太吵|太响",
+    _I,
+)
+_MUSIC_LOUDER_RE = re.compile(
+    r"\b(louder|turn\s+(?:it\s+|the\s+\w+\s+)?up|boost|raise|increase|too\s+(?:quiet|soft|low))\b"
+    r"|大声|调大|提高|响一点|大一点|大点|太小|太轻",
+    _I,
+)
 _NO_DUCK_RE = re.compile(r"\b(no|without|don'?t|do not)\s+(duck|ducking|lower(?:ing)?)\b|不要压低|不要闪避", _I)
 _PERCENT_RE = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 _MUTE_RE = re.compile(
@@ -341,6 +353,9 @@ def _pauses(clause: str, message: str) -> list[Step]:
 
 
 def _music(clause: str, message: str) -> list[Step]:
+    """Music is added only when asked for ("add music", "some background music"); a clause that complains
+    about it ("too loud", "小一点") sets the volume of the music there is, and one that only mentions it
+    ("i don't like the music", "change the music") is not understood rather than read as "add music"."""
     if not _MUSIC_RE.search(clause):
         return []
     if _MUSIC_REMOVE_RE.search(clause):
@@ -349,15 +364,18 @@ def _music(clause: str, message: str) -> list[Step]:
     volume = min(100.0, float(percent.group(1))) / 100 if percent else None
     if re.search(r"\bmute\b|静音", clause, _I):
         return [Volume("music", level=0.0)]
-    adding = bool(_ADD_RE.search(clause)) or bool(re.search(r"\bbackground music\b|背景音乐", clause, _I))
-    if not adding:
-        if _LOUDER_RE.search(clause):
-            return [Volume("music", factor=1.5)]
-        if _QUIETER_RE.search(clause):
-            return [Volume("music", factor=0.6)]
-        if volume is not None:
+    adding = bool(_ADD_RE.search(clause)) or bool(_SOME_MUSIC_RE.search(clause))
+    if not adding or not _ADD_VERB_RE.search(clause):
+        # "lower the music to 10%" is the level asked for; "the music is too loud" lowers it by a step.
+        if volume is not None and not adding:
             return [Volume("music", level=volume)]
-    return [Music(volume=volume, duck=not _NO_DUCK_RE.search(message), explicit_add=adding)]
+        if _MUSIC_LOUDER_RE.search(clause):
+            return [Volume("music", factor=1.5)]
+        if _MUSIC_QUIETER_RE.search(clause):
+            return [Volume("music", factor=0.6)]
+    if not adding:
+        return []
+    return [Music(volume=volume, duck=not _NO_DUCK_RE.search(message), explicit_add=True)]
 
 
 def _volume(clause: str) -> list[Step]:

@@ -339,7 +339,19 @@ UNDERSTOOD: list[tuple[str | None, str, list[str]]] = [
     ("mute", "volume 100%", ["volume 100%"]),
     (None, "速度加快一倍", ["speed 2"]),
     (None, "加快一倍", ["speed 2"]),
+    ("add music", "the music is too loud", ["music volume 18%"]),
+    ("add music", "音乐小一点", ["music volume 18%"]),
+    ("add music", "音乐太大了", ["music volume 18%"]),
+    ("add music", "music lower please", ["music volume 18%"]),
+    ("add music", "lower the music to ten percent", ["music volume 10%"]),
+    ("add music", "music at fifty percent", ["music volume 50%"]),
+    ("add music", "the music should be louder", ["music volume 45%"]),
+    (None, "play some music", ["music 30%"]),
+    (None, "add music and lower the voice", ["music 30%", "volume 60%"]),
 ]  # fmt: skip
+
+# Music that is not there cannot be made quieter: said honestly, nothing added, no credit (below).
+NO_MUSIC_YET = ["the music is too loud", "音乐小一点", "music lower please", "the music should be louder"]
 
 # Already so on the untouched clip: "Nothing changed", no tool call, no undo step (and no credit, below).
 ALREADY_SO: list[tuple[str | None, str]] = [
@@ -356,6 +368,7 @@ NOT_UNDERSTOOD = [
     "你好", "谢谢", "今天天气怎么样", "让它更好看", "给我讲个笑话", "做个三明治",
     "make the title bigger", "reverse the video", "rotate it", "add a transition", "add stickers",
     "make it black and white", "add a logo", "increase brightness", "add a title", "加个滤镜",
+    "i don't like the music", "change the music",
 ]  # fmt: skip
 
 
@@ -394,6 +407,18 @@ async def test_already_so_changes_nothing_and_says_so(tmp_path: Path, before: st
     assert not calls
     assert "Nothing changed: it was already like that." in reply
     assert len(session.history) == steps
+
+
+@pytest.mark.parametrize("text", NO_MUSIC_YET)
+async def test_no_music_to_change_adds_none(tmp_path: Path, text: str) -> None:
+    session = clip_session(tmp_path)
+    draft = session.draft.to_wire()
+    calls, reply = await run(PlannerAgent(), session, text)
+    assert session.draft.to_wire() == draft
+    assert not calls
+    zh = any("\u4e00" <= char <= "\u9fff" for char in text)
+    assert ("时间线上还没有音乐" if zh else "There is no music on the timeline yet") in reply
+    assert ("没有扣积分" if zh else "no credit used") in reply
 
 
 @pytest.mark.parametrize("text", NOT_UNDERSTOOD)
@@ -515,6 +540,9 @@ async def test_nothing_not_understood_costs_a_credit(nemo: Nemo) -> None:
     assert credits(nemo) == start - 1
     for _, text in ALREADY_SO:
         assert "Nothing changed" in await nemo.say(text.split(" ||| ")[-1])  # speed 1, volume 1: free
+    for text in NO_MUSIC_YET:
+        reply = await nemo.say(text)
+        assert "没有扣积分" in reply or "no credit used" in reply
     assert credits(nemo) == start - 1
 
 
