@@ -181,12 +181,29 @@ _SPLIT_RE = re.compile(
 )
 
 
+# A title or text without quotes runs on over "and" ("add a title Fast and Furious") unless what follows
+# starts another request ("add a title Road Trip and make it vertical").
+_NAMING_RE = re.compile(r"\b(title|text|words?|label|saying|says|called|named|reading)\b", re.IGNORECASE)
+_REQUEST_START_RE = re.compile(
+    r"\s*(?:please\s+|also\s+|then\s+)?(?:add|put|insert|make|set|cut|trim|remove|delete|drop|keep|mute|unmute"
+    r"|turn|fade|speed|slow|change|crop|export|render|download|lower|raise|increase|decrease|reduce|use|give"
+    r"|include|shorten|get|skip|only|just|play|apply|write|show|no|without|music|background|captions?"
+    r"|subtitles?|vertical|square|portrait|landscape|half|double|louder|quieter|\d)\b",
+    re.IGNORECASE,
+)
+
+
 def clauses(text: str) -> list[tuple[int, str]]:
     """(offset, clause) pieces of a message, never splitting inside quotes."""
     masked = _QUOTED_RE.sub(lambda m: "\0" * len(m.group(0)), text)
     pieces: list[tuple[int, str]] = []
     start = 0
     for match in _SPLIT_RE.finditer(masked):
+        if (
+            match.group(0).lower() == "and" and _NAMING_RE.search(masked[start : match.start()])
+            and not _REQUEST_START_RE.match(masked[match.end() :])
+        ):  # fmt: skip
+            continue
         if match.start() > start:
             pieces.append((start, text[start : match.start()]))
         start = match.end()
@@ -378,9 +395,14 @@ def _music(clause: str, message: str) -> list[Step]:
     return [Music(volume=volume, duck=not _NO_DUCK_RE.search(message), explicit_add=True)]
 
 
+_SOUNDISH_RE = re.compile(r"\b(volume|sound|audio|voice|loud\w*|quiet\w*|mute)\b|音量|声音|原声", _I)
+
+
 def _volume(clause: str) -> list[Step]:
     if _MUSIC_RE.search(clause) or _PAUSE_RE.search(clause):
         return []
+    if re.search(r"\b(play(?:back|ing)?|speed|tempo)\b|播放|速度", clause, _I) and not _SOUNDISH_RE.search(clause):
+        return []  # "play at 125%" is the speed
     if _UNMUTE_RE.search(clause):
         return [Volume("clip", level=1.0)]
     if _MUTE_RE.search(clause):
@@ -605,6 +627,14 @@ def _speed(clause: str) -> list[Step]:
         elif factor == 1 and re.search(r"(?:加快|快|提速|提高)\s*1倍", clause):
             # "快一倍" is faster by the speed it has: twice as fast.
             factor = 2.0
+    if factor is None and _SPEED_CONTEXT_RE.search(clause):
+        # "speed it up two times" (numbers are digits by now); "play at 125%", "80% speed" (not "by 50%").
+        times = re.search(r"(?<![\w.])(\d+(?:\.\d+)?)\s*times\b", clause, _I)
+        percent = re.search(r"(?<!\bby\s)(?<![\w.])(\d{1,3}(?:\.\d+)?)\s*%", clause, _I)
+        if times is not None:
+            factor = float(times.group(1))
+        elif percent is not None and not _SOUNDISH_RE.search(clause):
+            factor = float(percent.group(1)) / 100
     if factor is None:
         for pattern, value in _SPEED_WORDS:
             if pattern.search(clause):

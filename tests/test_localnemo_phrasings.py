@@ -348,6 +348,16 @@ UNDERSTOOD: list[tuple[str | None, str, list[str]]] = [
     ("add music", "the music should be louder", ["music volume 45%"]),
     (None, "play some music", ["music 30%"]),
     (None, "add music and lower the voice", ["music 30%", "volume 60%"]),
+    (None, "add a title Fast and Furious", ["title 'Fast and Furious'"]),
+    (None, "add a title Rock and Roll and make it 9:16", ["title 'Rock and Roll'", "aspect 9:16 blur"]),
+    (None, "add the title Best Day Ever and make it vertical", ["title 'Best Day Ever'", "aspect 9:16 blur"]),
+    (None, "make it thirty five seconds, add a title Road Trip and fade out",
+     ["cut 0–35", "title 'Road Trip'", "fade out 1"]),
+    (None, "speed it up two times", ["speed 2"]),
+    (None, "speed it up 3 times", ["speed 3"]),
+    (None, "play at 125%", ["speed 1.25"]),
+    (None, "play it at 80% speed", ["speed 0.8"]),
+    (None, "make it 3 times faster", ["speed 3"]),
 ]  # fmt: skip
 
 # Music that is not there cannot be made quieter: said honestly, nothing added, no credit (below).
