@@ -521,6 +521,10 @@ _UNDERSTANDING_TEXTS: dict[str, tuple[str, str]] = {
         'Say "help" for everything.',
         "我没有理解「{text}」，所以没有做任何修改（没有扣积分）。最接近的几项：\n{lines}\n说「帮助」查看全部。",
     ),
+    "agent.export_later": (
+        'I haven\'t exported anything yet: say "{how}" when you\'re ready and I\'ll make the video.',
+        "还没有导出：准备好后说「{how}」，我就生成视频。",
+    ),
     "agent.already": ("Nothing changed: it was already like that.", "没有变化：本来就是这样。"),
     "agent.already_joined": (
         "Nothing changed: your {n} clips play one after another in the order you sent them ({length} s).",

@@ -271,6 +271,11 @@ class PlannerAgent:
             return self._fade(session, step, reply)
         if isinstance(step, planner.Resolution):
             return self._resolution(session, step, reply)
+        if isinstance(step, planner.ExportLater):
+            # Exporting is the bot's (or the app's) own request, never a side effect of an edit.
+            how = f"export {step.resolution}" if step.resolution else "export"
+            reply.say("export_later", how=how if reply.lang == "en" else how.replace("export", "导出"))
+            return None
         log.warning("localnemo.agent.unknown_step step=%s", type(step).__name__)
         return None
 

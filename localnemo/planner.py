@@ -118,6 +118,13 @@ class Resolution(Step):
 
 
 @dataclass(frozen=True)
+class ExportLater(Step):
+    """"… then export (720p)": the agent edits and cannot export; the reply says how to ask for it."""
+
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
 class GenerateFootage(Step):
     pass
 
@@ -302,6 +309,9 @@ _SECONDS_RE = re.compile(rf"(?P<t>{TIME})", _I)
 _RESOLUTION_RE = re.compile(r"(?<![A-Za-z0-9])(720p|1080p|1440p|2160p|4k|2k)(?![A-Za-z0-9])", _I)
 _SPEED_X_RE = re.compile(r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s*(?:x|×)(?![\w])|(?P<zh>\d+(?:\.\d+)?)\s*倍速?", _I)
 _SPEED_WORDS: tuple[tuple[re.Pattern[str], float], ...] = (
+    (re.compile(
+        r"\b(normal|regular|original|usual|real[- ]?time)\s+(speed|playback)\b|\bspeed\b.{0,15}\bnormal\b"
+        r"|正常速度|原速|恢复速度|速度恢复", _I), 1.0),
     (re.compile(r"\b(double speed|twice as fast)\b|两倍速|二倍速", _I), 2.0),
     (re.compile(r"\b(half speed|slow[- ]?mo(?:tion)?|slowmo)\b|慢动作|慢放|半速", _I), 0.5),
     (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|加快|快进|快一点", _I), 1.5),
@@ -340,6 +350,12 @@ _LENGTH_RE = re.compile(
     rf"\b(?:shorten|trim|cut)\s+(?:it\s+|the video\s+|this\s+)?(?:down\s+)?to\s+(?:under\s+|at most\s+)?(?P<t>{TIME})"
     rf"|\bmake\s+(?:it|the video|this)\s+(?:under\s+|at most\s+)?(?P<t2>{TIME})"
     rf"|(?:缩短到|剪到|控制在)\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
+    _I,
+)
+# "trim the beginning by 3 seconds", "cut 3 seconds off the end".
+_BY_RE = re.compile(
+    rf"\b(?:the\s+)?(?P<which>beginning|start|opening|front|end|ending)\s+by\s+(?P<t>{TIME})"
+    rf"|(?P<t2>{TIME})\s+(?:off|from)\s+(?:the\s+)?(?P<which2>beginning|start|opening|front|end|ending)\b",
     _I,
 )
 _AT_TIME_RE = re.compile(rf"\b(?:at|from)\s+(?P<t>{TIME})|在\s*(?P<zt>{TIME})", _I)
@@ -608,13 +624,18 @@ def _fade(clause: str) -> list[Step]:
     return [Fade(fade_in_ms=duration if wants_in else None, fade_out_ms=duration if wants_out else None)]
 
 
+_EXPORT_RE = re.compile(r"\b(export|download|render|save)\b|导出|下载|渲染", _I)
+
+
 def _resolution(clause: str) -> list[Step]:
     match = _RESOLUTION_RE.search(clause)
-    if match is None:
-        return []
-    name = match.group(1).lower()
-    name = {"2160p": "4k", "2k": "1440p"}.get(name, name)
-    return [Resolution(name)]
+    name = None if match is None else match.group(1).lower()
+    name = {"2160p": "4k", "2k": "1440p"}.get(name, name) if name is not None else None
+    steps: list[Step] = [] if name is None else [Resolution(name)]
+    if _EXPORT_RE.search(clause):
+        # "… then export 720p": the size is kept for the export, which the user still has to ask for.
+        steps.append(ExportLater(name))
+    return steps
 
 
 def _speed(clause: str) -> list[Step]:
@@ -666,7 +687,18 @@ def _trim(clause: str) -> list[Step]:
     if _SLIDESHOW_RE.search(clause):
         return []
     clause = _mask_aspects(clause)
+    # "seconds 10 to 20", "5 through 8": a range as the other forms read it.
+    clause = re.sub(
+        rf"\bseconds?\s+({_NUM})\s+(?:to|through|thru|till|until|-)\s+({_NUM})\b(?!\s*[a-z:])",
+        lambda m: f"from {m.group(1)}s to {m.group(2)}s".ljust(len(m.group(0))), clause, flags=_I,
+    )  # fmt: skip
+    clause = re.sub(r"\b(through|thru)\b", lambda m: "to".ljust(len(m.group(0))), clause, flags=_I)
     steps: list[Step] = []
+    by = _BY_RE.search(clause)
+    if by is not None and (length := parse_time(by.group("t") or by.group("t2") or "")):
+        which = (by.group("which") or by.group("which2") or "").lower()
+        side: TrimMode = "drop_first" if which in ("beginning", "start", "opening", "front") else "drop_last"
+        return [Trim(side, start_ms=0, end_ms=length, at=by.start())]
     drop = bool(_DROP_VERB_RE.search(clause)) and not re.search(r"\b(keep|only|just)\b|保留|只要|只留", clause, _I)
     for match in _FIRST_LAST_RE.finditer(clause):
         which = (match.group("which") or match.group("zwhich") or "").lower()
@@ -734,7 +766,7 @@ _RULES: tuple[_Rule, ...] = (
     _clause_only(_resolution),
 )
 # Asked once however many clauses mention them ("slideshow, 4 seconds per image").
-_ONCE = (CutPauses, Join, Slideshow)  # fmt: skip
+_ONCE = (CutPauses, Join, Slideshow, ExportLater)  # fmt: skip
 
 
 # -- whole-message commands --------------------------------------------------------------------------------

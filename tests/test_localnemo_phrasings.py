@@ -358,6 +358,20 @@ UNDERSTOOD: list[tuple[str | None, str, list[str]]] = [
     (None, "play at 125%", ["speed 1.25"]),
     (None, "play it at 80% speed", ["speed 0.8"]),
     (None, "make it 3 times faster", ["speed 3"]),
+    (None, "keep the first 30 seconds", ["cut 0–30"]),
+    ("keep the first 30 seconds", "keep the first minute", []),  # 30 s long: already within it
+    (None, "keep the first half minute", ["cut 0–30"]),
+    (None, "trim the beginning by 3 seconds", ["cut 3–60"]),
+    (None, "cut 3 seconds off the end", ["cut 0–57"]),
+    (None, "keep only seconds ten to twenty", ["cut 10–20"]),
+    (None, "remove seconds five through eight", ["cut 0–5, 8–60"]),
+    ("make it 2x", "normal speed", ["speed 1"]),
+    ("make it 2x", "set the speed to normal", ["speed 1"]),
+    ("make it 2x", "set it back to normal speed", ["speed 1"]),
+    (None, "把视频变快两倍", ["speed 2"]),
+    (None, "cut the pauses then export 720p", [PAUSES, "resolution 720p"]),
+    (None, "cut the pauses then export", [PAUSES]),
+    (None, "剪掉停顿，然后导出", [PAUSES]),
 ]  # fmt: skip
 
 # Music that is not there cannot be made quieter: said honestly, nothing added, no credit (below).
@@ -366,7 +380,7 @@ NO_MUSIC_YET = ["the music is too loud", "音乐小一点", "music lower please"
 # Already so on the untouched clip: "Nothing changed", no tool call, no undo step (and no credit, below).
 ALREADY_SO: list[tuple[str | None, str]] = [
     (None, "speed 1x"), (None, "1x speed"), (None, "volume 100%"), (None, "set the volume to 100%"),
-    (None, "unmute"), ("mute", "unmute ||| unmute"),
+    (None, "unmute"), ("mute", "unmute ||| unmute"), (None, "normal speed"), (None, "set the speed to normal"),
 ]  # fmt: skip
 
 NOT_UNDERSTOOD = [
@@ -417,6 +431,28 @@ async def test_already_so_changes_nothing_and_says_so(tmp_path: Path, before: st
     assert not calls
     assert "Nothing changed: it was already like that." in reply
     assert len(session.history) == steps
+
+
+@pytest.mark.parametrize(
+    ("text", "how"),
+    [("cut the pauses then export 720p", 'say "export 720p"'), ("cut the pauses, then export", 'say "export"'),
+     ("add a title Road Trip then make it vertical then export", 'say "export"'), ("剪掉停顿，然后导出", "说「导出」")],
+)  # fmt: skip
+async def test_an_edit_then_export_edits_and_says_how_to_export(tmp_path: Path, text: str, how: str) -> None:
+    """The agent cannot export: it makes the edit (keeps the size asked for) and says how to export."""
+    session = clip_session(tmp_path)
+    draft = session.draft.model_copy(deep=True)
+    calls, reply = await run(PlannerAgent(), session, text)
+    assert len(calls) == len(changes(draft, session.draft)) >= 1
+    assert how in reply
+    assert "haven't exported" in reply or "还没有导出" in reply
+
+
+@pytest.mark.parametrize(
+    ("text", "resolution"), [("save it", None), ("save the video", None), ("导出 高清", "1080p"), ("导出超高清", "4k")]
+)
+def test_save_and_chinese_quality_names_route_to_export(text: str, resolution: str | None) -> None:
+    assert (route(text).intent, route(text).resolution) == (Intent.EXPORT, resolution)
 
 
 @pytest.mark.parametrize("text", NO_MUSIC_YET)
