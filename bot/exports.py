@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import tempfile
 import time
@@ -85,7 +86,8 @@ class Exports:
         ))
         log.info("engine.export.submitted render=%s chat=%s", record.render_id, chat)
         await status.show(t("export_started", lang))
-        self._scheduler.track_export(str(chat), _settling(operation, self._follow(record, job.replies, status)))
+        follow = functools.partial(self._follow, record, job.replies, status)
+        self._scheduler.track_export(str(chat), _settling(operation, follow))
         return None
 
     async def resume(self, adapter: Adapter) -> int:
@@ -102,7 +104,8 @@ class Exports:
             chat, target = DeliveryTarget.from_json(record.target, record.chat_key)
             replies = adapter.replies_for(target)
             log.info("engine.export.resume render=%s chat=%s", record.render_id, record.chat_key)
-            self._scheduler.track_export(str(chat), _settling(Operation(), self._follow(record, replies, None)))
+            follow = functools.partial(self._follow, record, replies, None)
+            self._scheduler.track_export(str(chat), _settling(Operation(), follow))
             count += 1
         return count
 
@@ -286,10 +289,12 @@ def progress_text(update: RenderJob, lang: str) -> str:
     return t("export_progress", lang, progress=int(update.progress))
 
 
-async def _settling(operation: Operation, follow: Awaitable[Outcome]) -> None:
-    """Run an export's follow and settle the message's operation with how it ended."""
+async def _settling(operation: Operation, follow: Callable[[], Awaitable[Outcome]]) -> None:
+    """Run an export's follow and settle the message's operation with how it ended. The follow is made here,
+    not by the caller: a task cancelled before it first runs (the engine closing at once) leaves no
+    never-awaited coroutine behind."""
     try:
-        operation.settle(await follow)
+        operation.settle(await follow())
     except asyncio.CancelledError:
         operation.settle(Outcome.CANCELLED)
         raise

@@ -60,9 +60,14 @@ _EXPORT_WITH_OPTIONS = re.compile(
 )
 # A short request to export in the user's own words ("exprot", "export 1080p MP4", "export as mp4",
 # "download it", "send me the video in 720p"): a verb, mistyped or not, and only words that say how.
-_RESOLUTION = re.compile(r"(?<![a-z0-9])(?P<res>720p|1080p|1440p|2160p|4k|full ?hd|fhd|hd|uhd)(?![a-z0-9])", re.I)
-_RESOLUTION_NAMES = {"fullhd": "1080p", "full hd": "1080p", "fhd": "1080p", "hd": "720p", "uhd": "4k"}
-_EXPORT_VERBS = ("export", "download", "render")
+_RESOLUTION = re.compile(
+    r"(?<![a-z0-9])(?P<res>720p|1080p|1440p|2160p|4k|full ?hd|fhd|hd|uhd|超高清|全高清|高清|标清)(?![a-z0-9])", re.I
+)
+_RESOLUTION_NAMES = {
+    "fullhd": "1080p", "full hd": "1080p", "fhd": "1080p", "hd": "720p", "uhd": "4k",
+    "超高清": "4k", "全高清": "1080p", "高清": "1080p", "标清": "720p",
+}  # fmt: skip
+_EXPORT_VERBS = ("export", "download", "render", "save")
 _EXPORT_POLITE = frozenset("please pls ok okay now can could you just go ahead and".split())
 _EXPORT_OPTIONS = frozenset(
     """it the video my a an this that now please pls as in at to into with of for format file mp4 h264 h.264

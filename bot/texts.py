@@ -430,7 +430,10 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
         "The video now plays at {factor:g}× speed ({after} s, was {before} s).",
         "视频现在以 {factor:g}× 速度播放（{after} 秒，原来 {before} 秒）。",
     ),
-    "agent.no_music_yet": ("There is no music on the timeline yet.", "时间线上还没有音乐。"),
+    "agent.no_music_yet": (
+        'There is no music on the timeline yet, so nothing changed (no credit used). Say "add music" to add some.',
+        "时间线上还没有音乐，所以没有做任何修改（没有扣积分）。说「加背景音乐」即可添加。",
+    ),
     "agent.no_clip_sound": ("There is no clip with sound on the timeline yet.", "时间线上还没有带声音的视频。"),
     "agent.music_volume": ("The music is now at {percent}% volume.", "音乐音量已设为 {percent}%。"),
     "agent.muted": ("The clip's own sound is now muted.", "视频原声已静音。"),
@@ -516,6 +519,10 @@ _UNDERSTANDING_TEXTS: dict[str, tuple[str, str]] = {
         "I didn't understand \"{text}\", so nothing changed (no credit used). The closest things I can do:\n{lines}\n"
         'Say "help" for everything.',
         "我没有理解「{text}」，所以没有做任何修改（没有扣积分）。最接近的几项：\n{lines}\n说「帮助」查看全部。",
+    ),
+    "agent.export_later": (
+        'I haven\'t exported anything yet: say "{how}" when you\'re ready and I\'ll make the video.',
+        "还没有导出：准备好后说「{how}」，我就生成视频。",
     ),
     "agent.already": ("Nothing changed: it was already like that.", "没有变化：本来就是这样。"),
     "agent.already_joined": (

@@ -194,9 +194,9 @@ class PlannerAgent:
         edits: list[Edit] = []
         for step in steps:
             said = len(reply.parts)
-            unchanged = session.draft.to_wire()
+            unchanged = timeline.effective(session.draft)
             outcome = await self._apply(session, step, reply)
-            if outcome is not None and session.draft.to_wire() == unchanged:
+            if outcome is not None and timeline.effective(session.draft) == unchanged:
                 # Never claim a change that did not happen: say it already was so.
                 del reply.parts[said:]
                 reply.say("already")
@@ -271,6 +271,11 @@ class PlannerAgent:
             return self._fade(session, step, reply)
         if isinstance(step, planner.Resolution):
             return self._resolution(session, step, reply)
+        if isinstance(step, planner.ExportLater):
+            # Exporting is the bot's (or the app's) own request, never a side effect of an edit.
+            how = f"export {step.resolution}" if step.resolution else "export"
+            reply.say("export_later", how=how if reply.lang == "en" else how.replace("export", "导出"))
+            return None
         log.warning("localnemo.agent.unknown_step step=%s", type(step).__name__)
         return None
 
@@ -437,7 +442,8 @@ class PlannerAgent:
         before = timeline.repack(session.draft)
         for segment in clips:
             start, end = timeline.source_span(segment)
-            segment.m.speed = step.factor
+            # Normal speed is written as no speed at all: "1x" on an untouched clip changes nothing.
+            timeline.set_or_clear(segment.m, "speed", step.factor)
             timeline.set_span(segment, start, end)
         after = timeline.repack(session.draft)
         reply.say("speed", factor=step.factor, after=_s(after), before=_s(before))
@@ -461,7 +467,11 @@ class PlannerAgent:
             current = timeline.number(segment.m.volume, 1.0)
             level = step.level if step.level is not None else current * (step.factor or 1.0)
             level = round(max(0.0, min(2.0, level)), 3)
-            segment.m.volume = level
+            # The clip's sound as recorded is written as no volume at all (music always says its own).
+            if step.target == "clip":
+                timeline.set_or_clear(segment.m, "volume", level)
+            else:
+                segment.m.volume = level
         percent = round(level * 100)
         if step.target == "music":
             reply.say("music_volume", percent=percent)

@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.lang import detect_language
 from bot.nemo.timeline_model import TRACK_TEXT, Draft
 from bot.texts import t
-from localnemo import fonts
+from localnemo import fonts, timeline
 from localnemo.agent import Agent, AgentError, AgentEvent, AgentText
 from localnemo.envelope import ApiError, json_object, ok
 from localnemo.runtime import Runtime
@@ -145,7 +145,7 @@ class Api:
         shown_before = _texts_on_screen(session.draft)
         # A credit pays for a change: a turn that leaves the draft as it was (not understood, "help", an
         # edit that was already so, an error) is free.
-        before = session.draft.to_wire()
+        before = timeline.effective(session.draft)
         try:
             async for event in self.agent.run(session, text):
                 if isinstance(event, AgentError):
@@ -163,7 +163,7 @@ class Api:
             log.exception("localnemo.agent.failed session_id=%s", session.session_id)
             errored = True
             queue.put_nowait(AgentError("the agent failed on this message"))
-        changed = session.draft.to_wire() != before
+        changed = timeline.effective(session.draft) != before
         if changed and not errored:
             user.credits = max(0, user.credits - self.config.message_cost)
             self.state.user_changed(user)

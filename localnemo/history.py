@@ -26,6 +26,11 @@ def snapshot(session: SessionRecord) -> State:
     return {"draft": session.draft.to_wire(), "canvas": copy.deepcopy(session.canvas_config)}
 
 
+def same(one: State, other: State) -> bool:
+    """Whether two states hold the same edit (values at their defaults, like speed 1, count as absent)."""
+    return timeline.effective_wire(one["draft"]) == timeline.effective_wire(other["draft"])
+
+
 def _restore(session: SessionRecord, state: State) -> None:
     session.draft = Draft.model_validate(state["draft"])
     session.canvas_config = copy.deepcopy(state.get("canvas") or {})
@@ -40,7 +45,7 @@ def begin(session: SessionRecord) -> State:
     """At the start of a turn: the state now. A change since the last turn (an upload) becomes a step."""
     now = snapshot(session)
     seen = session.draft_seen
-    if seen is not None and seen["draft"] != now["draft"]:
+    if seen is not None and not same(seen, now):
         _push(session.history, seen)
         session.undone.clear()
     session.draft_seen = now
@@ -51,7 +56,7 @@ def record(session: SessionRecord, before: State) -> bool:
     """At the end of a turn: remember ``before`` when the turn changed the draft. Whether it did."""
     now = snapshot(session)
     session.draft_seen = now
-    if now["draft"] == before["draft"]:
+    if same(now, before):
         return False
     _push(session.history, before)
     session.undone.clear()
@@ -86,7 +91,7 @@ def start_over(session: SessionRecord) -> bool:
             timeline.place_upload(fresh, dict(info), Path(str(info.get("filename") or "clip")).stem or "clip")
     target = {"draft": fresh.draft.to_wire(), "canvas": fresh.canvas_config}
     now = snapshot(session)
-    if target["draft"] == now["draft"]:
+    if same(target, now):
         return False
     _push(session.history, now)
     session.undone.clear()

@@ -118,6 +118,13 @@ class Resolution(Step):
 
 
 @dataclass(frozen=True)
+class ExportLater(Step):
+    """"… then export (720p)": the agent edits and cannot export; the reply says how to ask for it."""
+
+    resolution: str | None = None
+
+
+@dataclass(frozen=True)
 class GenerateFootage(Step):
     pass
 
@@ -181,12 +188,29 @@ _SPLIT_RE = re.compile(
 )
 
 
+# A title or text without quotes runs on over "and" ("add a title Fast and Furious") unless what follows
+# starts another request ("add a title Road Trip and make it vertical").
+_NAMING_RE = re.compile(r"\b(title|text|words?|label|saying|says|called|named|reading)\b", re.IGNORECASE)
+_REQUEST_START_RE = re.compile(
+    r"\s*(?:please\s+|also\s+|then\s+)?(?:add|put|insert|make|set|cut|trim|remove|delete|drop|keep|mute|unmute"
+    r"|turn|fade|speed|slow|change|crop|export|render|download|lower|raise|increase|decrease|reduce|use|give"
+    r"|include|shorten|get|skip|only|just|play|apply|write|show|no|without|music|background|captions?"
+    r"|subtitles?|vertical|square|portrait|landscape|half|double|louder|quieter|\d)\b",
+    re.IGNORECASE,
+)
+
+
 def clauses(text: str) -> list[tuple[int, str]]:
     """(offset, clause) pieces of a message, never splitting inside quotes."""
     masked = _QUOTED_RE.sub(lambda m: "\0" * len(m.group(0)), text)
     pieces: list[tuple[int, str]] = []
     start = 0
     for match in _SPLIT_RE.finditer(masked):
+        if (
+            match.group(0).lower() == "and" and _NAMING_RE.search(masked[start : match.start()])
+            and not _REQUEST_START_RE.match(masked[match.end() :])
+        ):  # fmt: skip
+            continue
         if match.start() > start:
             pieces.append((start, text[start : match.start()]))
         start = match.end()
@@ -223,7 +247,19 @@ _MUSIC_REMOVE_RE = re.compile(
     r"|(去掉|去除|删除|删掉|不要|取消)\s*(背景)?(音乐|配乐)",
     _I,
 )
-_ADD_RE = re.compile(r"\b(add|put|use|with|include|insert|give|play|set|want)\b|加|添加|配上|来点|放|使用|用", _I)
+_ADD_RE = re.compile(r"\b(add|put|use|with|include|insert|give|want|need)\b|加|添加|配上|来点|放|使用|用", _I)
+_ADD_VERB_RE = re.compile(r"\b(add|put|include|insert)\b|添加|配上|来点|加(?!大|快)", _I)
+_SOME_MUSIC_RE = re.compile(r"\b(background music|some (?:\w+ )?music|a soundtrack|bgm)\b|背景音乐", _I)
+_MUSIC_QUIETER_RE = re.compile(
+    r"\b(quieter|softer|lower|turn\s+(?:it\s+|the\s+\w+\s+)?down|reduce|decrease|too\s+(?:loud|much|noisy))\b"
+    r"|小声|调小|降低|轻一点|小一点|小点|低一点|低点|太大|太吵|太响",
+    _I,
+)
+_MUSIC_LOUDER_RE = re.compile(
+    r"\b(louder|turn\s+(?:it\s+|the\s+\w+\s+)?up|boost|raise|increase|too\s+(?:quiet|soft|low))\b"
+    r"|大声|调大|提高|响一点|大一点|大点|太小|太轻",
+    _I,
+)
 _NO_DUCK_RE = re.compile(r"\b(no|without|don'?t|do not)\s+(duck|ducking|lower(?:ing)?)\b|不要压低|不要闪避", _I)
 _PERCENT_RE = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 _MUTE_RE = re.compile(
@@ -273,6 +309,9 @@ _SECONDS_RE = re.compile(rf"(?P<t>{TIME})", _I)
 _RESOLUTION_RE = re.compile(r"(?<![A-Za-z0-9])(720p|1080p|1440p|2160p|4k|2k)(?![A-Za-z0-9])", _I)
 _SPEED_X_RE = re.compile(r"(?<![\w.])(?P<n>\d+(?:\.\d+)?)\s*(?:x|×)(?![\w])|(?P<zh>\d+(?:\.\d+)?)\s*倍速?", _I)
 _SPEED_WORDS: tuple[tuple[re.Pattern[str], float], ...] = (
+    (re.compile(
+        r"\b(normal|regular|original|usual|real[- ]?time)\s+(speed|playback)\b|\bspeed\b.{0,15}\bnormal\b"
+        r"|正常速度|原速|恢复速度|速度恢复", _I), 1.0),
     (re.compile(r"\b(double speed|twice as fast)\b|两倍速|二倍速", _I), 2.0),
     (re.compile(r"\b(half speed|slow[- ]?mo(?:tion)?|slowmo)\b|慢动作|慢放|半速", _I), 0.5),
     (re.compile(r"\b(speed (?:it |this |the video )?up|faster|fast forward)\b|加速|加快|快进|快一点", _I), 1.5),
@@ -313,6 +352,12 @@ _LENGTH_RE = re.compile(
     rf"|(?:缩短到|剪到|控制在)\s*(?P<zt>{TIME})|剪成\s*(?P<zt2>{TIME})",
     _I,
 )
+# "trim the beginning by 3 seconds", "cut 3 seconds off the end".
+_BY_RE = re.compile(
+    rf"\b(?:the\s+)?(?P<which>beginning|start|opening|front|end|ending)\s+by\s+(?P<t>{TIME})"
+    rf"|(?P<t2>{TIME})\s+(?:off|from)\s+(?:the\s+)?(?P<which2>beginning|start|opening|front|end|ending)\b",
+    _I,
+)
 _AT_TIME_RE = re.compile(rf"\b(?:at|from)\s+(?P<t>{TIME})|在\s*(?P<zt>{TIME})", _I)
 _AT_END_RE = re.compile(r"\b(at the end|at the ending|ending)\b|结尾|最后", _I)
 _AT_START_RE = re.compile(r"\b(at the (?:start|beginning)|opening)\b|开头|开始", _I)
@@ -341,6 +386,9 @@ def _pauses(clause: str, message: str) -> list[Step]:
 
 
 def _music(clause: str, message: str) -> list[Step]:
+    """Music is added only when asked for ("add music", "some background music"); a clause that complains
+    about it ("too loud", "小一点") sets the volume of the music there is, and one that only mentions it
+    ("i don't like the music", "change the music") is not understood rather than read as "add music"."""
     if not _MUSIC_RE.search(clause):
         return []
     if _MUSIC_REMOVE_RE.search(clause):
@@ -349,20 +397,28 @@ def _music(clause: str, message: str) -> list[Step]:
     volume = min(100.0, float(percent.group(1))) / 100 if percent else None
     if re.search(r"\bmute\b|静音", clause, _I):
         return [Volume("music", level=0.0)]
-    adding = bool(_ADD_RE.search(clause)) or bool(re.search(r"\bbackground music\b|背景音乐", clause, _I))
-    if not adding:
-        if _LOUDER_RE.search(clause):
-            return [Volume("music", factor=1.5)]
-        if _QUIETER_RE.search(clause):
-            return [Volume("music", factor=0.6)]
-        if volume is not None:
+    adding = bool(_ADD_RE.search(clause)) or bool(_SOME_MUSIC_RE.search(clause))
+    if not adding or not _ADD_VERB_RE.search(clause):
+        # "lower the music to 10%" is the level asked for; "the music is too loud" lowers it by a step.
+        if volume is not None and not adding:
             return [Volume("music", level=volume)]
-    return [Music(volume=volume, duck=not _NO_DUCK_RE.search(message), explicit_add=adding)]
+        if _MUSIC_LOUDER_RE.search(clause):
+            return [Volume("music", factor=1.5)]
+        if _MUSIC_QUIETER_RE.search(clause):
+            return [Volume("music", factor=0.6)]
+    if not adding:
+        return []
+    return [Music(volume=volume, duck=not _NO_DUCK_RE.search(message), explicit_add=True)]
+
+
+_SOUNDISH_RE = re.compile(r"\b(volume|sound|audio|voice|loud\w*|quiet\w*|mute)\b|音量|声音|原声", _I)
 
 
 def _volume(clause: str) -> list[Step]:
     if _MUSIC_RE.search(clause) or _PAUSE_RE.search(clause):
         return []
+    if re.search(r"\b(play(?:back|ing)?|speed|tempo)\b|播放|速度", clause, _I) and not _SOUNDISH_RE.search(clause):
+        return []  # "play at 125%" is the speed
     if _UNMUTE_RE.search(clause):
         return [Volume("clip", level=1.0)]
     if _MUTE_RE.search(clause):
@@ -568,13 +624,18 @@ def _fade(clause: str) -> list[Step]:
     return [Fade(fade_in_ms=duration if wants_in else None, fade_out_ms=duration if wants_out else None)]
 
 
+_EXPORT_RE = re.compile(r"\b(export|download|render|save)\b|导出|下载|渲染", _I)
+
+
 def _resolution(clause: str) -> list[Step]:
     match = _RESOLUTION_RE.search(clause)
-    if match is None:
-        return []
-    name = match.group(1).lower()
-    name = {"2160p": "4k", "2k": "1440p"}.get(name, name)
-    return [Resolution(name)]
+    name = None if match is None else match.group(1).lower()
+    name = {"2160p": "4k", "2k": "1440p"}.get(name, name) if name is not None else None
+    steps: list[Step] = [] if name is None else [Resolution(name)]
+    if _EXPORT_RE.search(clause):
+        # "… then export 720p": the size is kept for the export, which the user still has to ask for.
+        steps.append(ExportLater(name))
+    return steps
 
 
 def _speed(clause: str) -> list[Step]:
@@ -582,8 +643,19 @@ def _speed(clause: str) -> list[Step]:
     match = _SPEED_X_RE.search(clause)
     if match is not None and (match.group("n") is not None or _SPEED_CONTEXT_RE.search(clause)):
         factor = float(match.group("n") or match.group("zh"))
-        if match.group("zh") is not None and not re.search(r"倍速|速度|播放|加速|放慢", clause):
+        if match.group("zh") is not None and not re.search(r"倍速|速度|播放|加速|放慢|变快|变慢|快|慢", clause):
             factor = None
+        elif factor == 1 and re.search(r"(?:加快|快|提速|提高)\s*1倍", clause):
+            # "快一倍" is faster by the speed it has: twice as fast.
+            factor = 2.0
+    if factor is None and _SPEED_CONTEXT_RE.search(clause):
+        # "speed it up two times" (numbers are digits by now); "play at 125%", "80% speed" (not "by 50%").
+        times = re.search(r"(?<![\w.])(\d+(?:\.\d+)?)\s*times\b", clause, _I)
+        percent = re.search(r"(?<!\bby\s)(?<![\w.])(\d{1,3}(?:\.\d+)?)\s*%", clause, _I)
+        if times is not None:
+            factor = float(times.group(1))
+        elif percent is not None and not _SOUNDISH_RE.search(clause):
+            factor = float(percent.group(1)) / 100
     if factor is None:
         for pattern, value in _SPEED_WORDS:
             if pattern.search(clause):
@@ -615,7 +687,18 @@ def _trim(clause: str) -> list[Step]:
     if _SLIDESHOW_RE.search(clause):
         return []
     clause = _mask_aspects(clause)
+    # "seconds 10 to 20", "5 through 8": a range as the other forms read it.
+    clause = re.sub(
+        rf"\bseconds?\s+({_NUM})\s+(?:to|through|thru|till|until|-)\s+({_NUM})\b(?!\s*[a-z:])",
+        lambda m: f"from {m.group(1)}s to {m.group(2)}s".ljust(len(m.group(0))), clause, flags=_I,
+    )  # fmt: skip
+    clause = re.sub(r"\b(through|thru)\b", lambda m: "to".ljust(len(m.group(0))), clause, flags=_I)
     steps: list[Step] = []
+    by = _BY_RE.search(clause)
+    if by is not None and (length := parse_time(by.group("t") or by.group("t2") or "")):
+        which = (by.group("which") or by.group("which2") or "").lower()
+        side: TrimMode = "drop_first" if which in ("beginning", "start", "opening", "front") else "drop_last"
+        return [Trim(side, start_ms=0, end_ms=length, at=by.start())]
     drop = bool(_DROP_VERB_RE.search(clause)) and not re.search(r"\b(keep|only|just)\b|保留|只要|只留", clause, _I)
     for match in _FIRST_LAST_RE.finditer(clause):
         which = (match.group("which") or match.group("zwhich") or "").lower()
@@ -683,7 +766,7 @@ _RULES: tuple[_Rule, ...] = (
     _clause_only(_resolution),
 )
 # Asked once however many clauses mention them ("slideshow, 4 seconds per image").
-_ONCE = (CutPauses, Join, Slideshow)  # fmt: skip
+_ONCE = (CutPauses, Join, Slideshow, ExportLater)  # fmt: skip
 
 
 # -- whole-message commands --------------------------------------------------------------------------------

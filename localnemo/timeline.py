@@ -24,6 +24,7 @@ model (``in`` is ``in_`` in Python; any other key is kept and written back as it
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterator, Mapping
@@ -65,6 +66,40 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
 # render job or in the store.
 MAX_DRAFT_DEPTH = 32
 MAX_DRAFT_VALUES = 200_000
+
+
+# Segment values that are the same as absent: a draft that only writes one of these has not changed.
+SEGMENT_DEFAULTS: dict[str, float] = {"speed": 1.0, "volume": 1.0}
+
+
+def set_or_clear(meta: SegmentMeta, name: str, value: float) -> None:
+    """Set a segment value; at its default (speed 1, volume 1) the key is left out of the wire instead."""
+    if value == SEGMENT_DEFAULTS.get(name):
+        setattr(meta, name, None)
+        meta.model_fields_set.discard(name)
+    else:
+        setattr(meta, name, value)
+
+
+def effective(draft: Draft) -> dict[str, Any]:
+    """The draft's wire form with segment values at their defaults (speed 1, volume 1) left out: what to
+    compare to know whether a turn changed anything (the "already so" reply, the credit, the undo step)."""
+    return effective_wire(draft.to_wire())
+
+
+def effective_wire(wire: dict[str, Any]) -> dict[str, Any]:
+    """``effective`` of a draft already in wire form (a copy; ``wire`` is left as it is)."""
+    wire = copy.deepcopy(wire)
+    for track in wire.get("t", []):
+        for segment in track.get("sg", []) if isinstance(track, dict) else []:
+            meta = segment.get("m") if isinstance(segment, dict) else None
+            if not isinstance(meta, dict):
+                continue
+            for key, default in SEGMENT_DEFAULTS.items():
+                value = meta.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool) and value == default:
+                    del meta[key]
+    return wire
 
 
 def number(value: Any, default: float = 0.0) -> float:

@@ -33,12 +33,13 @@ _NUMBER_RE = re.compile(
 )
 _PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\ba minute and a half\b|\bone and a half minutes?\b", re.I), "90 seconds"),
-    (re.compile(r"\bhalf an? minute\b", re.I), "30 seconds"),
+    (re.compile(r"\bhalf (?:an? )?minute\b", re.I), "30 seconds"),
     (re.compile(r"\ba (?:minute|min)\b", re.I), "1 minute"),
     (re.compile(r"\ba (?:second|sec)\b", re.I), "1 second"),
     (re.compile(r"\ba couple (?:of )?seconds\b", re.I), "2 seconds"),
     (re.compile(r"\ba few seconds\b", re.I), "3 seconds"),
     (re.compile(r"\bquarter speed\b", re.I), "0.25x speed"),
+    (re.compile(r"\b(first|last|opening|final)\s+(minute|second)\b", re.I), r"\1 1 \2"),
     (re.compile(r"\b(?:one and a half|1\.5) times\b", re.I), "1.5x"),
     (re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:times|x)\s+(?:faster|the speed|as fast|speed)\b", re.I), r"\1x speed"),
     (re.compile(r"\b(\d+(?:\.\d+)?)\s*(?:per ?cent|pct)\b", re.I), r"\1%"),

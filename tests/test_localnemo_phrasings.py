@@ -333,6 +333,54 @@ UNDERSTOOD: list[tuple[str | None, str, list[str]]] = [
     (None, "在开头加标题：我的旅行", ["title '我的旅行'"]),
     ("add music", "把音乐调小一点", ["music volume 18%"]),
     (None, "变成正方形", ["aspect 1:1 blur"]),
+    # the reviewer's rows: values already in effect, numbers read the way they are meant
+    ("make it 2x", "speed 1x", ["speed 1"]),
+    ("make it 2x", "set the volume to 100%", []),
+    ("mute", "volume 100%", ["volume 100%"]),
+    (None, "速度加快一倍", ["speed 2"]),
+    (None, "加快一倍", ["speed 2"]),
+    ("add music", "the music is too loud", ["music volume 18%"]),
+    ("add music", "音乐小一点", ["music volume 18%"]),
+    ("add music", "音乐太大了", ["music volume 18%"]),
+    ("add music", "music lower please", ["music volume 18%"]),
+    ("add music", "lower the music to ten percent", ["music volume 10%"]),
+    ("add music", "music at fifty percent", ["music volume 50%"]),
+    ("add music", "the music should be louder", ["music volume 45%"]),
+    (None, "play some music", ["music 30%"]),
+    (None, "add music and lower the voice", ["music 30%", "volume 60%"]),
+    (None, "add a title Fast and Furious", ["title 'Fast and Furious'"]),
+    (None, "add a title Rock and Roll and make it 9:16", ["title 'Rock and Roll'", "aspect 9:16 blur"]),
+    (None, "add the title Best Day Ever and make it vertical", ["title 'Best Day Ever'", "aspect 9:16 blur"]),
+    (None, "make it thirty five seconds, add a title Road Trip and fade out",
+     ["cut 0–35", "title 'Road Trip'", "fade out 1"]),
+    (None, "speed it up two times", ["speed 2"]),
+    (None, "speed it up 3 times", ["speed 3"]),
+    (None, "play at 125%", ["speed 1.25"]),
+    (None, "play it at 80% speed", ["speed 0.8"]),
+    (None, "make it 3 times faster", ["speed 3"]),
+    (None, "keep the first 30 seconds", ["cut 0–30"]),
+    ("keep the first 30 seconds", "keep the first minute", []),  # 30 s long: already within it
+    (None, "keep the first half minute", ["cut 0–30"]),
+    (None, "trim the beginning by 3 seconds", ["cut 3–60"]),
+    (None, "cut 3 seconds off the end", ["cut 0–57"]),
+    (None, "keep only seconds ten to twenty", ["cut 10–20"]),
+    (None, "remove seconds five through eight", ["cut 0–5, 8–60"]),
+    ("make it 2x", "normal speed", ["speed 1"]),
+    ("make it 2x", "set the speed to normal", ["speed 1"]),
+    ("make it 2x", "set it back to normal speed", ["speed 1"]),
+    (None, "把视频变快两倍", ["speed 2"]),
+    (None, "cut the pauses then export 720p", [PAUSES, "resolution 720p"]),
+    (None, "cut the pauses then export", [PAUSES]),
+    (None, "剪掉停顿，然后导出", [PAUSES]),
+]  # fmt: skip
+
+# Music that is not there cannot be made quieter: said honestly, nothing added, no credit (below).
+NO_MUSIC_YET = ["the music is too loud", "音乐小一点", "music lower please", "the music should be louder"]
+
+# Already so on the untouched clip: "Nothing changed", no tool call, no undo step (and no credit, below).
+ALREADY_SO: list[tuple[str | None, str]] = [
+    (None, "speed 1x"), (None, "1x speed"), (None, "volume 100%"), (None, "set the volume to 100%"),
+    (None, "unmute"), ("mute", "unmute ||| unmute"), (None, "normal speed"), (None, "set the speed to normal"),
 ]  # fmt: skip
 
 NOT_UNDERSTOOD = [
@@ -344,6 +392,7 @@ NOT_UNDERSTOOD = [
     "你好", "谢谢", "今天天气怎么样", "让它更好看", "给我讲个笑话", "做个三明治",
     "make the title bigger", "reverse the video", "rotate it", "add a transition", "add stickers",
     "make it black and white", "add a logo", "increase brightness", "add a title", "加个滤镜",
+    "i don't like the music", "change the music",
 ]  # fmt: skip
 
 
@@ -367,6 +416,55 @@ async def test_phrasing_makes_its_change(tmp_path: Path, before: str | None, tex
     else:
         # Outside the clip (or not what the grammar takes): nothing changed, and the reply says so.
         assert not calls
+
+
+@pytest.mark.parametrize(("before", "text"), ALREADY_SO, ids=[row[1] for row in ALREADY_SO])
+async def test_already_so_changes_nothing_and_says_so(tmp_path: Path, before: str | None, text: str) -> None:
+    session = clip_session(tmp_path)
+    agent = PlannerAgent()
+    for said in ([before] if before else []) + text.split(" ||| ")[:-1]:
+        await run(agent, session, said)
+    steps = len(session.history)
+    draft = session.draft.to_wire()
+    calls, reply = await run(agent, session, text.split(" ||| ")[-1])
+    assert session.draft.to_wire() == draft
+    assert not calls
+    assert "Nothing changed: it was already like that." in reply
+    assert len(session.history) == steps
+
+
+@pytest.mark.parametrize(
+    ("text", "how"),
+    [("cut the pauses then export 720p", 'say "export 720p"'), ("cut the pauses, then export", 'say "export"'),
+     ("add a title Road Trip then make it vertical then export", 'say "export"'), ("剪掉停顿，然后导出", "说「导出」")],
+)  # fmt: skip
+async def test_an_edit_then_export_edits_and_says_how_to_export(tmp_path: Path, text: str, how: str) -> None:
+    """The agent cannot export: it makes the edit (keeps the size asked for) and says how to export."""
+    session = clip_session(tmp_path)
+    draft = session.draft.model_copy(deep=True)
+    calls, reply = await run(PlannerAgent(), session, text)
+    assert len(calls) == len(changes(draft, session.draft)) >= 1
+    assert how in reply
+    assert "haven't exported" in reply or "还没有导出" in reply
+
+
+@pytest.mark.parametrize(
+    ("text", "resolution"), [("save it", None), ("save the video", None), ("导出 高清", "1080p"), ("导出超高清", "4k")]
+)
+def test_save_and_chinese_quality_names_route_to_export(text: str, resolution: str | None) -> None:
+    assert (route(text).intent, route(text).resolution) == (Intent.EXPORT, resolution)
+
+
+@pytest.mark.parametrize("text", NO_MUSIC_YET)
+async def test_no_music_to_change_adds_none(tmp_path: Path, text: str) -> None:
+    session = clip_session(tmp_path)
+    draft = session.draft.to_wire()
+    calls, reply = await run(PlannerAgent(), session, text)
+    assert session.draft.to_wire() == draft
+    assert not calls
+    zh = any("\u4e00" <= char <= "\u9fff" for char in text)
+    assert ("时间线上还没有音乐" if zh else "There is no music on the timeline yet") in reply
+    assert ("没有扣积分" if zh else "no credit used") in reply
 
 
 @pytest.mark.parametrize("text", NOT_UNDERSTOOD)
@@ -485,6 +583,12 @@ async def test_nothing_not_understood_costs_a_credit(nemo: Nemo) -> None:
     assert credits(nemo) == start
     await nemo.say("fade in")
     assert "Nothing changed" in await nemo.say("fade in")  # already so: said, and free
+    assert credits(nemo) == start - 1
+    for _, text in ALREADY_SO:
+        assert "Nothing changed" in await nemo.say(text.split(" ||| ")[-1])  # speed 1, volume 1: free
+    for text in NO_MUSIC_YET:
+        reply = await nemo.say(text)
+        assert "没有扣积分" in reply or "no credit used" in reply
     assert credits(nemo) == start - 1
 
 

@@ -36,7 +36,7 @@ P = planner
     [
         (
             "cut the pauses, add background music, export 1080p",
-            [P.CutPauses("normal"), P.Music(), P.Resolution("1080p")],
+            [P.CutPauses("normal"), P.Music(), P.Resolution("1080p"), P.ExportLater("1080p")],
         ),
         ("remove the silences, tight", [P.CutPauses("tight")]),
         ("only cut the long pauses", [P.CutPauses("gentle")]),
@@ -67,7 +67,7 @@ P = planner
         ("square, crop it", [P.Aspect("1:1"), P.Aspect(None, "crop")]),
         ("vertical with black bars", [P.Aspect("9:16", "pad")]),
         ("fade in and out over 2 seconds", [P.Fade(2000, 2000)]),
-        ("export in 4K", [P.Resolution("4k")]),
+        ("export in 4K", [P.Resolution("4k"), P.ExportLater("4k")]),
         ("what a nice day", []),
     ],
 )
@@ -78,7 +78,8 @@ def test_english(text: str, steps: list[planner.Step]) -> None:
 @pytest.mark.parametrize(
     ("text", "steps"),
     [
-        ("去掉停顿，加背景音乐，导出1080p", [P.CutPauses("normal"), P.Music(), P.Resolution("1080p")]),
+        ("去掉停顿，加背景音乐，导出1080p",
+         [P.CutPauses("normal"), P.Music(), P.Resolution("1080p"), P.ExportLater("1080p")]),
         ("剪掉静音部分，紧凑一点", [P.CutPauses("tight")]),
         ("前30秒", [P.Trim("keep_first", 0, 30_000)]),
         ("去掉前5秒", [P.Trim("drop_first", 0, 5000)]),
