@@ -1,0 +1,338 @@
+"""Captions from speech, offline, measured on real recorded speech (LibriVox readings shipped in Debian's
+pocketsphinx-testdata, with their transcripts): how many words are right, when they are shown, alignment of a
+script, captions that stay on their words after pauses are cut, styles, and the Whisper path through its loader.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.nemo.timeline_model import Track
+from localnemo import planner, timeline
+from localnemo.agent import AgentText, AgentToolCall, PlannerAgent
+from localnemo.captioning import LINE_CHARS, MAX_CUE_MS, MIN_CUE_MS, cues_from_words, width
+from localnemo.media import ffmpeg_exe
+from localnemo.speech import (
+    PocketsphinxEngine,
+    Speech,
+    SpeechError,
+    WhisperEngine,
+    Word,
+    choose_engine,
+    load_pcm,
+    matched_pairs,
+    word_error_rate,
+)
+from localnemo.state import SessionRecord
+from tests.test_localnemo_engine import Nemo, running_nemo
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+pytestmark = pytest.mark.skipif(
+    not (LIBRIVOX / "transcription").is_file(), reason="needs pocketsphinx-testdata (bash .ci/run installs it)"
+)
+# Recognition and alignment differ by a frame or two; a caption is "on time" within this.
+TIMING_MS = 300
+
+
+def transcripts() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        words, _, name = line.rpartition("(")
+        found[name.strip(" )")] = words.replace("<s>", "").replace("</s>", "").strip()
+    return found
+
+
+# The clip the end-to-end tests use: three readings with pauses between them.
+PARTS = ["sense_and_sensibility_01_austen_64kb-0880", "sense_and_sensibility_01_austen_64kb-0930",
+         "sense_and_sensibility_01_austen_64kb-0890"]  # fmt: skip
+PAUSE_S = 1.5
+CLIP_SECONDS = (
+    sum((LIBRIVOX / f"{name}.wav").stat().st_size - 44 for name in PARTS) / 32_000 + 2 * PAUSE_S
+    if (LIBRIVOX.is_dir())
+    else 0.0
+)
+
+
+@pytest.fixture(scope="module")
+def speech_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small video (black picture) whose sound is three readings with 1.5 s pauses between them."""
+    folder = tmp_path_factory.mktemp("speech")
+    out = folder / "reading.mp4"
+    inputs: list[str] = []
+    for name in PARTS:
+        inputs += ["-i", str(LIBRIVOX / f"{name}.wav")]
+    pad = f"apad=pad_dur={PAUSE_S}"
+    graph = f"[0:a]{pad}[a0];[1:a]{pad}[a1];[2:a]anull[a2];[a0][a1][a2]concat=n=3:v=0:a=1[a]"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", *inputs, "-f", "lavfi", "-i", "color=black:s=160x120:r=15",
+         "-filter_complex", graph, "-map", "3:v", "-map", "[a]", "-shortest", "-c:v", "libx264", "-preset",
+         "ultrafast", "-c:a", "aac", "-b:a", "64k", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+@dataclass
+class Recognised:
+    reference: list[str]
+    words: list[Word]
+    aligned: list[Word]
+
+
+@pytest.fixture(scope="module")
+def recognised() -> list[Recognised]:
+    """Every LibriVox reading, recognised and (from its transcript) force-aligned."""
+    import asyncio
+
+    engine = PocketsphinxEngine()
+    found: list[Recognised] = []
+    for name, text in sorted(transcripts().items()):
+        pcm = asyncio.run(load_pcm(LIBRIVOX / f"{name}.wav"))
+        found.append(Recognised(text.split(), engine.transcribe(pcm, "en"), engine.align(pcm, text)))
+    return found
+
+
+def test_caption_text_matches_what_is_said(recognised: list[Recognised]) -> None:
+    reference = [w for r in recognised for w in r.reference]
+    captions = [w for r in recognised for cue in cues_from_words(r.words) for w in cue.text.split()]
+    rate = word_error_rate(reference, captions)
+    assert len(reference) > 60
+    assert rate <= 0.35, f"WER {rate:.3f}"
+
+
+def test_captions_are_shown_when_their_words_are_said(recognised: list[Recognised]) -> None:
+    errors: list[int] = []
+    for r in recognised:
+        cues = cues_from_words(r.words)
+        for cue in cues:
+            lines = cue.text.split("\n")
+            assert len(lines) <= 2, cue.text
+            assert all(width(line) <= LINE_CHARS for line in lines), cue.text
+            assert MIN_CUE_MS <= cue.end_ms - cue.start_ms <= MAX_CUE_MS, cue
+        shown = {id(w): cue for cue in cues for w in cue.words}
+        _, pairs = matched_pairs([w.text for w in r.aligned], [w.text for w in r.words])
+        assert len(pairs) >= 0.6 * len(r.aligned)
+        for ref_index, hyp_index in pairs:
+            truth, heard = r.aligned[ref_index], r.words[hyp_index]
+            cue = shown[id(heard)]
+            errors.append(abs(heard.start_ms - truth.start_ms))
+            # On screen from before the word starts (within TIMING_MS) until it has been said.
+            assert cue.start_ms - TIMING_MS <= truth.start_ms
+            assert truth.end_ms <= cue.end_ms + TIMING_MS
+    assert max(errors) <= TIMING_MS, f"largest start error {max(errors)} ms"
+
+
+def test_forced_alignment_places_every_word_of_a_script(recognised: list[Recognised]) -> None:
+    for r in recognised:
+        assert [w.text for w in r.aligned] == r.reference
+        starts = [w.start_ms for w in r.aligned]
+        assert starts == sorted(starts)
+        _, pairs = matched_pairs(r.reference, [w.text for w in r.words])
+        # Where recognition heard the same word, both put it at the same moment.
+        assert all(abs(r.aligned[i].start_ms - r.words[j].start_ms) <= TIMING_MS for i, j in pairs)
+
+
+def test_a_script_as_written_keeps_its_spelling_and_unknown_words_are_timed_between(
+    recognised: list[Recognised],
+) -> None:
+    import asyncio
+
+    name = "sense_and_sensibility_01_austen_64kb-0870"
+    pcm = asyncio.run(load_pcm(LIBRIVOX / f"{name}.wav"))
+    script = "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his " \
+             "power to do for them. Zqxwv!"  # fmt: skip
+    words = PocketsphinxEngine().align(pcm, script)
+    assert words[1].text == "Mr."
+    assert words[-2].text == "them."
+    assert words[-1].text == "Zqxwv!"
+    assert words[-1].start_ms >= words[-2].end_ms
+
+
+# -- the agent and the server -----------------------------------------------------------------------------
+
+
+async def turn(agent: PlannerAgent, session: SessionRecord, text: str) -> tuple[list[AgentToolCall], str]:
+    calls: list[AgentToolCall] = []
+    said: list[str] = []
+    async for event in agent.run(session, text):
+        if isinstance(event, AgentToolCall):
+            calls.append(event)
+        elif isinstance(event, AgentText):
+            said.append(event.text)
+    return calls, " ".join(said)
+
+
+def clip_session(folder: Path, clip: Path, seconds: float) -> SessionRecord:
+    session = SessionRecord("1", "t", "p", "en", "u", folder)
+    (folder / clip.name).write_bytes(clip.read_bytes())
+    src = f"http://x/files/1/{clip.name}"
+    meta = {"title": "a", "src": src, "start": 0, "kind": "video", "in": 0, "out": round(seconds * 1000), "fps": 15}
+    session.draft.t.append(Track.model_validate({"tt": 0, "sg": [{"d": round(seconds * 1000), "m": meta}]}))
+    session.video_infos.append({"cdn_url": src, "file_type": "video", "filename": clip.name, "duration": seconds})
+    return session
+
+
+def caption_segments(session: SessionRecord) -> list[Any]:
+    return [s for t in timeline.tracks_of(session.draft, timeline.TRACK_TEXT) for s in t.sg if s.m.role == "caption"]
+
+
+async def test_generate_captions_reports_progress_and_styles_apply(tmp_path: Path, speech_clip: Path) -> None:
+    session = clip_session(tmp_path, speech_clip, CLIP_SECONDS)
+    agent = PlannerAgent()
+    calls, reply = await turn(agent, session, "generate captions")
+    progress = [c.args["progress"] for c in calls if c.name == "transcribe_captions"]
+    assert progress
+    assert progress[-1] == 100
+    assert progress == sorted(progress)
+    assert "Transcribing… 100%" in calls[len(progress) - 1].args["message"]
+    assert "Captions from the speech" in reply
+    assert "pocketsphinx" in reply
+    assert caption_segments(session)
+    calls, reply = await turn(agent, session, "big karaoke captions at the top")
+    meta = session.draft.m
+    assert (meta.caption_position, meta.caption_size, meta.caption_style) == ("top", "large", "karaoke")
+    assert "at the top" in reply
+    assert [c.name for c in calls] == ["edit_multitrack"]
+
+
+async def test_chinese_speech_without_whisper_says_what_to_install(tmp_path: Path, speech_clip: Path) -> None:
+    session = clip_session(tmp_path, speech_clip, CLIP_SECONDS)
+    before = session.draft.to_wire()
+    calls, reply = await turn(PlannerAgent(), session, "加字幕")
+    assert "nemobot[whisper]" in reply
+    assert "LOCALNEMO_WHISPER_MODEL" in reply
+    assert session.draft.to_wire() == before
+    assert not [c for c in calls if c.name == "edit_multitrack"]
+
+
+@pytest.fixture
+async def nemo(tmp_path: Path) -> AsyncIterator[Nemo]:
+    async with running_nemo(tmp_path / "nemo", "caption-tests") as running:
+        yield running
+
+
+def credits(nemo: Nemo) -> int:
+    session = nemo.server.state.sessions[nemo.session_id]
+    return nemo.server.state.users[session.user_id].credits
+
+
+async def test_chinese_request_costs_no_credit(nemo: Nemo, speech_clip: Path) -> None:
+    assert (await nemo.upload(speech_clip)).status_code == 200
+    left = credits(nemo)
+    assert "nemobot[whisper]" in await nemo.say("加字幕")
+    assert credits(nemo) == left
+
+
+async def test_headline_request_end_to_end_captions_stay_on_their_words(nemo: Nemo, speech_clip: Path) -> None:
+    """ "cut the pauses, add background music, and generate captions", then export: every caption word that was
+    heard right is on screen while the output says it (found by aligning the transcript to the output's sound)."""
+    assert (await nemo.upload(speech_clip)).status_code == 200
+    reply = await nemo.say("cut the pauses, add background music, and generate captions")
+    assert "Captions from the speech" in reply, reply
+    session = nemo.server.state.sessions[nemo.session_id]
+    spans = [s for s in timeline.video_segments(session.draft)]
+    assert len(spans) == 3  # the two pauses cut
+    assert any(s.m.role == "music" for t in timeline.tracks_of(session.draft, timeline.TRACK_AUDIO) for s in t.sg)
+    output = await nemo.exported()
+    texts = transcripts()
+    reference = " ".join(texts[name] for name in PARTS)
+    heard = await Speech("pocketsphinx").align(output, reference)
+    shown = [(w, seg) for seg in caption_segments(session) for w in seg.m.words or []]
+    _, pairs = matched_pairs([w.text for w in heard], [w.w for w, _ in shown])
+    assert len(pairs) >= 0.6 * len(heard)
+    for ref_index, hyp_index in pairs:
+        truth = heard[ref_index]
+        word, segment = shown[hyp_index]
+        start = timeline.number(segment.m.start)
+        assert start - TIMING_MS <= truth.start_ms <= start + timeline.number(segment.d), (word.w, truth)
+        assert word.at is not None
+        assert abs(timeline.number(word.at) - truth.start_ms) <= TIMING_MS, (word, truth)
+
+
+# -- the Whisper path -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeWord:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass
+class FakeSegment:
+    end: float
+    words: list[FakeWord]
+
+
+class FakeWhisperModel:
+    """faster-whisper's ``WhisperModel`` as far as the engine uses it."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def transcribe(self, audio: Any, **options: Any) -> tuple[Iterator[FakeSegment], object]:
+        self.calls.append({"samples": len(audio), **options})
+        words = [FakeWord("你好", 0.5, 0.9), FakeWord("世界", 0.9, 1.4), FakeWord("。", 1.4, 1.5)]
+        return iter([FakeSegment(1.5, words), FakeSegment(3.0, [FakeWord("再见", 2.0, 2.6)])]), object()
+
+
+async def test_whisper_is_chosen_when_its_model_loads_and_transcribes_chinese(
+    tmp_path: Path, speech_clip: Path
+) -> None:
+    model_dir = tmp_path / "whisper-small"
+    model_dir.mkdir()
+    loaded: list[str] = []
+    model = FakeWhisperModel()
+
+    def loader(path: str) -> FakeWhisperModel:
+        loaded.append(path)
+        return model
+
+    engine = choose_engine("auto", str(model_dir), loader=loader)
+    assert isinstance(engine, WhisperEngine)
+    assert loaded == [str(model_dir)]
+    (tmp_path / "s").mkdir()
+    session = clip_session(tmp_path / "s", speech_clip, CLIP_SECONDS)
+    agent = PlannerAgent(speech=Speech("auto", str(model_dir), loader=loader))
+    _, reply = await turn(agent, session, "加字幕")
+    assert "whisper" in reply
+    assert [s.m.text for s in caption_segments(session)] == ["你好世界。", "再见"]
+    assert model.calls[-1]["language"] == "zh"
+    assert model.calls[-1]["word_timestamps"] is True
+    assert model.calls[-1]["samples"] == pytest.approx(CLIP_SECONDS * 16_000, rel=0.02)
+
+
+def test_a_whisper_model_that_fails_to_load_falls_back_or_is_refused_when_forced(tmp_path: Path) -> None:
+    def broken(path: str) -> object:
+        raise OSError(f"no model.bin in {path}")
+
+    assert isinstance(choose_engine("auto", str(tmp_path), loader=broken), PocketsphinxEngine)
+    assert isinstance(choose_engine("pocketsphinx", str(tmp_path), loader=broken), PocketsphinxEngine)
+    assert isinstance(choose_engine("auto", None), PocketsphinxEngine)
+    with pytest.raises(SpeechError, match="could not be loaded"):
+        choose_engine("whisper", str(tmp_path), loader=broken)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("generate captions", planner.Captions()),
+        ("add subtitles", planner.Captions()),
+        ("加字幕", planner.Captions()),
+        ("put the captions at the top", planner.Captions(position="top")),
+        ("make the captions bigger", planner.Captions(size="large")),
+        ("karaoke captions", planner.Captions(karaoke=True)),
+        ("word-by-word captions in the middle", planner.Captions(position="middle", karaoke=True)),
+        ("字幕放在顶部", planner.Captions(position="top")),
+        ("captions from this script: Hello there, and welcome.", planner.Captions(script="Hello there, and welcome.")),
+    ],
+)
+def test_caption_phrasings(text: str, expected: planner.Captions) -> None:
+    assert planner.plan(text) == [expected]
