@@ -162,6 +162,7 @@ class Capabilities:
     edit_interval_seconds: float = 1.0  # at most one edit of a message per this many seconds
     buttons: bool = False
     images: bool = False  # send_image works here (a photo, a file, a saved picture); False: it is never called
+    documents: bool = False  # send_document works here (a file, or one saved); False: it is never called
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,12 @@ class Replies(Protocol):
 
         Called only when ``capabilities.images`` is true. ``path`` belongs to the engine and is deleted once
         this returns: an adapter that keeps the picture copies it first."""
+        ...
+
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        """Send a small file (the captions of a video, as .srt) under ``filename``, with a short caption.
+
+        Called only when ``capabilities.documents`` is true; ``path`` is deleted once this returns."""
         ...
 
     async def show_working(self, action: WorkingAction) -> None: ...

@@ -590,4 +590,9 @@ _CAPTION_TEXTS: dict[str, tuple[str, str]] = {
         "无法把你的文稿与视频里的语音对齐：{error}。",
     ),
 }
+_CAPTION_TEXTS.update({
+    "export_captions": ("💬 The captions (.srt), timed to the video: fix a word and send it back any time.",
+                        "💬 字幕文件（.srt），与视频时间一致：改好后可以随时发回来。"),
+    "export_captions_link": ("💬 Captions (.srt): {url}", "💬 字幕文件（.srt）：{url}"),
+})
 _CATALOGUE.update(_CAPTION_TEXTS)

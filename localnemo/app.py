@@ -140,6 +140,7 @@ def create_app(
     router.add_post("/api/auth/claim-token", api.claim, name="claim")
     router.add_get("/files/{sid}/{name}", uploads.file, name="file")
     router.add_get("/render-result/{token}.mp4", renders.result, name="result")
+    router.add_get("/render-result/{token}.srt", renders.captions, name="captions")
     return app
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from localnemo import timeline
 from localnemo.speech import Word
 
 LINE_CHARS = 42
@@ -123,3 +124,21 @@ def srt_text(cues: Sequence[tuple[int, int, str]]) -> str:
 
 def write_srt(cues: Sequence[tuple[int, int, str]], path: Path) -> None:
     path.write_text(srt_text(cues), encoding="utf-8")
+
+
+def draft_captions(draft: timeline.Draft, length_ms: int | None = None) -> list[tuple[int, int, str]]:
+    """The captions of a draft as (start ms, end ms, text) on its timeline (i.e. in the edited video), in
+    order, cut off at ``length_ms`` when given."""
+    found: list[tuple[int, int, str]] = []
+    for track in timeline.tracks_of(draft, timeline.TRACK_TEXT):
+        for segment in track.sg:
+            m = segment.m
+            if m.role != "caption" or not (m.text or "").strip():
+                continue
+            start = round(timeline.number(m.start))
+            end = start + round(timeline.number(segment.d))
+            if length_ms is not None:
+                end = min(end, length_ms)
+            if end > start:
+                found.append((start, end, str(m.text)))
+    return sorted(found)

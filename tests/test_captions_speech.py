@@ -30,6 +30,7 @@ from localnemo.speech import (
     word_error_rate,
 )
 from localnemo.state import SessionRecord
+from localnemo.subtitles import parse_cues
 from tests.test_localnemo_engine import Nemo, running_nemo
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -61,8 +62,11 @@ CLIP_SECONDS = (
 
 @pytest.fixture(scope="module")
 def speech_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_speech_clip(tmp_path_factory.mktemp("speech"))
+
+
+def make_speech_clip(folder: Path) -> Path:
     """A small video (black picture) whose sound is three readings with 1.5 s pauses between them."""
-    folder = tmp_path_factory.mktemp("speech")
     out = folder / "reading.mp4"
     inputs: list[str] = []
     for name in PARTS:
@@ -72,7 +76,7 @@ def speech_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(
         [ffmpeg_exe(), "-v", "error", "-y", *inputs, "-f", "lavfi", "-i", "color=black:s=160x120:r=15",
          "-filter_complex", graph, "-map", "3:v", "-map", "[a]", "-shortest", "-c:v", "libx264", "-preset",
-         "ultrafast", "-c:a", "aac", "-b:a", "64k", str(out)],
+         "ultrafast", "-c:a", "aac", "-b:a", "128k", str(out)],
         check=True,
     )  # fmt: skip
     return out
@@ -240,6 +244,12 @@ async def test_headline_request_end_to_end_captions_stay_on_their_words(nemo: Ne
     assert len(spans) == 3  # the two pauses cut
     assert any(s.m.role == "music" for t in timeline.tracks_of(session.draft, timeline.TRACK_AUDIO) for s in t.sg)
     output = await nemo.exported()
+    job = (await nemo.http.get(f"/api/render/proxy/lambda/render_{nemo.renders}", headers=nemo.headers)).json()
+    srt = await nemo.http.get(job["data"]["captionsUrl"])  # signed like the result link: no token needed
+    assert srt.status_code == 200
+    assert parse_cues(srt.text)[0].text == caption_segments(session)[0].m.text
+    unsigned = job["data"]["captionsUrl"].split("?")[0]
+    assert (await nemo.http.get(unsigned)).status_code == 404
     texts = transcripts()
     reference = " ".join(texts[name] for name in PARTS)
     heard = await Speech("pocketsphinx").align(output, reference)

@@ -699,10 +699,9 @@ async def test_planner_agent_rules_without_media(tmp_path: Path) -> None:
     await say("export in 4k")
     assert session.draft.to_wire()["m"]["resolution"] == "4k"
     assert session.draft.to_wire()["m"]["width"] == 2160
-    # No captions from speech offline: an honest answer, and nothing fake on the timeline.
+    # Captions from speech need a clip to listen to: an honest answer, and nothing fake on the timeline.
     answer = await say("加字幕")
-    assert "语音识别" in answer
-    assert "NemoVideo" in answer
+    assert "还没有可以加字幕的视频" in answer
     assert not [track for track in session.draft.to_wire()["t"] if track["tt"] == 7]
     assert "标题" in await say("标题：城市之夜")
     assert any(s["m"].get("text") == "城市之夜" for track in session.draft.to_wire()["t"] for s in track["sg"])
