@@ -30,7 +30,7 @@ from localnemo.speech import (
     word_error_rate,
 )
 from localnemo.state import SessionRecord
-from localnemo.subtitles import parse_cues
+from localnemo.subtitles import CaptionStyle, Cue, parse_cues, write_ass
 from tests.test_localnemo_engine import Nemo, running_nemo
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -346,3 +346,62 @@ def test_a_whisper_model_that_fails_to_load_falls_back_or_is_refused_when_forced
 )
 def test_caption_phrasings(text: str, expected: planner.Captions) -> None:
     assert planner.plan(text) == [expected]
+
+
+# -- styles, burned in ------------------------------------------------------------------------------------
+
+
+def frame_rgb(video: Path, seconds: float, width: int = 320, height: int = 240) -> bytes:
+    return subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-ss", f"{seconds:.3f}", "-i", str(video), "-frames:v", "1", "-vf",
+         f"scale={width}:{height}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def colours(frame: bytes, rows: tuple[float, float], width: int = 320, height: int = 240) -> tuple[int, int]:
+    """(white pixels, yellow pixels) in a band of rows (fractions of the height)."""
+    white = yellow = 0
+    for row in range(int(rows[0] * height), int(rows[1] * height)):
+        for column in range(width):
+            r, g, b = frame[(row * width + column) * 3 : (row * width + column) * 3 + 3]
+            if r > 180 and g > 180:
+                if b > 180:
+                    white += 1
+                elif b < 90:
+                    yellow += 1
+    return white, yellow
+
+
+async def test_caption_position_and_karaoke_are_burned_in(nemo: Nemo, speech_clip: Path) -> None:
+    assert (await nemo.upload(speech_clip)).status_code == 200
+    await nemo.say("generate captions")
+    session = nemo.server.state.sessions[nemo.session_id]
+    first = caption_segments(session)[0]
+    words = [w for w in first.m.words or [] if w.at is not None and w.until is not None]
+    middle = timeline.number(words[len(words) // 2].at) / 1000 + 0.05
+    top, bottom = (0.0, 0.4), (0.6, 1.0)
+    plain = frame_rgb(await nemo.exported(), middle)
+    assert colours(plain, bottom)[0] > 20
+    assert colours(plain, top) == (0, 0)
+    reply = await nemo.say("karaoke captions at the top")
+    assert "each word lit up" in reply
+    lit = frame_rgb(await nemo.exported(), middle)
+    white, yellow = colours(lit, top)
+    assert white > 10  # the words still to come
+    assert yellow > 10  # the words already said
+    assert colours(lit, bottom) == (0, 0)
+
+
+def test_caption_size_and_position_are_the_ass_style(tmp_path: Path) -> None:
+    cue = Cue(0, 2000, "he was\nnot", (("he", 0, 300), ("was", 300, 700), ("not", 900, 1500)))
+    sizes = {}
+    for size in ("small", "medium", "large"):
+        path = tmp_path / f"{size}.ass"
+        write_ass([cue], path, width=1080, height=1920, font_name="DejaVu Sans", style=CaptionStyle("top", size, True))
+        style = next(line for line in path.read_text().splitlines() if line.startswith("Style:")).split(",")
+        sizes[size] = int(style[2])
+        assert style[18] == "8"  # top centre
+    assert sizes["small"] < sizes["medium"] < sizes["large"]
+    events = path.read_text().splitlines()[-1]
+    assert events.endswith(r"{\kf30}he {\kf40}was\N{\k20}{\kf60}not")
