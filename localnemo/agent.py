@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -216,24 +217,20 @@ class PlannerAgent:
             yield AgentText(reply.text)
             return
 
+        if any(isinstance(step, planner.CutPauses) for step in steps) and any(
+            isinstance(step, planner.Captions) and not step.remove and step.script is None for step in steps
+        ):
+            # Captions asked for with the cut: listen first, so that the cut respects the words.
+            listening = asyncio.ensure_future(self._listen(session, reply))
+            async for event in _while_running(listening, reply):
+                yield event
         edits: list[Edit] = []
         for step in steps:
             said = len(reply.parts)
             unchanged = session.draft.to_wire()
             task = asyncio.ensure_future(self._apply(session, step, reply))
-            try:
-                while not task.done():
-                    getter = asyncio.ensure_future(reply.events.get())
-                    await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
-                    if getter.done():
-                        yield getter.result()
-                    else:
-                        getter.cancel()
-            finally:
-                if not task.done():
-                    task.cancel()
-            while not reply.events.empty():
-                yield reply.events.get_nowait()
+            async for event in _while_running(task, reply):
+                yield event
             outcome = task.result()
             if outcome is not None and session.draft.to_wire() == unchanged:
                 # Never claim a change that did not happen: say it already was so.
@@ -381,6 +378,10 @@ class PlannerAgent:
                     silent_clips += 1
                     new_segments.append(segment)
                     continue
+                words = _known_words(session, src) if src is not None else []
+                if words:
+                    fps = timeline.number(segment.m.fps) or None
+                    spans = respect_words(spans, words, timeline.source_span(segment), fps)
                 for start, end in spans:
                     piece = segment.model_copy(deep=True)
                     timeline.set_span(piece, start, end)
@@ -693,6 +694,17 @@ class PlannerAgent:
         }  # fmt: skip
         return words
 
+    async def _listen(self, session: SessionRecord, reply: _Reply) -> None:
+        """Recognise the clips' words ahead of an edit that uses them; a failure is answered by the captions
+        step itself."""
+        clips = self._speech_clips(session)
+        language = "zh" if reply.lang == "zh" else "en"
+        for index, (src, path) in enumerate(clips):
+            try:
+                await self._words(session, src, path, language, reply, (index, len(clips)))
+            except SpeechError:
+                return
+
     async def _captions_from_speech(self, session: SessionRecord, reply: _Reply) -> Edit | None:
         clips = self._speech_clips(session)
         if not clips:
@@ -841,6 +853,66 @@ def kept_spans(
             padded.append((start, end))
     kept = [(a, b) for a, b in padded if b - a >= min_clip_ms]
     return kept or None
+
+
+async def _while_running(task: asyncio.Future[Any], reply: _Reply) -> AsyncIterator[AgentEvent]:
+    """The progress events of a step while it runs (the step is cancelled if the stream is dropped)."""
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(reply.events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+    finally:
+        if not task.done():
+            task.cancel()
+    while not reply.events.empty():
+        yield reply.events.get_nowait()
+
+
+def respect_words(
+    spans: list[tuple[float, float]], words: list[Word], limit: tuple[float, float], fps: float | None = None
+) -> list[tuple[float, float]]:
+    """``spans`` (source ms) widened so that no edge falls inside a word (within ``limit``), then merged where
+    they meet. With ``fps``, edges sit on frame boundaries (which snapping keeps), outside every word."""
+    frame = 1000 / fps if fps else None
+
+    def inside(ms: float) -> Word | None:
+        return next((w for w in words if w.start_ms < ms < w.end_ms), None)
+
+    def edge(ms: float, outwards: int) -> float:
+        for _ in range(len(words) + 2):
+            word = inside(ms)
+            if word is not None:
+                ms = word.start_ms if outwards < 0 else word.end_ms
+            if frame is None:
+                return ms
+            out = (math.floor(ms / frame) if outwards < 0 else math.ceil(ms / frame)) * frame
+            back = (math.ceil(ms / frame) if outwards < 0 else math.floor(ms / frame)) * frame
+            for candidate in (out, back):
+                if inside(candidate) is None:
+                    return candidate
+            ms = out
+        return ms
+
+    widened: list[tuple[float, float]] = []
+    for start, end in spans:
+        start, end = max(limit[0], edge(start, -1)), min(limit[1], edge(end, 1))
+        if widened and start <= widened[-1][1]:
+            widened[-1] = (widened[-1][0], max(widened[-1][1], end))
+        else:
+            widened.append((start, end))
+    return widened
+
+
+def _known_words(session: SessionRecord, src: str) -> list[Word]:
+    """The words recognised (or aligned) in a clip, source ms; empty when none are known yet."""
+    cached = session.video_analyses.get(SPEECH_KEY + src)
+    if not isinstance(cached, dict):
+        return []
+    return [Word(str(w), int(a), int(b)) for w, a, b in cached.get("words", [])]
 
 
 def keep_ranges(draft: timeline.Draft, ranges: list[tuple[float, float]]) -> None:

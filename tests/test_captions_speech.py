@@ -15,9 +15,9 @@ import pytest
 
 from bot.nemo.timeline_model import Track
 from localnemo import planner, timeline
-from localnemo.agent import AgentText, AgentToolCall, PlannerAgent
+from localnemo.agent import AgentText, AgentToolCall, PlannerAgent, kept_spans, respect_words
 from localnemo.captioning import LINE_CHARS, MAX_CUE_MS, MIN_CUE_MS, cues_from_words, width
-from localnemo.media import ffmpeg_exe
+from localnemo.media import AudioAnalysis, ffmpeg_exe
 from localnemo.speech import (
     PocketsphinxEngine,
     Speech,
@@ -405,3 +405,39 @@ def test_caption_size_and_position_are_the_ass_style(tmp_path: Path) -> None:
     assert sizes["small"] < sizes["medium"] < sizes["large"]
     events = path.read_text().splitlines()[-1]
     assert events.endswith(r"{\kf30}he {\kf40}was\N{\k20}{\kf60}not")
+
+
+# -- cuts that respect words ------------------------------------------------------------------------------
+
+
+def test_respect_words_moves_edges_out_of_words_to_frame_boundaries() -> None:
+    words = [Word("hello", 1000, 1400), Word("there", 1500, 1900)]
+    assert respect_words([(0, 1200), (1700, 3000)], words, (0, 3000)) == [(0, 1400), (1500, 3000)]
+    assert respect_words([(0, 1200), (1300, 3000)], words, (0, 3000)) == [(0, 3000)]
+    spans = respect_words([(0, 1450)], words, (0, 3000), fps=15)
+    assert spans[0][1] == pytest.approx(1466.67, abs=0.01)
+
+
+async def test_cutting_pauses_never_cuts_inside_a_recognised_word(tmp_path: Path, speech_clip: Path) -> None:
+    session = clip_session(tmp_path, speech_clip, CLIP_SECONDS)
+    src = session.video_infos[0]["cdn_url"]
+    agent = PlannerAgent()
+    await turn(agent, session, "generate captions")
+    words = [Word(str(w), int(a), int(b)) for w, a, b in session.video_analyses["speech:" + src]["words"]]
+    long_words = [w for w in words if w.end_ms - w.start_ms >= 450]
+    # A "pause" found inside long words (a quiet vowel, a stop): the margins alone would cut into them.
+    silences = [[(w.start_ms + 50) / 1000, (w.end_ms + 600) / 1000] for w in long_words[:3]]
+    session.video_analyses[src] = {
+        "threshold_db": -35.0, "has_audio": True, "duration": CLIP_SECONDS, "silences": silences, "speech_db": -20.0,
+    }  # fmt: skip
+    naive = kept_spans(
+        AudioAnalysis(CLIP_SECONDS, tuple((a, b) for a, b in silences), -35.0, -20.0), (0, CLIP_SECONDS * 1000),
+        min_silence_ms=500, margin_ms=200, min_clip_ms=200,
+    )  # fmt: skip
+    assert naive is not None
+    assert any(w.start_ms < edge < w.end_ms for a, b in naive for edge in (a, b) for w in words)
+    calls, reply = await turn(agent, session, "cut the pauses")
+    assert calls, reply
+    edges = [timeline.number(e) for s in timeline.video_segments(session.draft) for e in (s.m.in_, s.m.out)]
+    assert len(edges) > 2
+    assert not [(edge, w) for edge in edges for w in words if w.start_ms < edge < w.end_ms]
