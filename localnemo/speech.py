@@ -255,13 +255,18 @@ class PocketsphinxEngine:
         if not tokens:
             return []
         duration = len(pcm) * 1000 // BYTES_PER_SECOND
+        # A written word may be several dictionary words ("ill-disposed", "cold-hearted").
+        parts = [[spoken(part) for part in re.split(r"[-‐‑–/]", token) if spoken(part)] for token in tokens]
         with self._lock:
             decoder = self._get()
-            known = [i for i, token in enumerate(tokens) if decoder.lookup_word(spoken(token)) is not None]
+            known = [
+                i for i, pieces in enumerate(parts)
+                if pieces and all(decoder.lookup_word(piece) is not None for piece in pieces)
+            ]  # fmt: skip
             timed: list[tuple[int, int] | None] = [None] * len(tokens)
             if known:
                 try:
-                    decoder.set_align_text(" ".join(spoken(tokens[i]) for i in known))
+                    decoder.set_align_text(" ".join(" ".join(parts[i]) for i in known))
                     self._decode(decoder, pcm)
                     aligned = self._words(decoder, 0)
                 except RuntimeError as exc:
@@ -269,9 +274,12 @@ class PocketsphinxEngine:
                     aligned = []
                 finally:
                     decoder.activate_search()  # back to recognition with the language model
-                if len(aligned) == len(known):
-                    for index, word in zip(known, aligned, strict=True):
-                        timed[index] = (word.start_ms, word.end_ms)
+                if len(aligned) == sum(len(parts[i]) for i in known):
+                    position = 0
+                    for index in known:
+                        first, last = aligned[position], aligned[position + len(parts[index]) - 1]
+                        timed[index] = (first.start_ms, last.end_ms)
+                        position += len(parts[index])
                 else:
                     log.info("localnemo.speech.align_failed words=%s aligned=%s", len(known), len(aligned))
         if all(slot is None for slot in timed):

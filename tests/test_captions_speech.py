@@ -441,3 +441,29 @@ async def test_cutting_pauses_never_cuts_inside_a_recognised_word(tmp_path: Path
     edges = [timeline.number(e) for s in timeline.video_segments(session.draft) for e in (s.m.in_, s.m.out)]
     assert len(edges) > 2
     assert not [(edge, w) for edge in edges for w in words if w.start_ms < edge < w.end_ms]
+
+
+# -- captions from a script -------------------------------------------------------------------------------
+
+SCRIPT = (
+    "He was not an ill-disposed young man. He might even have been made amiable himself. "
+    "Unless to be rather cold-hearted, and rather selfish, is to be ill-disposed."
+)
+
+
+async def test_captions_from_a_script_are_aligned_and_keep_its_words(tmp_path: Path, speech_clip: Path) -> None:
+    session = clip_session(tmp_path, speech_clip, CLIP_SECONDS)
+    agent = PlannerAgent()
+    _, reply = await turn(agent, session, "Captions from this script: " + SCRIPT)
+    assert "Captions from your script" in reply, reply
+    segments = caption_segments(session)
+    assert " ".join(s.m.text.replace("\n", " ") for s in segments if s.m.text) == SCRIPT
+    # The script's words land where recognition hears the same words.
+    shown = [w for s in segments for w in s.m.words or []]
+    heard = await Speech("pocketsphinx").transcribe(speech_clip, "en")
+    _, pairs = matched_pairs([w.w for w in shown], [w.text for w in heard])
+    assert len(pairs) >= 0.6 * len(heard)
+    assert all(abs(timeline.number(shown[i].a) - heard[j].start_ms) <= TIMING_MS for i, j in pairs)
+    # Each sentence starts a caption.
+    assert [s.m.text.split()[0] for s in segments if s.m.text][:1] == ["He"]
+    assert any(s.m.text.startswith("Unless") for s in segments if s.m.text)
