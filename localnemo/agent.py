@@ -39,7 +39,7 @@ from localnemo.media import AudioAnalysis, analyse_audio
 from localnemo.music import MUSIC_TITLE
 from localnemo.speech import LanguageNotAvailable, Speech, SpeechError, Word
 from localnemo.state import SessionRecord
-from localnemo.subtitles import SubtitleError, read_cues
+from localnemo.subtitles import SubtitleError, read_cues, read_script
 from localnemo.timeline import video_length_ms
 
 log = logging.getLogger(__name__)
@@ -614,6 +614,13 @@ class PlannerAgent:
         path = _local_path(session, str(upload["cdn_url"]))
         if path is None:
             return await self._captions_from_speech(session, reply)
+        if path.suffix.lower() == ".txt":
+            try:
+                script = await asyncio.to_thread(read_script, path)
+            except (OSError, SubtitleError) as exc:
+                reply.say("captions_unreadable", error=exc)
+                return None
+            return await self._captions_from_script(session, script, reply)
         try:
             cues = await asyncio.to_thread(read_cues, path)
         except (OSError, SubtitleError) as exc:

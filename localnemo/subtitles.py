@@ -97,6 +97,21 @@ def read_cues(path: Path) -> list[Cue]:
     return cues
 
 
+def read_script(path: Path) -> str:
+    """The words of a script (.txt) to align to speech (blocking); SubtitleError when it has none."""
+    if path.stat().st_size > MAX_SUBTITLE_BYTES:
+        raise SubtitleError(f"the script is over {MAX_SUBTITLE_BYTES // (1024 * 1024)} MB")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    text = text.lstrip("\ufeff").strip()
+    if not re.search(r"\w", text):
+        raise SubtitleError("the script has no words")
+    return text
+
+
 def _ass_time(ms: int) -> str:
     centis = max(0, round(ms / 10))
     hours, rest = divmod(centis, 360_000)

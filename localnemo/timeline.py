@@ -308,7 +308,8 @@ def place_upload(session: SessionRecord, info: dict[str, Any], title: str, cues:
     duration = info.get("duration")
     if kind == "subtitle":
         session.video_infos.append(info)
-        place_captions(draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
+        if cues:  # a script (.txt) has none: it waits for "generate captions"
+            place_captions(draft, [(c.start_ms, c.end_ms, c.text) for c in cues], info["cdn_url"])
         sync(draft, session.video_infos)
         return
     if kind == "audio":

@@ -467,3 +467,23 @@ async def test_captions_from_a_script_are_aligned_and_keep_its_words(tmp_path: P
     # Each sentence starts a caption.
     assert [s.m.text.split()[0] for s in segments if s.m.text][:1] == ["He"]
     assert any(s.m.text.startswith("Unless") for s in segments if s.m.text)
+
+
+async def test_an_uploaded_script_is_aligned_when_captions_are_asked_for(
+    nemo: Nemo, speech_clip: Path, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.txt"
+    script.write_text("\ufeff" + SCRIPT + "\n")
+    answer = await nemo.upload(speech_clip, script)
+    assert answer.status_code == 200, answer.text
+    assert [f["file_type"] for f in answer.json()["data"]["files"]] == ["video", "subtitle"]
+    session = nemo.server.state.sessions[nemo.session_id]
+    assert not caption_segments(session)  # a script waits to be asked for
+    reply = await nemo.say("add subtitles")
+    assert "Captions from your script" in reply, reply
+    assert " ".join((s.m.text or "").replace("\n", " ") for s in caption_segments(session)) == SCRIPT
+    empty = tmp_path / "empty.txt"
+    empty.write_text(" \n ... \n")
+    refused = await nemo.upload(empty)
+    assert refused.status_code == 400
+    assert "no words" in refused.text

@@ -238,7 +238,7 @@ async def test_upload_refuses_unsupported_types_and_oversized_files(
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
     url = f"/api/upload-video/nemo_agent/me/{sid}"
-    for name, ctype in (("notes.txt", "text/plain"), ("clip.mp4", "application/pdf"), ("photo.png", "video/mp4")):
+    for name, ctype in (("notes.pdf", "application/pdf"), ("clip.mp4", "application/pdf"), ("photo.png", "video/mp4")):
         answer = await client.post(url, files=[("files", (name, b"0" * 10, ctype))], headers=auth(token))
         assert answer.status_code == 400
         body = answer.json()
