@@ -90,6 +90,8 @@ class ConsoleReplies:
         self.transcript: list[str] = []
         self.videos: list[Path] = []
         self.images: list[Path] = []
+        self.documents: list[Path] = []
+        self.last_video: Path | None = None
         self._caps = Capabilities(
             max_upload_bytes=_UNLIMITED if out_dir is not None else 0,
             max_message_length=100_000,
@@ -99,6 +101,7 @@ class ConsoleReplies:
             images=out_dir is not None,
             download_dir=out_dir,
             edits_rate_limited=False,
+            documents=out_dir is not None,
         )
 
     @property
@@ -218,6 +221,7 @@ class ConsoleReplies:
         # Downloaded into out_dir (capabilities.download_dir): a rename. A copy only if it came from elsewhere.
         await asyncio.to_thread(_move, path, target)
         self.videos.append(target)
+        self.last_video = target
         return await self.send_text(f"🎞️ {caption} saved to {target}", buttons=buttons)
 
     async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
@@ -226,6 +230,16 @@ class ConsoleReplies:
         target = self.out_dir / f"nemobot-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}{path.suffix}"
         await asyncio.to_thread(shutil.copyfile, path, target)
         self.images.append(target)
+        return await self.send_text(f"{caption}: {target}")
+
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        """Saved beside the video it belongs to (same name, its own extension), else in the folder."""
+        assert self.out_dir is not None, "capabilities say no files without a folder"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        video = self.last_video
+        target = video.with_suffix(Path(filename).suffix) if video is not None else self.out_dir / filename
+        await asyncio.to_thread(shutil.copyfile, path, target)
+        self.documents.append(target)
         return await self.send_text(f"{caption}: {target}")
 
     async def show_working(self, action: WorkingAction) -> None:

@@ -143,6 +143,7 @@ class ChannelReplies:
         self._caps = Capabilities(
             max_upload_bytes=upload_limit or DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
             max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds, images=True,
+            documents=True,
         )
 
     @property
@@ -193,6 +194,11 @@ class ChannelReplies:
                                      allowed_mentions=discord.AllowedMentions(users=True))
         return MessageHandle(str(message.id), message)
 
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        channel = await self.channel()
+        message = await channel.send(caption[:MAX_MESSAGE], file=discord.File(path, filename=filename))
+        return MessageHandle(str(message.id), message)
+
     async def show_working(self, action: WorkingAction) -> None:
         with contextlib.suppress(discord.HTTPException):
             channel = await self.channel()
@@ -215,6 +221,7 @@ class InteractionReplies:
         self._caps = Capabilities(
             max_upload_bytes=interaction.filesize_limit, max_message_length=MAX_MESSAGE,
             max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=edit_seconds, images=True,
+            documents=True,
         )
 
     @property
@@ -287,6 +294,17 @@ class InteractionReplies:
             return MessageHandle(str(sent.id), sent)
 
         return await self._call(through_interaction, lambda: self._late.send_image(path, caption=caption))
+
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        async def through_interaction() -> MessageHandle:
+            sent = await self._interaction.followup.send(
+                caption[:MAX_MESSAGE], file=discord.File(path, filename=filename), wait=True
+            )
+            return MessageHandle(str(sent.id), sent)
+
+        return await self._call(
+            through_interaction, lambda: self._late.send_document(path, filename=filename, caption=caption)
+        )
 
     async def show_working(self, action: WorkingAction) -> None:
         return None  # the deferred response already shows "thinking…"

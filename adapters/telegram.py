@@ -173,6 +173,7 @@ class TelegramReplies:
             edit_interval_seconds=settings.group_edit_seconds if group else settings.private_edit_seconds,
             buttons=True,
             images=True,
+            documents=True,
         )
 
     @property
@@ -229,6 +230,13 @@ class TelegramReplies:
     async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
         message = await self._obeying_flood_control(
             self._app.bot.send_photo, self.chat_id, path, caption=caption[:MAX_CAPTION],
+        )
+        return MessageHandle(str(message.message_id))
+
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        # sendDocument: the file under its own name (https://core.telegram.org/bots/api#senddocument).
+        message = await self._obeying_flood_control(
+            self._app.bot.send_document, self.chat_id, path, filename=filename, caption=caption[:MAX_CAPTION],
         )
         return MessageHandle(str(message.message_id))
 

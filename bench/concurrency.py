@@ -193,6 +193,9 @@ class MemoryReplies:
     async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
         raise NotImplementedError("the benchmark's chats declare no pictures")
 
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        raise NotImplementedError
+
     async def show_working(self, action: WorkingAction) -> None:
         return None
 

@@ -232,6 +232,11 @@ class Exports:
             with contextlib.suppress(Exception):
                 await self._repo.release_delivery(record.render_id, self.owner)
             raise
+        captions_sent = False
+        if sent and job.captions_url:
+            captions_sent = await self._send_captions(job.captions_url, replies, lang)
+        if job.captions_url and not captions_sent:
+            text = join_text(text, t("export_captions_link", lang, url=job.captions_url))
         if sent:
             try:
                 await status.finish(text, buttons=buttons(lang))
@@ -248,6 +253,21 @@ class Exports:
             await self._repo.confirm_delivery(record.render_id, self.owner)
         log.info("engine.export.delivered render=%s file=%s", record.render_id, sent)
         return Outcome.DONE
+
+    async def _send_captions(self, url: str, replies: Replies, lang: str) -> bool:
+        """The video's captions as an .srt document beside it, where the platform takes files."""
+        if not replies.capabilities.documents:
+            return False
+        with tempfile.TemporaryDirectory(prefix="nemobot-", dir=self._temp_dir) as tmp:
+            path = Path(tmp) / "captions.srt"
+            try:
+                await self._nemo.download(url, path, max_bytes=_MAX_CAPTIONS_BYTES)
+                await replies.send_document(path, filename="captions.srt", caption=t("export_captions", lang))
+            except Exception:
+                # The video is delivered; the captions' link goes out in words instead.
+                log.warning("engine.export.send_captions_failed", exc_info=True)
+                return False
+        return True
 
     async def _send_file(self, url: str, limit: int, replies: Replies, caption: str) -> bool:
         # Into the adapter's own folder where it keeps files (the same file system, so it is moved, not
@@ -277,6 +297,8 @@ class Exports:
         return True
 
 
+# Captions files are small: a two-hour film's SubRip is under 200 KB.
+_MAX_CAPTIONS_BYTES = 5 * 1024 * 1024
 # The longest pause between asking again for an export while its backend is out of reach.
 _LONGEST_POLL_PAUSE = 600.0
 

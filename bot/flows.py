@@ -214,7 +214,9 @@ class Flows:
                         replies_text.append(clean_backend_text(event.text, lang))
                         await progress.update(join_text(prefix, replies_text[-1]))
                     elif isinstance(event, ToolCallEvent):
-                        await progress.update(join_text(prefix, tool_label(event.name, lang)))
+                        percent = event.args.get("progress")
+                        percent = percent if isinstance(percent, int) and not isinstance(percent, bool) else None
+                        await progress.update(join_text(prefix, tool_label(event.name, lang, percent)))
                     elif isinstance(event, ErrorEvent):
                         problems.append(event.message)
         except errors.StreamInterrupted:

@@ -169,6 +169,7 @@ class Capabilities:
     # edit_interval_seconds too. A terminal has no such limit: its interval only keeps progress lines few,
     # and the final state is printed at once.
     edits_rate_limited: bool = True
+    documents: bool = False  # send_document works here (a file, or one saved); False: it is never called
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,12 @@ class Replies(Protocol):
 
         Called only when ``capabilities.images`` is true. ``path`` belongs to the engine and is deleted once
         this returns: an adapter that keeps the picture copies it first."""
+        ...
+
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        """Send a small file (the captions of a video, as .srt) under ``filename``, with a short caption.
+
+        Called only when ``capabilities.documents`` is true; ``path`` is deleted once this returns."""
         ...
 
     async def show_working(self, action: WorkingAction) -> None: ...

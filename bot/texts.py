@@ -259,7 +259,7 @@ def t(key: str, lang: str, **values: object) -> str:
     return template.format(**values)
 
 
-def tool_label(tool: str, lang: str) -> str:
+def tool_label(tool: str, lang: str, progress: int | None = None) -> str:
     """A progress label for an agent tool; tool names themselves are never shown."""
     name = tool.lower()
     if name.startswith("generate_video") or "seedance" in name or "kling" in name:
@@ -267,7 +267,7 @@ def tool_label(tool: str, lang: str) -> str:
     if "music" in name or "suno" in name or "audio" in name:
         return t("adding_music", lang)
     if "caption" in name or "subtitle" in name:
-        return t("captioning", lang)
+        return t("transcribing", lang, percent=progress) if progress is not None else t("captioning", lang)
     if "analy" in name or "understand" in name:
         return t("analyzing", lang)
     if "edit" in name or "multitrack" in name or "trim" in name or "cut" in name:
@@ -457,12 +457,6 @@ _AGENT_TEXTS: dict[str, tuple[str, str]] = {
     ),
     "agent.no_captions": ("There are no captions on the timeline.", "时间线上没有字幕。"),
     "agent.captions_removed": ("I removed the captions ({n} lines).", "已去掉字幕（{n} 行）。"),
-    "agent.no_speech_recognition": (
-        "I can't make captions from speech here: this offline editor has no speech recognition model. If you "
-        "have the captions as an .srt or .vtt file, send it and I'll burn them into the video.",
-        "这里无法根据语音生成字幕：这个离线剪辑器没有语音识别模型。如果你有 .srt 或 .vtt 字幕文件，发给我，"
-        "我会把字幕烧录进视频。",
-    ),
     "agent.captions_unreadable": ("I couldn't read the captions file: {error}.", "无法读取字幕文件：{error}。"),
     # Stands in for an upload without a file name; the Chinese reply has always named it in English.
     "agent.captions_file": ("the captions file", "the captions file"),
@@ -553,3 +547,59 @@ _UNDERSTANDING_TEXTS: dict[str, tuple[str, str]] = {
     ),
 }
 _CATALOGUE.update(_UNDERSTANDING_TEXTS)
+
+
+# Captions from speech (localnemo's offline recogniser).
+_CAPTION_TEXTS: dict[str, tuple[str, str]] = {
+    "transcribing": ("🎙️ Transcribing… {percent}%", "🎙️ 正在识别语音… {percent}%"),
+    "agent.transcribing": ("🎙️ Transcribing… {percent}%", "🎙️ 正在识别语音… {percent}%"),
+    "agent.captions_made": (
+        "💬 Captions from the speech: {n} captions ({words} words, heard by {engine}), placed where the words are "
+        "said and following every cut.{cut} Say \"captions at the top\", \"bigger captions\" or \"karaoke "
+        "captions\" to change how they look; the export comes with an .srt file you can correct.",
+        "💬 已根据语音生成字幕：{n} 条（{words} 个词，由 {engine} 识别），与说话时间对齐，剪辑后依然同步。{cut}"
+        "可以说「字幕放在顶部」「字幕放大」或「逐字高亮字幕」来调整样式；导出时会附带可修改的 .srt 文件。",
+    ),
+    "agent.captions_aligned": (
+        "💬 Captions from your script: {n} captions, {words} words placed where they are said, following every "
+        "cut.{cut} The export comes with an .srt file.",
+        "💬 已按你的文稿生成字幕：{n} 条，{words} 个词与说话时间对齐，剪辑后依然同步。{cut}导出时会附带 .srt 文件。",
+    ),
+    "agent.captions_styled": (
+        "💬 Captions now: {position}, {size}, {style}.", "💬 字幕样式已更新：{position}，{size}，{style}。"
+    ),
+    "agent.caption_bottom": ("at the bottom", "底部"),
+    "agent.caption_middle": ("in the middle", "居中"),
+    "agent.caption_top": ("at the top", "顶部"),
+    "agent.caption_small": ("small", "小字"),
+    "agent.caption_medium": ("medium size", "中等大小"),
+    "agent.caption_large": ("large", "大字"),
+    "agent.caption_plain": ("plain", "普通样式"),
+    "agent.caption_karaoke": ("each word lit up as it is said", "逐字高亮"),
+    "agent.no_video_for_captions": (
+        "There is no clip with sound to caption yet: send a video first.", "还没有可以加字幕的视频：请先发送一个视频。"
+    ),
+    "agent.no_speech_heard": (
+        "Nothing changed: I heard no speech in the clips, so there are no captions to make.",
+        "没有变化：视频里没有听到说话声，所以没有字幕可生成。",
+    ),
+    "agent.needs_whisper": (
+        "I can't transcribe Chinese speech here: the offline recogniser knows only English. To caption Chinese, "
+        "install the Whisper engine (pip install 'nemobot[whisper]') and set LOCALNEMO_WHISPER_MODEL to a "
+        "faster-whisper model folder. Or send the captions as an .srt file and I'll burn them in.",
+        "这里无法识别中文语音：离线识别器只懂英语。要生成中文字幕，请安装 Whisper 引擎（pip install "
+        "'nemobot[whisper]'），并把 LOCALNEMO_WHISPER_MODEL 设为 faster-whisper 模型文件夹。也可以发送 .srt "
+        "字幕文件，我会把它烧录到视频里。",
+    ),
+    "agent.speech_failed": ("I couldn't transcribe the speech: {error}.", "无法识别语音：{error}。"),
+    "agent.script_unmatched": (
+        "I couldn't match your script to the speech in the clip: {error}.",
+        "无法把你的文稿与视频里的语音对齐：{error}。",
+    ),
+}
+_CAPTION_TEXTS.update({
+    "export_captions": ("💬 The captions (.srt), timed to the video: fix a word and send it back any time.",
+                        "💬 字幕文件（.srt），与视频时间一致：改好后可以随时发回来。"),
+    "export_captions_link": ("💬 Captions (.srt): {url}", "💬 字幕文件（.srt）：{url}"),
+})
+_CATALOGUE.update(_CAPTION_TEXTS)

@@ -10,14 +10,17 @@ things it can do (``localnemo.understand``), never with a pretend edit. "undo", 
 through the session's draft history (``localnemo.history``); "help" lists what it does.
 
 It imitates the hosted agent's habits on purpose: some edits end with no text at all, and some replies talk
-about buttons of a GUI the chat user does not have. What needs a model it does not have (footage from a
-text prompt, captions from speech) gets an honest answer naming the hosted backend, never a fake success.
+about buttons of a GUI the chat user does not have. Captions come from the clips' speech (``localnemo.speech``:
+recognition, or forced alignment of a script), with "Transcribing… 40%" progress while it runs. What needs a
+model it does not have (footage from a text prompt, Chinese speech without a Whisper model) gets an honest
+answer saying so, never a fake success.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,11 +33,13 @@ from bot.lang import Language, language_of
 from bot.nemo.draft import describe_changes
 from bot.texts import t
 from localnemo import history, planner, timeline, understand
+from localnemo.captioning import CaptionCue, cues_from_words
 from localnemo.config import resolution_lines
 from localnemo.media import AudioAnalysis, analyse_audio
 from localnemo.music import MUSIC_TITLE
+from localnemo.speech import LanguageNotAvailable, Speech, SpeechError, Word
 from localnemo.state import SessionRecord
-from localnemo.subtitles import SubtitleError, read_cues
+from localnemo.subtitles import SubtitleError, read_cues, read_script
 from localnemo.timeline import video_length_ms
 
 log = logging.getLogger(__name__)
@@ -101,6 +106,8 @@ DUCK_THRESHOLD_BELOW_SPEECH_DB = 15.0
 DEFAULT_DUCK_THRESHOLD_DB = -30.0
 
 Edit = tuple[AgentToolCall, AgentToolResult]
+# Where a clip's recognised words are kept in the session's analyses (by the clip's URL).
+SPEECH_KEY = "speech:"
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,21 @@ class _Reply:
     def __init__(self, lang: Language) -> None:
         self.lang = lang
         self.parts: list[str] = []
+        # Progress of a long step ("Transcribing… 40%"), as tool calls the stream carries while it runs.
+        self.events: asyncio.Queue[AgentEvent] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._shown = -1
+
+    def progress(self, fraction: float) -> None:
+        """Report a fraction done; callable from a worker thread. Sent at each tenth."""
+        percent = max(0, min(100, int(fraction * 100)))
+        if percent // 10 == self._shown // 10 and self._shown >= 0:
+            return
+        self._shown = percent
+        call = AgentToolCall(
+            "transcribe_captions", {"progress": percent, "message": self.words("transcribing", percent=percent)}
+        )
+        self._loop.call_soon_threadsafe(self.events.put_nowait, call)
 
     def words(self, key: str, **values: object) -> str:
         return t(f"agent.{key}", self.lang, **values)
@@ -164,8 +186,12 @@ class PlannerAgent:
     """Deterministic planner over the draft; it always answers in words. (The hosted agent's habit of ending
     some edits with no text is imitated by a test-only wrapper, ``localnemo.testing.SilentEvery``.)"""
 
-    def __init__(self, pauses: PauseSettings | None = None, default_resolution: str = "1080p") -> None:
+    def __init__(
+        self, pauses: PauseSettings | None = None, default_resolution: str = "1080p", speech: Speech | None = None
+    ) -> None:
         self.pauses = pauses or PauseSettings()
+        # Speech recognition for captions; the engine is chosen (and logged) on first use.
+        self.speech = speech or Speech()
         # The renderer's output size when the draft names none: the canvas numbers in replies match it.
         self.default_resolution = default_resolution
 
@@ -191,11 +217,21 @@ class PlannerAgent:
             yield AgentText(reply.text)
             return
 
+        if any(isinstance(step, planner.CutPauses) for step in steps) and any(
+            isinstance(step, planner.Captions) and not step.remove and step.script is None for step in steps
+        ):
+            # Captions asked for with the cut: listen first, so that the cut respects the words.
+            listening = asyncio.ensure_future(self._listen(session, reply))
+            async for event in _while_running(listening, reply):
+                yield event
         edits: list[Edit] = []
         for step in steps:
             said = len(reply.parts)
             unchanged = timeline.effective(session.draft)
-            outcome = await self._apply(session, step, reply)
+            task = asyncio.ensure_future(self._apply(session, step, reply))
+            async for event in _while_running(task, reply):
+                yield event
+            outcome = task.result()
             if outcome is not None and timeline.effective(session.draft) == unchanged:
                 # Never claim a change that did not happen: say it already was so.
                 del reply.parts[said:]
@@ -347,6 +383,10 @@ class PlannerAgent:
                     silent_clips += 1
                     new_segments.append(segment)
                     continue
+                words = _known_words(session, src) if src is not None else []
+                if words:
+                    fps = timeline.number(segment.m.fps) or None
+                    spans = respect_words(spans, words, timeline.source_span(segment), fps)
                 for start, end in spans:
                     piece = segment.model_copy(deep=True)
                     timeline.set_span(piece, start, end)
@@ -570,11 +610,27 @@ class PlannerAgent:
                 return None
             reply.say("captions_removed", n=removed)
             return _edit("remove_captions", {}, {"segments": removed})
+        has_captions = any(
+            s.m.role == "caption" for t in timeline.tracks_of(session.draft, timeline.TRACK_TEXT) for s in t.sg
+        )
+        if step.styled and has_captions and step.script is None:
+            return self._caption_style(session, step, reply)
+        self._set_caption_style(session, step)
+        if step.script is not None:
+            return await self._captions_from_script(session, step.script, reply)
         upload = next((info for info in reversed(session.video_infos) if info.get("file_type") == "subtitle"), None)
-        path = _local_path(session, str(upload["cdn_url"])) if upload is not None else None
-        if upload is None or path is None:
-            reply.say("no_speech_recognition")
-            return None
+        if upload is None:
+            return await self._captions_from_speech(session, reply)
+        path = _local_path(session, str(upload["cdn_url"]))
+        if path is None:
+            return await self._captions_from_speech(session, reply)
+        if path.suffix.lower() == ".txt":
+            try:
+                script = await asyncio.to_thread(read_script, path)
+            except (OSError, SubtitleError) as exc:
+                reply.say("captions_unreadable", error=exc)
+                return None
+            return await self._captions_from_script(session, script, reply)
         try:
             cues = await asyncio.to_thread(read_cues, path)
         except (OSError, SubtitleError) as exc:
@@ -596,6 +652,143 @@ class PlannerAgent:
             return None
         reply.say("caption_placed" if shown == 1 else "captions_placed", n=shown, name=name, cut=cut)
         return _edit("add_captions", {"source": name}, {"segments": shown})
+
+    # -- captions from speech --------------------------------------------------------------------------
+
+    @staticmethod
+    def _set_caption_style(session: SessionRecord, step: planner.Captions) -> None:
+        meta = session.draft.m
+        if step.position is not None:
+            meta.caption_position = step.position
+        if step.size is not None:
+            meta.caption_size = step.size
+        if step.karaoke is not None:
+            meta.caption_style = "karaoke" if step.karaoke else "plain"
+
+    def _caption_style(self, session: SessionRecord, step: planner.Captions, reply: _Reply) -> Edit | None:
+        self._set_caption_style(session, step)
+        meta = session.draft.m
+        style = {
+            "position": meta.caption_position or "bottom", "size": meta.caption_size or "medium",
+            "style": meta.caption_style or "plain",
+        }  # fmt: skip
+        reply.say(
+            "captions_styled", position=reply.words(f"caption_{style['position']}"),
+            size=reply.words(f"caption_{style['size']}"), style=reply.words(f"caption_{style['style']}"),
+        )  # fmt: skip
+        return _edit("style_captions", style, {})
+
+    def _speech_clips(self, session: SessionRecord) -> list[tuple[str, Path]]:
+        """The uploaded clips on the timeline (source URL, file), in upload order."""
+        used = {s.m.src for s in timeline.video_segments(session.draft) if not timeline.is_image(s)}
+        clips: list[tuple[str, Path]] = []
+        for info in session.video_infos:
+            url = info.get("cdn_url")
+            if info.get("file_type") != "video" or not isinstance(url, str) or url not in used:
+                continue
+            path = _local_path(session, url)
+            if path is not None:
+                clips.append((url, path))
+        return clips
+
+    async def _words(
+        self, session: SessionRecord, src: str, path: Path, language: str, reply: _Reply, share: tuple[int, int]
+    ) -> list[Word]:
+        """The recognised words of one clip (source ms), remembered with the session's analyses."""
+        key = SPEECH_KEY + src
+        cached = session.video_analyses.get(key)
+        if isinstance(cached, dict) and cached.get("language") == language:
+            return [Word(str(w), int(a), int(b)) for w, a, b in cached["words"]]
+        done, total = share
+
+        def progress(fraction: float) -> None:
+            reply.progress((done + fraction) / total)
+
+        words = await self.speech.transcribe(path, language, progress)
+        engine = await self.speech.engine()
+        session.video_analyses[key] = {
+            "language": language, "engine": engine.name, "words": [[w.text, w.start_ms, w.end_ms] for w in words],
+        }  # fmt: skip
+        return words
+
+    async def _listen(self, session: SessionRecord, reply: _Reply) -> None:
+        """Recognise the clips' words ahead of an edit that uses them; a failure is answered by the captions
+        step itself."""
+        clips = self._speech_clips(session)
+        language = "zh" if reply.lang == "zh" else "en"
+        for index, (src, path) in enumerate(clips):
+            try:
+                await self._words(session, src, path, language, reply, (index, len(clips)))
+            except SpeechError:
+                return
+
+    async def _captions_from_speech(self, session: SessionRecord, reply: _Reply) -> Edit | None:
+        clips = self._speech_clips(session)
+        if not clips:
+            reply.say("no_video_for_captions")
+            return None
+        language = "zh" if reply.lang == "zh" else "en"
+        offsets = timeline.origins(session.video_infos)
+        cues: list[CaptionCue] = []
+        try:
+            for index, (src, path) in enumerate(clips):
+                words = await self._words(session, src, path, language, reply, (index, len(clips)))
+                origin = round(offsets.get(src, 0.0))
+                shifted = [Word(w.text, w.start_ms + origin, w.end_ms + origin) for w in words]
+                cues.extend(cues_from_words(shifted))
+        except LanguageNotAvailable:
+            reply.say("needs_whisper")
+            return None
+        except SpeechError as exc:
+            reply.say("speech_failed", error=exc)
+            return None
+        if not cues:
+            reply.say("no_speech_heard")
+            return None
+        engine = (await self.speech.engine()).name
+        return self._place_spoken(session, cues, reply, "captions_made", engine)
+
+    async def _captions_from_script(self, session: SessionRecord, script: str, reply: _Reply) -> Edit | None:
+        clips = self._speech_clips(session)
+        if not clips:
+            reply.say("no_video_for_captions")
+            return None
+        # One script for the clips as uploaded, one after another: aligned clip by clip would need the script
+        # cut at the right words; aligned against the first clip it covers the common case (one recording).
+        src, path = clips[0]
+        origin = round(timeline.origins(session.video_infos).get(src, 0.0))
+        reply.progress(0.0)
+        try:
+            words = await self.speech.align(path, script)
+        except SpeechError as exc:
+            reply.say("script_unmatched", error=exc)
+            return None
+        reply.progress(1.0)
+        if not words:
+            reply.say("no_speech_heard")
+            return None
+        session.video_analyses[SPEECH_KEY + src] = {
+            "language": "script", "engine": "alignment", "words": [[w.text, w.start_ms, w.end_ms] for w in words],
+        }  # fmt: skip
+        shifted = [Word(w.text, w.start_ms + origin, w.end_ms + origin) for w in words]
+        return self._place_spoken(session, cues_from_words(shifted), reply, "captions_aligned", "alignment")
+
+    @staticmethod
+    def _place_spoken(
+        session: SessionRecord, cues: list[CaptionCue], reply: _Reply, said: str, engine: str
+    ) -> Edit | None:
+        timeline.place_captions(
+            session.draft, [(c.start_ms, c.end_ms, c.text) for c in cues], None,
+            [[(w.text, w.start_ms, w.end_ms) for w in c.words] for c in cues],
+        )  # fmt: skip
+        timeline.sync(session.draft, session.video_infos)
+        shown = sum(
+            1 for t in timeline.tracks_of(session.draft, timeline.TRACK_TEXT) for s in t.sg if s.m.role == "caption"
+        )
+        words = sum(len(c.words) for c in cues)
+        cut = reply.words("captions_cut", n=len(cues) - shown) if shown < len(cues) else ""
+        reply.say(said, n=shown, words=words, engine=engine, cut=cut)
+        return _edit("add_captions", {"source": "speech", "engine": engine}, {"segments": shown, "words": words})
 
     # -- picture ---------------------------------------------------------------------------------------
 
@@ -677,6 +870,66 @@ def kept_spans(
             padded.append((start, end))
     kept = [(a, b) for a, b in padded if b - a >= min_clip_ms]
     return kept or None
+
+
+async def _while_running(task: asyncio.Future[Any], reply: _Reply) -> AsyncIterator[AgentEvent]:
+    """The progress events of a step while it runs (the step is cancelled if the stream is dropped)."""
+    try:
+        while not task.done():
+            getter = asyncio.ensure_future(reply.events.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+            else:
+                getter.cancel()
+    finally:
+        if not task.done():
+            task.cancel()
+    while not reply.events.empty():
+        yield reply.events.get_nowait()
+
+
+def respect_words(
+    spans: list[tuple[float, float]], words: list[Word], limit: tuple[float, float], fps: float | None = None
+) -> list[tuple[float, float]]:
+    """``spans`` (source ms) widened so that no edge falls inside a word (within ``limit``), then merged where
+    they meet. With ``fps``, edges sit on frame boundaries (which snapping keeps), outside every word."""
+    frame = 1000 / fps if fps else None
+
+    def inside(ms: float) -> Word | None:
+        return next((w for w in words if w.start_ms < ms < w.end_ms), None)
+
+    def edge(ms: float, outwards: int) -> float:
+        for _ in range(len(words) + 2):
+            word = inside(ms)
+            if word is not None:
+                ms = word.start_ms if outwards < 0 else word.end_ms
+            if frame is None:
+                return ms
+            out = (math.floor(ms / frame) if outwards < 0 else math.ceil(ms / frame)) * frame
+            back = (math.ceil(ms / frame) if outwards < 0 else math.floor(ms / frame)) * frame
+            for candidate in (out, back):
+                if inside(candidate) is None:
+                    return candidate
+            ms = out
+        return ms
+
+    widened: list[tuple[float, float]] = []
+    for start, end in spans:
+        start, end = max(limit[0], edge(start, -1)), min(limit[1], edge(end, 1))
+        if widened and start <= widened[-1][1]:
+            widened[-1] = (widened[-1][0], max(widened[-1][1], end))
+        else:
+            widened.append((start, end))
+    return widened
+
+
+def _known_words(session: SessionRecord, src: str) -> list[Word]:
+    """The words recognised (or aligned) in a clip, source ms; empty when none are known yet."""
+    cached = session.video_analyses.get(SPEECH_KEY + src)
+    if not isinstance(cached, dict):
+        return []
+    return [Word(str(w), int(a), int(b)) for w, a, b in cached.get("words", [])]
 
 
 def keep_ranges(draft: timeline.Draft, ranges: list[tuple[float, float]]) -> None:

@@ -29,6 +29,7 @@ from localnemo.persist import StoreError
 from localnemo.quota import DiskQuota
 from localnemo.render import CopyRenderer, FFmpegRenderer, Renderer, RenderSettings
 from localnemo.runtime import Runtime
+from localnemo.speech import Speech
 from localnemo.state import LocalNemoState
 from localnemo.uploads import Uploads
 
@@ -44,7 +45,8 @@ def default_agent(config: LocalNemoConfig) -> Agent:
         margin_ms=config.silence_margin_ms,
         min_clip_ms=config.min_clip_ms,
     )
-    return PlannerAgent(pauses=pauses, default_resolution=config.default_resolution)
+    speech = Speech(config.stt_engine, config.whisper_model)
+    return PlannerAgent(pauses=pauses, default_resolution=config.default_resolution, speech=speech)
 
 
 def default_renderer(config: LocalNemoConfig) -> Renderer:
@@ -138,6 +140,7 @@ def create_app(
     router.add_post("/api/auth/claim-token", api.claim, name="claim")
     router.add_get("/files/{sid}/{name}", uploads.file, name="file")
     router.add_get("/render-result/{token}.mp4", renders.result, name="result")
+    router.add_get("/render-result/{token}.srt", renders.captions, name="captions")
     return app
 
 

@@ -59,6 +59,8 @@ ENV_VARIABLES: dict[str, str] = {
     "render_timeout_seconds": "LOCALNEMO_RENDER_TIMEOUT_SECONDS",
     "max_output_seconds": "LOCALNEMO_MAX_OUTPUT_SECONDS",
     "max_segments": "LOCALNEMO_MAX_SEGMENTS",
+    "stt_engine": "LOCALNEMO_STT_ENGINE",
+    "whisper_model": "LOCALNEMO_WHISPER_MODEL",
 }
 
 
@@ -119,6 +121,10 @@ class LocalNemoConfig(BaseSettings):
     # Disk used by uploads and renders under data_dir; over it, the least recently used idle sessions are
     # removed (0: no bound).
     max_disk_mb: int = Field(20 * 1024, ge=0)
+    # Speech recognition for captions: "auto" uses Whisper when whisper_model loads (a faster-whisper model
+    # folder, or a model name fetched when there is a network), else pocketsphinx; the others force one.
+    stt_engine: Literal["auto", "pocketsphinx", "whisper"] = "auto"
+    whisper_model: str | None = None
     # The font titles and captions are drawn with; None: found among the system's fonts.
     font_file: str | None = None
     # How long the signed download link of a result (the job's output URL) stays valid.

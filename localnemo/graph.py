@@ -30,7 +30,7 @@ from localnemo.config import resolution_lines
 from localnemo.fonts import Font
 from localnemo.media import MediaInfo
 from localnemo.planner import ASPECTS
-from localnemo.subtitles import Cue, write_ass
+from localnemo.subtitles import CaptionStyle, Cue, write_ass
 
 log = logging.getLogger(__name__)
 
@@ -411,9 +411,18 @@ def _captions(draft: timeline.Draft) -> list[Cue]:
                 continue
             start = round(timeline.number(m.start))
             end = start + round(timeline.number(segment.d))
+            words = tuple(
+                (w.w, round(timeline.number(w.at)), round(timeline.number(w.until)))
+                for w in m.words or [] if w.at is not None and w.until is not None
+            )  # fmt: skip
             if end > start:
-                cues.append(Cue(start, end, text))
+                cues.append(Cue(start, end, text, words))
     return sorted(cues, key=lambda cue: cue.start_ms)
+
+
+def caption_style(draft: timeline.Draft) -> CaptionStyle:
+    m = draft.m
+    return CaptionStyle(m.caption_position or "bottom", m.caption_size or "medium", m.caption_style == "karaoke")
 
 
 def needs_font(draft: timeline.Draft) -> str | None:
@@ -477,7 +486,7 @@ def _overlays(
     if cues:
         assert font is not None
         path = workdir / "captions.ass"
-        write_ass(cues, path, width=width, height=height, font_name=font.family)
+        write_ass(cues, path, width=width, height=height, font_name=font.family, style=caption_style(draft))
         files.append(path)
         filters.append(f"ass=filename={escape_value(str(path))}:fontsdir={escape_value(str(font.path.parent))}")
     b.chains.append(f"{video}{','.join(filters)}[vtext]")

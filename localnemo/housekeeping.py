@@ -70,6 +70,7 @@ class Housekeeping:
             self.state.remove_job(job)
             if job.output_path is not None:
                 await asyncio.to_thread(unlink_quietly, job.output_path)
+                await asyncio.to_thread(unlink_quietly, job.output_path.with_suffix(".srt"))
         tokens = self.state.prune_tokens()
         if old or tokens:
             log.info("localnemo.pruned jobs=%s tokens=%s", len(old), tokens)

@@ -37,6 +37,7 @@ from aiohttp import web
 from yarl import URL
 
 from localnemo import timeline
+from localnemo.captioning import draft_captions, srt_text
 from localnemo.config import resolution_lines
 from localnemo.envelope import ApiError, json_object, ok
 from localnemo.persist import StoreError
@@ -376,6 +377,7 @@ class Renders:
         if job.finished:  # cancelled meanwhile
             await asyncio.to_thread(unlink_quietly, out_path)
             return
+        await self._write_captions(draft, out_path, result.duration)
         job.status = "completed"
         job.progress = 100
         job.output_path = out_path
@@ -384,6 +386,14 @@ class Renders:
         job.completed_at_ms = _now_ms()
         self._changed(job)
         log.info("localnemo.render.completed id=%s size=%s", job.job_id, result.size)
+
+    @staticmethod
+    async def _write_captions(draft: timeline.Draft, out_path: Path, duration: float | None) -> None:
+        """The draft's captions as a SubRip file beside the result (``<token>.srt``), timed to it."""
+        length = round(duration * 1000) if duration else None
+        cues = draft_captions(draft, length)
+        if cues:
+            await asyncio.to_thread(out_path.with_suffix(".srt").write_text, srt_text(cues), encoding="utf-8")
 
     def _fail_job(self, job: RenderJob, reason: str) -> None:
         if job.finished:
@@ -411,9 +421,11 @@ class Renders:
         return f"{job.status}.{job.progress}.{position or 0}"
 
     def _job_response(self, job: RenderJob, base: str, queued: int | None = None) -> web.Response:
-        url = None
+        url = captions = None
         if job.status == "completed" and job.output_path is not None:
             url = self.links.sign(base, f"/render-result/{job.token}.mp4")
+            if job.output_path.with_suffix(".srt").is_file():
+                captions = self.links.sign(base, f"/render-result/{job.token}.srt")
         position = queued if queued is not None else self._position(job)
         headers = {WAIT_HEADER: "1", STATE_HEADER: self._seen(job, position)}
         if self.config.job_shape == "top":
@@ -422,6 +434,8 @@ class Renders:
                 body["queuePosition"] = position
             if url is not None:
                 body["output"] = {"url": url, "duration": job.duration, "size": job.size}
+                if captions is not None:
+                    body["output"]["captionsUrl"] = captions
             if job.error is not None:
                 body["error"] = job.error
             return web.json_response(body, headers=headers)
@@ -430,6 +444,8 @@ class Renders:
             data["queuePosition"] = position
         if url is not None:
             data["outputUrl"] = url
+        if captions is not None:
+            data["captionsUrl"] = captions
         data["createdAt"] = job.created_at_ms
         if job.completed_at_ms is not None:
             data["completedAt"] = job.completed_at_ms
@@ -484,6 +500,16 @@ class Renders:
         if not await asyncio.to_thread(job.output_path.is_file):
             raise ApiError(404, 404, "file not found")
         return web.FileResponse(job.output_path, headers={"Content-Type": "video/mp4", "Cache-Control": "private"})
+
+    async def captions(self, request: web.Request) -> web.StreamResponse:
+        """The result's captions (.srt), to whoever may read the result."""
+        job = self.state.jobs_by_token.get(request.match_info["token"])
+        if job is None or job.status != "completed" or job.output_path is None or not self._may_read(request, job):
+            raise ApiError(404, 404, "file not found")
+        path = job.output_path.with_suffix(".srt")
+        if not await asyncio.to_thread(path.is_file):
+            raise ApiError(404, 404, "file not found")
+        return web.FileResponse(path, headers={"Content-Type": "application/x-subrip", "Cache-Control": "private"})
 
     def _may_read(self, request: web.Request, job: RenderJob) -> bool:
         expires, signature = request.query.get("e"), request.query.get("s")

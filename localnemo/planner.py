@@ -98,6 +98,15 @@ class TextOverlay(Step):
 @dataclass(frozen=True)
 class Captions(Step):
     remove: bool = False
+    # Forced alignment of these words instead of recognition ("captions from this script: …").
+    script: str | None = None
+    position: Literal["bottom", "middle", "top"] | None = None
+    size: Literal["small", "medium", "large"] | None = None
+    karaoke: bool | None = None
+
+    @property
+    def styled(self) -> bool:
+        return self.position is not None or self.size is not None or self.karaoke is not None
 
 
 @dataclass(frozen=True)
@@ -583,10 +592,52 @@ def _text(clause: str, raw: str, *, placed: bool = False) -> tuple[list[Step], s
     return [replace(step, at=start)], ""
 
 
+_CAPTION_TOP_RE = re.compile(r"\b(top|upper)\b|顶部|上方|上面", _I)
+_CAPTION_MIDDLE_RE = re.compile(r"\b(middle|cent(?:er|re)d?)\b|中间|中央|居中", _I)
+_CAPTION_BOTTOM_RE = re.compile(r"\b(bottom|lower)\b|底部|下方|下面", _I)
+_CAPTION_LARGE_RE = re.compile(r"\b(big|bigger|large|larger|huge)\b|大一?点|大字|放大", _I)
+_CAPTION_SMALL_RE = re.compile(r"\b(small|smaller|tiny)\b|小一?点|小字|缩小", _I)
+_CAPTION_MEDIUM_RE = re.compile(r"\b(normal|medium|regular) ?(size|sized)?\b", _I)
+_KARAOKE_RE = re.compile(r"\bkaraoke\b|\bword[- ]by[- ]word\b|\bhighlight(?:ed|ing)?\b|卡拉OK|逐字", _I)
+_PLAIN_RE = re.compile(r"\b(plain|simple|no highlight(?:ing)?)\b", _I)
+_SCRIPT_RE = re.compile(
+    r"\b(?:captions?|subtitles?|subs)\b[^:：]{0,30}?\b(?:from|using|with|of|for)\b[^:：]{0,20}?"
+    r"\b(?:script|transcript|text)\b\s*[:：]\s*(?P<script>\S.*)$"
+    r"|(?:稿子|脚本|文稿|台词)[^:：]{0,10}?字幕\s*[:：]\s*(?P<zh>\S.*)$",
+    _I | re.DOTALL,
+)
+
+
 def _captions(clause: str) -> list[Step]:
-    if not _CAPTIONS_RE.search(clause) or _TEXT_RE.search(clause):
+    if not _CAPTIONS_RE.search(clause) or (_TEXT_RE.search(clause) and not _KARAOKE_RE.search(clause)):
         return []
-    return [Captions(remove=bool(_REMOVE_RE.search(clause)))]
+    if _REMOVE_RE.search(clause):
+        return [Captions(remove=True)]
+    position: Literal["bottom", "middle", "top"] | None = None
+    if _CAPTION_TOP_RE.search(clause):
+        position = "top"
+    elif _CAPTION_MIDDLE_RE.search(clause):
+        position = "middle"
+    elif _CAPTION_BOTTOM_RE.search(clause):
+        position = "bottom"
+    size: Literal["small", "medium", "large"] | None = None
+    if _CAPTION_LARGE_RE.search(clause):
+        size = "large"
+    elif _CAPTION_SMALL_RE.search(clause):
+        size = "small"
+    elif _CAPTION_MEDIUM_RE.search(clause):
+        size = "medium"
+    karaoke = True if _KARAOKE_RE.search(clause) else False if _PLAIN_RE.search(clause) else None
+    return [Captions(position=position, size=size, karaoke=karaoke)]
+
+
+def script_request(text: str) -> tuple[str, str] | None:
+    """("the rest of the message", "the script") for "captions from this script: …", else None."""
+    match = _SCRIPT_RE.search(text)
+    if match is None:
+        return None
+    script = (match.group("script") or match.group("zh") or "").strip()
+    return (text[: match.start()], script) if script else None
 
 
 def _aspect(clause: str) -> list[Step]:
@@ -820,6 +871,11 @@ _SOUND_OF_CLIP_RE = re.compile(r"\b(voice|sound|audio|clip|video|original|speech
 
 def plan(text: str) -> list[Step]:
     """The steps a message asks for, in the order it asks for them (empty: nothing this planner knows)."""
+    scripted = script_request(text)
+    if scripted is not None:
+        # The script is words to show, not requests: it is never read as one.
+        before, script = scripted
+        return [*plan(before), Captions(script=script, at=len(before))]
     message = normalise(text)
     steps: list[tuple[int, int, Step]] = []
     for offset, raw in clauses(text):
@@ -828,7 +884,7 @@ def plan(text: str) -> list[Step]:
         # A title or a text first, read as typed; the rest of the clause is then read without it.
         titled, rest = _title(clause, raw)
         found += [(-1, step) for step in titled]
-        if not titled:
+        if not titled and not (_CAPTIONS_RE.search(clause) and _KARAOKE_RE.search(clause)):
             texted, rest = _text(clause, raw)
             found += [(-1, step) for step in texted]
         for order, rule in enumerate(_RULES):

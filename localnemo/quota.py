@@ -95,6 +95,7 @@ class DiskQuota:
                 path, job.output_path = job.output_path, None
                 freed += await asyncio.to_thread(file_size, path)
                 await asyncio.to_thread(unlink_quietly, path)
+                await asyncio.to_thread(unlink_quietly, path.with_suffix(".srt"))
                 if job.status == "completed":
                     job.status, job.error = "failed", "the exported video was removed to free space; export again"
                 self.state.job_changed(job)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,22 @@ class Cue:
     start_ms: int
     end_ms: int
     text: str
+    # For the word-by-word style: each word and when it is said (ms, same clock as the cue).
+    words: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class CaptionStyle:
+    """How burned-in captions look: ``position`` bottom/middle/top, ``size`` small/medium/large, and
+    ``karaoke`` (each word lights up as it is said, where the cue has word times)."""
+
+    position: str = "bottom"
+    size: str = "medium"
+    karaoke: bool = False
+
+
+_ALIGNMENT = {"bottom": 2, "middle": 5, "top": 8}  # ASS numpad layout
+_SCALE = {"small": 0.75, "medium": 1.0, "large": 1.35}
 
 
 def _ms(match: re.Match[str], prefix: str) -> int:
@@ -80,6 +97,21 @@ def read_cues(path: Path) -> list[Cue]:
     return cues
 
 
+def read_script(path: Path) -> str:
+    """The words of a script (.txt) to align to speech (blocking); SubtitleError when it has none."""
+    if path.stat().st_size > MAX_SUBTITLE_BYTES:
+        raise SubtitleError(f"the script is over {MAX_SUBTITLE_BYTES // (1024 * 1024)} MB")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    text = text.lstrip("\ufeff").strip()
+    if not re.search(r"\w", text):
+        raise SubtitleError("the script has no words")
+    return text
+
+
 def _ass_time(ms: int) -> str:
     centis = max(0, round(ms / 10))
     hours, rest = divmod(centis, 360_000)
@@ -94,13 +126,45 @@ def _ass_text(text: str) -> str:
     return r"\N".join(line.strip() for line in cleaned.split("\n"))
 
 
-def write_ass(cues: list[Cue], path: Path, *, width: int, height: int, font_name: str) -> None:
-    """An ASS file that shows ``cues`` (timeline ms) bottom-centred, white on a dark outline, sized for
-    ``width``×``height`` (PlayRes equals the frame, so sizes are in output pixels)."""
-    font_size = max(12, round(min(width, height) / 16))
+def _karaoke_text(cue: Cue) -> str:
+    """The cue's words with ``\\kf`` timings (centiseconds from the cue's start), on the cue's own lines."""
+    lines = cue.text.split("\n")
+    first_line = lines[0].replace(" ", "") if len(lines) > 1 else None
+    parts: list[str] = []
+    cursor = cue.start_ms
+    seen = ""
+    line_start = True
+    for index, (word, start, end) in enumerate(cue.words):
+        start, end = max(start, cursor), max(end, start)
+        if start > cursor:
+            parts.append(f"{{\\k{round((start - cursor) / 10)}}}")
+        wide = unicodedata.east_asian_width(word[:1]) in ("W", "F")
+        separator = " " if index and not wide and not line_start else ""
+        parts.append(f"{separator}{{\\kf{max(1, round((end - start) / 10))}}}{_ass_text(word)}")
+        line_start = False
+        cursor = end
+        seen += word.replace(" ", "")
+        if first_line is not None and seen == first_line:
+            parts.append(r"\N")
+            first_line = None
+            line_start = True
+    return "".join(parts)
+
+
+def write_ass(
+    cues: list[Cue], path: Path, *, width: int, height: int, font_name: str, style: CaptionStyle | None = None
+) -> None:
+    """An ASS file that shows ``cues`` (timeline ms), white on a dark outline, placed and sized by ``style``
+    (bottom-centred by default) for ``width``×``height`` (PlayRes equals the frame, so sizes are in output
+    pixels). The karaoke style fills each word in yellow as it is said (``\\kf``, from SecondaryColour to
+    PrimaryColour)."""
+    style = style or CaptionStyle()
+    font_size = max(12, round(min(width, height) / 16 * _SCALE.get(style.size, 1.0)))
     outline = max(1, round(font_size / 14))
     margin_v = max(8, round(height / 14))
     margin_h = max(8, round(width / 20))
+    alignment = _ALIGNMENT.get(style.position, 2)
+    primary = "&H0000FFFF" if style.karaoke else "&H00FFFFFF"  # yellow: the words already said
     header = [
         "[Script Info]",
         "ScriptType: v4.00+",
@@ -114,14 +178,15 @@ def write_ass(cues: list[Cue], path: Path, *, width: int, height: int, font_name
         "Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, "
         "MarginR, MarginV, Encoding",
         # Colours are &HAABBGGRR; bottom-centre is alignment 2 (numpad layout).
-        f"Style: Default,{font_name},{font_size},&H00FFFFFF,&H00FFFFFF,&H00000000,&H80000000,1,0,0,0,100,100,0,0,"
-        f"1,{outline},{max(1, outline // 2)},2,{margin_h},{margin_h},{margin_v},1",
+        f"Style: Default,{font_name},{font_size},{primary},&H00FFFFFF,&H00000000,&H80000000,1,0,0,0,100,100,0,0,"
+        f"1,{outline},{max(1, outline // 2)},{alignment},{margin_h},{margin_h},{margin_v},1",
         "",
         "[Events]",
         "Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text",
     ]
     events = [
-        f"Dialogue: 0,{_ass_time(cue.start_ms)},{_ass_time(cue.end_ms)},Default,,0,0,0,,{_ass_text(cue.text)}"
+        f"Dialogue: 0,{_ass_time(cue.start_ms)},{_ass_time(cue.end_ms)},Default,,0,0,0,,"
+        + (_karaoke_text(cue) if style.karaoke and cue.words else _ass_text(cue.text))
         for cue in cues
     ]
     path.write_text("\n".join([*header, *events]) + "\n", encoding="utf-8")

@@ -39,6 +39,7 @@ from bot.nemo.timeline_model import (
     Segment,
     SegmentMeta,
     Track,
+    WordTime,
 )
 
 if TYPE_CHECKING:
@@ -267,6 +268,11 @@ def sync(draft: Draft, video_infos: list[dict[str, Any]]) -> None:
                 continue
             m.start = placed[0]
             segment.d = placed[1] - placed[0]
+            for word in m.words or []:
+                at = (round(number(word.a)), round(number(word.b))) if not has_video else map_original(
+                    draft, offsets, number(word.a), number(word.b)
+                )
+                word.at, word.until = (None, None) if at is None else at
             kept.append(segment)
         kept.sort(key=lambda s: number(s.m.start))
         track.sg = kept
@@ -279,9 +285,15 @@ def sync(draft: Draft, video_infos: list[dict[str, Any]]) -> None:
     drop_empty_tracks(draft, TRACK_TEXT)
 
 
-def place_captions(draft: Draft, cues: list[tuple[int, int, str]], src: str) -> int:
+def place_captions(
+    draft: Draft,
+    cues: list[tuple[int, int, str]],
+    src: str | None,
+    words: list[list[tuple[str, int, int]]] | None = None,
+) -> int:
     """Put a captions file's cues (uncut-sequence ms) on the timeline as a captions track, replacing any
-    captions there; ``sync`` then moves them to where their words now play. Returns how many cues."""
+    captions there; ``sync`` then moves them to where their words now play. Captions made from speech have
+    no file (``src`` None) and carry each cue's timed ``words``. Returns how many cues."""
     remove_captions(draft)
     segments = [
         Segment(
@@ -290,6 +302,8 @@ def place_captions(draft: Draft, cues: list[tuple[int, int, str]], src: str) -> 
         )
         for start, end, text in cues
     ]
+    for segment, timed in zip(segments, words or [], strict=False):
+        segment.m.words = [WordTime(w=w, a=a, b=b) for w, a, b in timed]
     draft.t.append(Track(tt=TRACK_TEXT, sg=segments))
     return len(segments)
 
@@ -329,7 +343,8 @@ def place_upload(session: SessionRecord, info: dict[str, Any], title: str, cues:
     duration = info.get("duration")
     if kind == "subtitle":
         session.video_infos.append(info)
-        place_captions(draft, [(c.start_ms, c.end_ms, c.text) for c in cues or []], info["cdn_url"])
+        if cues:  # a script (.txt) has none: it waits for "generate captions"
+            place_captions(draft, [(c.start_ms, c.end_ms, c.text) for c in cues], info["cdn_url"])
         sync(draft, session.video_infos)
         return
     if kind == "audio":

@@ -40,7 +40,7 @@ from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.runtime import Runtime
 from localnemo.sniff import HEAD_BYTES, TextCheck, content_format
 from localnemo.state import SessionRecord
-from localnemo.subtitles import Cue, SubtitleError, read_cues
+from localnemo.subtitles import Cue, SubtitleError, read_cues, read_script
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +363,14 @@ class PublicResolver(aiohttp.abc.AbstractResolver):
 
 async def check_readable(item: Received) -> None:
     """Refuse a damaged or unreadable upload with a plain 400 before it reaches the timeline."""
+    if item.kind == "subtitle" and item.stored_path.suffix.lower() == ".txt":
+        # A script: its words are timed to the speech when captions are asked for ("generate captions").
+        try:
+            await asyncio.to_thread(read_script, item.stored_path)
+        except (OSError, SubtitleError) as exc:
+            raise ApiError(400, 4001, f"could not read {item.original_name}: {exc}") from None
+        item.cues = []
+        return
     if item.kind == "subtitle":
         try:
             item.cues = await asyncio.to_thread(read_cues, item.stored_path)

@@ -148,11 +148,11 @@ async def test_one_shot_edit_exports_nothing_when_the_edit_changed_nothing(
 
 
 def test_one_shot_edit_failure_is_plain_and_non_zero(tmp_path: Path) -> None:
-    notes = tmp_path / "notes.txt"
+    notes = tmp_path / "notes.pdf"
     notes.write_text("not a video")
     refused = nemobot("edit", str(notes), "-p", "add music", "--local", cwd=tmp_path)
     assert refused.returncode == 1
-    assert "I can't use notes.txt" in refused.stderr
+    assert "I can't use notes.pdf" in refused.stderr
     assert "Traceback" not in refused.stderr
     missing = nemobot("edit", "nope.mp4", "-p", "x", "--local", cwd=tmp_path)
     assert missing.returncode == 2

@@ -16,8 +16,12 @@ from adapters.console import CHAT, ConsoleFiles, ConsoleReplies, parse_line, run
 from bot.config import NemoSettings
 from bot.engine import Engine
 from bot.messages import Attachment, ChatKey, IncomingMessage
+from localnemo.media import probe
+from localnemo.speech import word_error_rate
+from localnemo.subtitles import parse_cues
 from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot, assert_video, fast_settings, wait_for
+from tests.test_captions_speech import CLIP_SECONDS, LIBRIVOX, PARTS, PAUSE_S, make_speech_clip, transcripts
 
 
 @pytest.fixture
@@ -338,6 +342,35 @@ async def test_captions_file_is_uploaded_and_burned_in(bot: Bot, sample_video: P
     await say(bot.engine, replies, "export")
     assert len(replies.videos) == 1
     await assert_video(replies.videos[0], seconds=2.0)
+    # The captions come back too, saved beside the video, timed to it.
+    assert replies.documents == [replies.videos[0].with_suffix(".srt")]
+    assert replies.documents[0].read_text() == "1\n00:00:00,200 --> 00:00:01,800\nHello there\n"
+
+
+@pytest.mark.skipif(not LIBRIVOX.is_dir(), reason="needs pocketsphinx-testdata (bash .ci/run installs it)")
+async def test_the_headline_request_offline_with_captions_from_speech(bot: Bot, tmp_path: Path) -> None:
+    """"cut the pauses, add background music, and generate captions" on real speech, then "export": the video
+    and its .srt, whose words are what is said."""
+    assert bot.engine is not None
+    clip = make_speech_clip(tmp_path)
+    replies = console(tmp_path)
+    await say(bot.engine, replies, f"/upload {clip}")
+    await say(bot.engine, replies, "cut the pauses, add background music, and generate captions")
+    text = said(replies)
+    assert "Captions from the speech" in text
+    assert "pauses" in text
+    await say(bot.engine, replies, "export")
+    assert len(replies.videos) == 1
+    await assert_video(replies.videos[0])
+    info = await probe(replies.videos[0])
+    assert info is not None
+    assert info.duration is not None
+    assert CLIP_SECONDS - 2 * PAUSE_S - 1.0 < info.duration < CLIP_SECONDS - 2.0  # both pauses cut
+    (srt,) = replies.documents
+    cues = parse_cues(srt.read_text())
+    reference = " ".join(transcripts()[name] for name in PARTS).split()
+    assert word_error_rate(reference, " ".join(c.text for c in cues).split()) <= 0.35
+    assert cues[-1].end_ms <= info.duration * 1000
 
 
 # -- delivery through outages and failures ---------------------------------------------------------------

@@ -113,6 +113,9 @@ class Recorder:
     async def send_image(self, path: Path, *, caption: str) -> MessageHandle:
         raise NotImplementedError
 
+    async def send_document(self, path: Path, *, filename: str, caption: str) -> MessageHandle:
+        raise NotImplementedError
+
     async def show_working(self, action: WorkingAction) -> None:
         return None
 

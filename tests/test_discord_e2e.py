@@ -291,3 +291,22 @@ async def test_status_sends_the_storyboard_as_a_file(
     (picture,) = fake.interaction_responses(status).followup_attachments
     assert picture.filename.endswith(".png")
     assert any("Timeline" in c for c in shown(fake, status))
+
+
+async def test_the_captions_come_back_as_a_file_with_the_video(
+    adapter: DiscordAdapter, fake: FakeDiscord, sample_video: Path
+) -> None:
+    srt = b"1\n00:00:00,200 --> 00:00:01,800\nHello there\n"
+    captions = FakeAttachment("words.srt", len(srt), "application/x-subrip", content=srt)
+    edit = await fake.slash("edit", {"prompt": "add the captions"}, user=fake.user,
+                            attachments=[clip(sample_video), captions])  # fmt: skip
+    await finished(fake, edit, "1 caption from words.srt")
+    export = await fake.slash("export", {}, user=fake.user)
+    await finished(fake, export, "Your video is ready: http")
+    await fake.wait_for(
+        lambda: len(fake.interaction_responses(export).followup_attachments) == 2 or None, what="the .srt file"
+    )
+    _, document = fake.interaction_responses(export).followup_attachments
+    assert document.filename == "captions.srt"
+    assert document.path is not None
+    assert document.path.read_bytes() == srt

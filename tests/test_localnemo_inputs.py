@@ -419,8 +419,8 @@ async def test_a_local_file_is_taken_by_its_path_without_a_needless_copy(
     page.write_bytes(b"<!doctype html><html>" + b"x" * 4096)
     refused = await post_paths(client, token, sid, [page])
     assert refused.json() == {"code": 4001, "message": "could not read page.mp4: its content is not a .mp4 file"}
-    for bad in ([tmp_path / "missing.mp4"], [tmp_path], ["relative.mp4"], [tmp_path / "notes.txt"]):
-        (tmp_path / "notes.txt").write_text("hello")
+    for bad in ([tmp_path / "missing.mp4"], [tmp_path], ["relative.mp4"], [tmp_path / "notes.pdf"]):
+        (tmp_path / "notes.pdf").write_text("hello")
         answer = await post_paths(client, token, sid, bad)  # type: ignore[arg-type]
         assert answer.status_code == 400, bad
     assert len(stored_files(server, sid)) == 2

@@ -238,7 +238,7 @@ async def test_upload_refuses_unsupported_types_and_oversized_files(
     token = (await grant(client))["token"]
     sid = await new_session(client, token)
     url = f"/api/upload-video/nemo_agent/me/{sid}"
-    for name, ctype in (("notes.txt", "text/plain"), ("clip.mp4", "application/pdf"), ("photo.png", "video/mp4")):
+    for name, ctype in (("notes.pdf", "application/pdf"), ("clip.mp4", "application/pdf"), ("photo.png", "video/mp4")):
         answer = await client.post(url, files=[("files", (name, b"0" * 10, ctype))], headers=auth(token))
         assert answer.status_code == 400
         body = answer.json()
@@ -699,10 +699,9 @@ async def test_planner_agent_rules_without_media(tmp_path: Path) -> None:
     await say("export in 4k")
     assert session.draft.to_wire()["m"]["resolution"] == "4k"
     assert session.draft.to_wire()["m"]["width"] == 2160
-    # No captions from speech offline: an honest answer, and nothing fake on the timeline.
+    # Captions from speech need a clip to listen to: an honest answer, and nothing fake on the timeline.
     answer = await say("加字幕")
-    assert "语音识别" in answer
-    assert "NemoVideo" not in answer  # the local editor speaks of no hosted service
+    assert "还没有可以加字幕的视频" in answer
     assert not [track for track in session.draft.to_wire()["t"] if track["tt"] == 7]
     assert "标题" in await say("标题：城市之夜")
     assert any(s["m"].get("text") == "城市之夜" for track in session.draft.to_wire()["t"] for s in track["sg"])

@@ -452,7 +452,7 @@ async def test_oversized_sparse_file_is_refused_before_any_request(
 
 
 @pytest.mark.parametrize(
-    ("name", "ctype"), [("notes.txt", None), ("movie.exe", None), ("clip.mp4", "application/pdf")]
+    ("name", "ctype"), [("notes.pdf", None), ("movie.exe", None), ("clip.mp4", "application/pdf")]
 )
 async def test_wrong_type_is_refused_before_any_request_listing_formats(
     nemo: NemoClient, localnemo: TestLocalNemo, tmp_path: Path, name: str, ctype: str | None

@@ -260,3 +260,23 @@ async def test_status_sends_the_storyboard_as_a_photo(running: Running, fake: Fa
     assert photo.upload.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "timeline" in (photo.text or "").lower()  # its caption
     assert any(t.startswith("Timeline") for t in texts(fake))  # the words go out too
+
+
+async def test_the_captions_come_back_as_a_document_with_the_video(
+    running: Running, fake: FakeTelegram, sample_video: Path
+) -> None:
+    fake.user_video(CHAT, content=sample_video)
+    await fake.wait_for(lambda: any("Got " in t for t in texts(fake)), what="the upload")
+    srt = b"1\n00:00:00,200 --> 00:00:01,800\nHello there\n"
+    fake.user_document(CHAT, file_name="words.srt", mime_type="application/x-subrip", content=srt,
+                       caption="add the captions")  # fmt: skip
+    await fake.wait_for(lambda: any("1 caption from words.srt" in t for t in texts(fake)), what="the captions")
+    fake.user_text(CHAT, "export")
+    await fake.wait_for(lambda: fake.sent_videos(CHAT), what="the video")
+    document = await fake.wait_for(
+        lambda: next((m for m in fake.chat_messages(CHAT) if m.kind == "document"), None), what="the .srt"
+    )
+    assert document.upload is not None
+    assert document.upload.filename == "captions.srt"
+    assert document.upload.read_bytes() == srt
+    assert ".srt" in (document.text or "")

@@ -13,9 +13,9 @@ ACCEPTED_FORMATS: dict[str, tuple[str, ...]] = {
     "video": ("mp4", "mov", "avi", "webm", "mkv"),
     "image": ("jpg", "jpeg", "png", "gif", "webp"),
     "audio": ("mp3", "wav", "m4a", "aac"),
-    # Caption files for burned-in subtitles. Not in the hosted backend's published list (it may answer
-    # 4001, which the bot reports plainly); localnemo takes them.
-    "subtitle": ("srt", "vtt"),
+    # Caption files for burned-in subtitles, and scripts (.txt) to time as captions. Not in the hosted
+    # backend's published list (it may answer 4001, which the bot reports plainly); localnemo takes them.
+    "subtitle": ("srt", "vtt", "txt"),
 }
 
 

@@ -82,6 +82,8 @@ class RenderJob(BaseModel):
     error: str | None = None
     duration: float | None = None
     size: int | None = None
+    # The video's captions as a SubRip file, timed to it (localnemo answers ``captionsUrl`` when it has any).
+    captions_url: str | None = None
     # Where a render waiting for its turn stands (1 = next), when the backend caps renders running at once.
     queue_position: int | None = None
 
@@ -104,6 +106,7 @@ class RenderJob(BaseModel):
         output = job.get("output") if isinstance(job.get("output"), dict) else {}
         assert isinstance(output, dict)
         url = job.get("outputUrl") or job.get("url") or output.get("url")
+        captions = job.get("captionsUrl") or output.get("captionsUrl")
         error = job.get("error") or job.get("errorMessage")
         if isinstance(error, dict):
             error = error.get("message") or str(error)
@@ -114,6 +117,7 @@ class RenderJob(BaseModel):
             status=str(job.get("status") or "pending").lower(),
             progress=float(progress) if isinstance(progress, int | float) else 0.0,
             url=url if isinstance(url, str) and url else None,
+            captions_url=captions if isinstance(captions, str) and captions else None,
             error=str(error) if error else None,
             duration=output.get("duration") if isinstance(output.get("duration"), int | float) else None,
             size=output.get("size") if isinstance(output.get("size"), int) else None,

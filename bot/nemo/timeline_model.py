@@ -92,6 +92,18 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class WordTime(WireModel):
+    """One word of a caption made from speech: ``w`` the word, ``a``/``b`` when it is said in the uploaded clips
+    as they were (like ``cue_in``/``cue_out``), ``at``/``until`` where that is on the timeline now (set when
+    the video is cut; absent when the word was cut out)."""
+
+    w: StrictStr = ""
+    a: Number = 0
+    b: Number = 0
+    at: Number | None = None
+    until: Number | None = None
+
+
 class SegmentMeta(WireModel):
     """A segment's ``m``: the keys localnemo reads and writes (see ``localnemo/timeline.py``)."""
 
@@ -117,6 +129,7 @@ class SegmentMeta(WireModel):
     fit: StrictBool | None = None
     cue_in: Number | None = None
     cue_out: Number | None = None
+    words: list[WordTime] | None = None
 
 
 class Segment(WireModel):
@@ -140,6 +153,11 @@ class DraftMeta(WireModel):
     fade_in_ms: Number | None = None
     fade_out_ms: Number | None = None
     notes: list[StrictStr] | None = None
+    # How captions look: "bottom", "middle" or "top"; "small", "medium" or "large"; "plain" or "karaoke"
+    # (each word lights up as it is said).
+    caption_position: StrictStr | None = None
+    caption_size: StrictStr | None = None
+    caption_style: StrictStr | None = None
 
 
 class Draft(WireModel):
