@@ -591,15 +591,19 @@ _CAPTION_TEXTS: dict[str, tuple[str, str]] = {
         "'nemobot[whisper]'），并把 LOCALNEMO_WHISPER_MODEL 设为 faster-whisper 模型文件夹。也可以发送 .srt "
         "字幕文件，我会把它烧录到视频里。",
     ),
-    "agent.speech_failed": ("I couldn't transcribe the speech: {error}.", "无法识别语音：{error}。"),
+    "agent.speech_failed": (
+        "I couldn't transcribe the speech, so nothing changed (no credit used). The server's log says why.",
+        "无法识别语音，所以没有做任何修改（没有扣积分）。原因见服务器日志。",
+    ),
     "agent.script_unmatched": (
-        "I couldn't match your script to the speech in the clip: {error}.",
-        "无法把你的文稿与视频里的语音对齐：{error}。",
+        "I couldn't match your script to the speech in the clip, so nothing changed (no credit used). Check that "
+        "it is the text of this clip.",
+        "无法把你的文稿与视频里的语音对齐，所以没有做任何修改（没有扣积分）。请确认文稿就是这段视频的内容。",
     ),
 }
 _CAPTION_TEXTS.update({
-    "export_captions": ("💬 The captions (.srt), timed to the video: fix a word and send it back any time.",
-                        "💬 字幕文件（.srt），与视频时间一致：改好后可以随时发回来。"),
+    "export_captions": ("💬 The captions (.srt), timed to this video: edit them in any subtitle editor.",
+                        "💬 字幕文件（.srt），与这个视频的时间一致：可以用任何字幕编辑器修改。"),
     "export_captions_link": ("💬 Captions (.srt): {url}", "💬 字幕文件（.srt）：{url}"),
 })
 _CATALOGUE.update(_CAPTION_TEXTS)

@@ -740,7 +740,9 @@ class PlannerAgent:
             reply.say("needs_whisper")
             return None
         except SpeechError as exc:
-            reply.say("speech_failed", error=exc)
+            # The reason may name a model's folder or a library's internals: the log has it, the user plain words.
+            log.warning("localnemo.captions.speech_failed session_id=%s error=%s", session.session_id, exc)
+            reply.say("speech_failed")
             return None
         if not cues:
             reply.say("no_speech_heard")
@@ -761,7 +763,8 @@ class PlannerAgent:
         try:
             words = await self.speech.align(path, script)
         except SpeechError as exc:
-            reply.say("script_unmatched", error=exc)
+            log.info("localnemo.captions.script_unmatched session_id=%s error=%s", session.session_id, exc)
+            reply.say("script_unmatched")
             return None
         reply.progress(1.0)
         if not words:

@@ -377,7 +377,11 @@ class Renders:
         if job.finished:  # cancelled meanwhile
             await asyncio.to_thread(unlink_quietly, out_path)
             return
-        await self._write_captions(draft, out_path, result.duration)
+        try:
+            await self._write_captions(draft, out_path, result.duration)
+        except OSError:
+            # The video is done; captions that could not be written (a full disk) must not leave it unfinished.
+            log.warning("localnemo.render.captions_not_written id=%s", job.job_id, exc_info=True)
         job.status = "completed"
         job.progress = 100
         job.output_path = out_path

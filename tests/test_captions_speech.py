@@ -250,6 +250,10 @@ async def test_headline_request_end_to_end_captions_stay_on_their_words(nemo: Ne
     assert parse_cues(srt.text)[0].text == caption_segments(session)[0].m.text
     unsigned = job["data"]["captionsUrl"].split("?")[0]
     assert (await nemo.http.get(unsigned)).status_code == 404
+    assert (await nemo.http.get(unsigned, headers=nemo.headers)).status_code == 200  # its owner's token
+    other = await nemo.http.post("/api/auth/anonymous-token", headers={"X-Client-Id": "someone-else"})
+    stranger = {"Authorization": f"Bearer {other.json()['data']['token']}"}
+    assert (await nemo.http.get(unsigned, headers=stranger)).status_code == 404  # another user's token
     texts = transcripts()
     reference = " ".join(texts[name] for name in PARTS)
     heard = await Speech("pocketsphinx").align(output, reference)
