@@ -602,8 +602,8 @@ _CAPTION_TEXTS: dict[str, tuple[str, str]] = {
     ),
 }
 _CAPTION_TEXTS.update({
-    "export_captions": ("💬 The captions (.srt), timed to this video: edit them in any subtitle editor.",
-                        "💬 字幕文件（.srt），与这个视频的时间一致：可以用任何字幕编辑器修改。"),
+    "export_captions": ("💬 The captions (.srt), timed to this video, to edit in any subtitle editor",
+                        "💬 字幕文件（.srt），与这个视频的时间一致，可以用任何字幕编辑器修改"),
     "export_captions_link": ("💬 Captions (.srt): {url}", "💬 字幕文件（.srt）：{url}"),
 })
 _CATALOGUE.update(_CAPTION_TEXTS)

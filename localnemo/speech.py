@@ -46,6 +46,9 @@ EngineName = Literal["auto", "pocketsphinx", "whisper"]
 Progress = Callable[[float], None]
 
 
+# The longest a recognised word may last; longer "words" are not speech (see PocketSphinx._words).
+MAX_WORD_MS = 1500
+
 class SpeechError(RuntimeError):
     """Speech recognition cannot be done as asked; the message is plain language."""
 
@@ -227,6 +230,10 @@ class PocketsphinxEngine:
                 continue  # <s>, </s>, <sil>, [NOISE], +UM+: not words anyone said
             start = offset_ms + round(seg.start_frame * per_frame)
             end = offset_ms + round((seg.end_frame + 1) * per_frame)
+            if end - start > MAX_WORD_MS:
+                # Nobody says one word for seconds: a steady tone or hum "recognised" as a word (pocketsphinx
+                # heard three 2-3 s words in the sample's sine tone). Captions of that would be invented.
+                continue
             words.append(Word(text, start, end))
         return words
 

@@ -491,3 +491,12 @@ async def test_an_uploaded_script_is_aligned_when_captions_are_asked_for(
     refused = await nemo.upload(empty)
     assert refused.status_code == 400
     assert "no words" in refused.text
+
+
+async def test_a_steady_tone_gives_no_words(tmp_path: Path) -> None:
+    # The quick start's sample clip is a sine tone with pauses: pocketsphinx "hears" a word of 2-3 s in each
+    # stretch of tone. Nobody says a word for seconds, so none of that becomes a caption.
+    from nemobot.cli import make_sample
+
+    sample = make_sample(tmp_path / "sample.mp4")
+    assert await Speech("pocketsphinx").transcribe(sample, "en") == []
