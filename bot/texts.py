@@ -580,8 +580,8 @@ _CAPTION_TEXTS: dict[str, tuple[str, str]] = {
         "There is no clip with sound to caption yet: send a video first.", "还没有可以加字幕的视频：请先发送一个视频。"
     ),
     "agent.no_speech_heard": (
-        "Nothing changed: I heard no speech in the clips, so there are no captions to make.",
-        "没有变化：视频里没有听到说话声，所以没有字幕可生成。",
+        "I heard no speech in the clips, so I made no captions.",
+        "视频里没有听到说话声，所以没有生成字幕。",
     ),
     "agent.needs_whisper": (
         "I can't transcribe Chinese speech here: the offline recogniser knows only English. To caption Chinese, "
