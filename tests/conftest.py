@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from bot.config import BotSettings, NemoSettings
 from bot.engine import Engine
@@ -140,6 +141,27 @@ class Bot:
             await self.engine.close()
         if self.repo is not None:
             await self.repo.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, *, shutdown_timeout: float = 60.0) -> AsyncIterator[str]:
+    """Serve an aiohttp application on a free loopback port for a test; yields its base URL."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -> AsyncIterator[Bot]:
+    """A started engine over a database of the test's own, stopped afterwards."""
+    running = Bot(http, settings, tmp_path / "bot.sqlite3")
+    await running.start()
+    yield running
+    await running.stop()
 
 
 async def assert_video(path: Path, *, seconds: float | None = None) -> None:

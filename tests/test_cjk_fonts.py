@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from adapters.console import ConsoleReplies
-from bot.config import NemoSettings
 from bot.ffmpeg import ffmpeg_exe
 from localnemo import fonts
 from tests.conftest import Bot
 from tests.test_console_e2e import said, say
 
 TITLE = "城市之夜"
-
-
-@pytest.fixture
-async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 def title_frame(font: Path) -> bytes:

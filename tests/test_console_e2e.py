@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from localnemo.subtitles import parse_cues
 from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot, assert_video, fast_settings, wait_for
 from tests.test_captions_speech import CLIP_SECONDS, LIBRIVOX, PARTS, PAUSE_S, make_speech_clip, transcripts
-
-
-@pytest.fixture
-async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 def console(tmp_path: Path) -> ConsoleReplies:

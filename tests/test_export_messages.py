@@ -5,26 +5,15 @@ export, and the reply says so."""
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from adapters.console import ConsoleReplies
-from bot.config import NemoSettings
 from bot.nemo.timeline_model import TRACK_AUDIO, Draft
 from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot, wait_for
 from tests.test_console_e2e import said, say
-
-
-@pytest.fixture
-async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 def has_music(draft: Draft | None) -> bool:

@@ -31,6 +31,7 @@ from localnemo.graph import RenderGraph, build_graph
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.render import FFmpegRenderer, RenderError, RenderSettings
 from localnemo.uploads import PublicResolver, is_public_address
+from tests.conftest import serving
 from tests.waiting import wait_for
 
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
@@ -564,13 +565,8 @@ async def file_host(dark_clip: Path) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/clip.mp4", clip)
     app.router.add_get("/hop", hop)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as base:
+        yield base
 
 
 async def upload_urls(nemo: Nemo, *urls: str) -> httpx.Response:

@@ -19,6 +19,7 @@ from aiohttp import web
 from localnemo.config import LocalNemoConfig
 from localnemo.media import ffmpeg_exe
 from localnemo.testing import TestLocalNemo
+from tests.conftest import serving
 from tests.test_localnemo_server import auth, grant, new_session
 from tests.waiting import await_within
 
@@ -202,12 +203,8 @@ async def trickling_host() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/slow.mp4", trickle)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving(app, shutdown_timeout=0.1) as base:
+        yield base
 
 
 @pytest.mark.parametrize("options", [{"allow_private_urls": True, "fetch_timeout_seconds": 0.5}])
@@ -243,12 +240,8 @@ async def slow_clip_host(sample_video: Path) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/{name}.mp4", slow)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving(app, shutdown_timeout=0.1) as base:
+        yield base
 
 
 @pytest.mark.parametrize("options", [{"allow_private_urls": True, "fetch_timeout_seconds": 1.0}])

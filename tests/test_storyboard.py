@@ -6,28 +6,17 @@ from __future__ import annotations
 import io
 import logging
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from adapters.console import CHAT, ConsoleReplies
 from bot import flows, storyboard
-from bot.config import NemoSettings
 from bot.ffmpeg import ffmpeg_exe
 from bot.nemo.timeline_model import Draft
 from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot
 from tests.test_console_e2e import said, say
-
-
-@pytest.fixture
-async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -8,14 +8,11 @@ suggestions and no credit spent otherwise.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from adapters.console import CHAT, ConsoleFiles, ConsoleReplies, parse_line
-from bot.config import NemoSettings
 from bot.engine import Engine
 from bot.flows import changes_text
 from bot.intents import Intent, route
@@ -24,14 +21,6 @@ from bot.nemo.timeline_model import Draft
 from localnemo.media import probe
 from localnemo.testing import TestLocalNemo as LocalNemo
 from tests.conftest import Bot
-
-
-@pytest.fixture
-async def bot(http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path) -> AsyncIterator[Bot]:
-    bot = Bot(http, settings, tmp_path / "bot.sqlite3")
-    await bot.start()
-    yield bot
-    await bot.stop()
 
 
 async def say(engine: Engine, replies: ConsoleReplies, line: str) -> str:
