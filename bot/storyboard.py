@@ -11,12 +11,12 @@ long timeline or a slow source never holds the answer up for long. No imaging li
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.ffmpeg import finished_within
 from bot.nemo.draft import view_track
 from bot.nemo.timeline_model import TRACK_AUDIO, TRACK_TEXT, TRACK_VIDEO, Draft, Segment
 
@@ -171,17 +171,9 @@ async def make_storyboard(
         )
     except OSError as exc:
         raise StoryboardError(f"FFmpeg could not start ({exc})") from exc
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), time_limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise StoryboardError(f"took longer than {time_limit:g} s") from None
-    except asyncio.CancelledError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
+    err = await finished_within(proc, time_limit)
+    if err is None:
+        raise StoryboardError(f"took longer than {time_limit:g} s")
     if proc.returncode != 0 or not await asyncio.to_thread(out.is_file):
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise StoryboardError(f"FFmpeg failed ({proc.returncode}): {last[0][:200]}")

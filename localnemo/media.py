@@ -9,7 +9,6 @@ container headers, never the whole file. ``analyse_audio`` decodes only the audi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from bot.ffmpeg import ffmpeg_exe as ffmpeg_exe  # the one lookup, shared with the bot
+from bot.ffmpeg import finished_within
 from localnemo.processes import spawn
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,9 @@ async def probe(path: Path) -> MediaInfo | None:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), PROBE_TIMEOUT_SECONDS)
-    except BaseException as exc:
-        # Cancelled too (a render cancelled while it probes its inputs): FFmpeg must not outlive the call,
-        # or it outlives the event loop that watches it.
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        if not isinstance(exc, TimeoutError):
-            raise
+    # Cancelled too (a render cancelled while it probes its inputs), FFmpeg is killed: finished_within.
+    stderr = await finished_within(proc, PROBE_TIMEOUT_SECONDS)
+    if stderr is None:
         log.warning("localnemo.probe.timeout path=%s", path.name)
         return None
     return parse_probe_output(stderr.decode("utf-8", errors="replace"))
@@ -102,17 +95,10 @@ async def decodes_a_frame(path: Path, *, seconds: float = DECODE_CHECK_SECONDS) 
         ffmpeg_exe(), "-v", "error", "-nostdin", "-i", target, "-frames:v", "1", "-f", "null", "-",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        code = await asyncio.wait_for(proc.wait(), seconds)
-    except BaseException as exc:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        if not isinstance(exc, TimeoutError):
-            raise
+    if await finished_within(proc, seconds) is None:
         log.warning("localnemo.decode_check.timeout path=%s", path.name)
         return False
-    return code == 0
+    return proc.returncode == 0
 
 
 def parse_probe_output(text: str) -> MediaInfo | None:
@@ -207,13 +193,9 @@ async def analyse_audio(path: Path, *, threshold_db: float, limit_seconds: float
         "-map", "0:a:0", "-af", audio_filter, "-f", "null", "-",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        _, stderr = await asyncio.wait_for(proc.communicate(), limit_seconds)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
+    stderr = await finished_within(proc, limit_seconds)
+    if stderr is None:
+        raise TimeoutError(f"the pause analysis took longer than {limit_seconds:g} s")
     if proc.returncode != 0:
         log.warning("localnemo.analyse.failed path=%s rc=%s", path.name, proc.returncode)
         return None
