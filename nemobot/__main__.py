@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from nemobot.cli import entry
 
-from nemobot.cli import main
-
-sys.exit(main())
+entry()

@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from bot import __version__
 from localnemo.config import ENV_VARIABLES, LocalNemoConfig
@@ -377,5 +378,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def entry() -> NoReturn:
+    """The ``nemobot`` command: :func:`main`, then out at once. By then everything is closed and written (the
+    event loop, its threads, the database, the files); what is flushed here is the log and the terminal. The
+    interpreter's own teardown — freeing, one by one, tens of thousands of objects the system frees anyway —
+    took 0.3 s to 0.6 s at the end of every command, a wait for nobody (bench/edit.py)."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
