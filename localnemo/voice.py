@@ -6,11 +6,12 @@ sound (a duration rule). A keyboard click, a tap on the microphone or a door is 
 alone in a pause, however loud; the shortest thing a person says on its own ("so", "OK", "mm") lasts longer
 than that, and sounds inside a sentence are never alone (the gaps between words are shorter than a pause).
 
-Why not a voice-activity detector: measured on a 30 ms burst of noise at speech level, WebRTC's VAD
-(``webrtcvad-wheels``, 10 and 30 ms frames, every aggressiveness) calls 80–150 ms around the click speech, so
-a duration rule would still be needed after it; and it calls a steady tone "not speech" in modes 1–3, which
-would make it cut music and test tones as if they were pauses. Silero's VAD needs PyTorch and a model file.
-The rule here needs nothing but the one analysis pass that is already kept per upload.
+Why not a voice-activity detector: measured on 20–40 ms bursts of noise at speech level, WebRTC's VAD
+(``webrtcvad-wheels``, 10 and 30 ms frames, every aggressiveness) calls 80–150 ms around each click speech, so
+a duration rule would still be needed after it; it calls a steady 300 Hz tone "not speech" in modes 1–3, so it
+would change what counts as a pause in every clip whose sound is not a voice; and it needs the sound decoded
+into Python. Silero's VAD needs PyTorch and a model file. The rule here needs nothing but the one analysis
+pass that is already kept per upload.
 """
 
 from __future__ import annotations
