@@ -32,7 +32,7 @@ from yarl import URL
 from bot.lang import Language, language_of
 from bot.nemo.draft import describe_changes
 from bot.texts import t
-from localnemo import history, planner, timeline, understand
+from localnemo import history, planner, timeline, understand, voice
 from localnemo.captioning import CaptionCue, cues_from_words
 from localnemo.config import resolution_lines
 from localnemo.media import AudioAnalysis, analyse_audio
@@ -110,6 +110,12 @@ Edit = tuple[AgentToolCall, AgentToolResult]
 SPEECH_KEY = "speech:"
 
 
+# A cut that saves less than this is a jump for nothing; a piece shorter than this at either end of a clip
+# is a flash.
+MIN_CUT_MS = 300
+MIN_END_MS = 500
+
+
 @dataclass(frozen=True)
 class PauseSettings:
     """How pauses are found and cut; "tight" and "gentle" scale the lengths."""
@@ -118,6 +124,11 @@ class PauseSettings:
     min_silence_ms: int = 500
     margin_ms: int = 200
     min_clip_ms: int = 200
+    # No jump cut for less than this; no piece shorter than this at either end of a clip; sound between
+    # pauses shorter than this is not speech (localnemo.voice). The same in every mode.
+    min_cut_ms: int = MIN_CUT_MS
+    min_end_ms: int = MIN_END_MS
+    min_speech_ms: int = voice.MIN_SPEECH_MS
 
     def for_mode(self, mode: planner.PauseMode) -> tuple[int, int]:
         """(shortest pause cut, margin kept around speech) in ms."""
@@ -375,9 +386,11 @@ class PlannerAgent:
                     new_segments.append(segment)
                     continue
                 heard += 1
+                fps = timeline.number(segment.m.fps) or None
                 spans = kept_spans(
                     analysis, timeline.source_span(segment), min_silence_ms=min_silence, margin_ms=margin,
-                    min_clip_ms=self.pauses.min_clip_ms,
+                    min_clip_ms=self.pauses.min_clip_ms, min_cut_ms=self.pauses.min_cut_ms,
+                    min_end_ms=self.pauses.min_end_ms, min_speech_ms=self.pauses.min_speech_ms, fps=fps,
                 )  # fmt: skip
                 if spans is None:
                     silent_clips += 1
@@ -385,8 +398,8 @@ class PlannerAgent:
                     continue
                 words = _known_words(session, src) if src is not None else []
                 if words:
-                    fps = timeline.number(segment.m.fps) or None
-                    spans = respect_words(spans, words, timeline.source_span(segment), fps)
+                    span = timeline.source_span(segment)
+                    spans = close_small_cuts(respect_words(spans, words, span, fps), span, self.pauses.min_cut_ms, fps)
                 for start, end in spans:
                     piece = segment.model_copy(deep=True)
                     timeline.set_span(piece, start, end)
@@ -401,7 +414,8 @@ class PlannerAgent:
             elif silent_clips:
                 reply.say("no_speech")
             else:
-                reply.say("no_pauses", seconds=_s(min_silence))
+                # The shortest pause that is cut: it must also save min_cut_ms once the margins are kept.
+                reply.say("no_pauses", seconds=_s(max(min_silence, 2 * margin + self.pauses.min_cut_ms)))
             return None
         reply.say(
             "pauses_cut", removed=_s(removed), after=_s(after), before=_s(before), pieces=pieces,
@@ -409,7 +423,8 @@ class PlannerAgent:
         )  # fmt: skip
         args = {
             "threshold_db": self.pauses.threshold_db, "min_silence_ms": min_silence, "margin_ms": margin,
-            "min_clip_ms": self.pauses.min_clip_ms, "mode": step.mode,
+            "min_clip_ms": self.pauses.min_clip_ms, "min_cut_ms": self.pauses.min_cut_ms,
+            "min_end_ms": self.pauses.min_end_ms, "min_speech_ms": self.pauses.min_speech_ms, "mode": step.mode,
         }  # fmt: skip
         return _edit("remove_silence", args, {"removed_ms": removed, "segments": pieces})
 
@@ -850,33 +865,89 @@ SimpleAgent = PlannerAgent
 
 
 def kept_spans(
-    analysis: AudioAnalysis, span: tuple[float, float], *, min_silence_ms: int, margin_ms: int, min_clip_ms: int
+    analysis: AudioAnalysis,
+    span: tuple[float, float],
+    *,
+    min_silence_ms: int,
+    margin_ms: int,
+    min_clip_ms: int,
+    min_cut_ms: int = MIN_CUT_MS,
+    min_end_ms: int = MIN_END_MS,
+    min_speech_ms: int = voice.MIN_SPEECH_MS,
+    fps: float | None = None,
 ) -> list[tuple[float, float]] | None:
     """The parts of ``span`` (source ms) to keep: speech, with ``margin_ms`` either side, without pauses of
-    ``min_silence_ms`` or more. None when the span holds no speech at all (nothing to go by)."""
-    duration = analysis.duration * 1000
-    silences = [(a * 1000, b * 1000) for a, b in analysis.silences if (b - a) * 1000 >= min_silence_ms]
-    speech: list[tuple[float, float]] = []
-    position = 0.0
-    for start, end in silences:
-        if start > position:
-            speech.append((position, start))
-        position = max(position, end)
-    if position < duration:
-        speech.append((position, duration))
+    ``min_silence_ms`` or more. None when the span holds no speech at all (nothing to go by).
+
+    What a video editor would not do is not done: sound too short to be speech (a click) keeps nothing of
+    its own (``localnemo.voice``); a cut that would save less than ``min_cut_ms`` is not made; and the piece
+    at either end of the span is at least ``min_end_ms`` long, grown into the pause beside it."""
+    spoken, _ = voice.speech(analysis, min_silence_ms=min_silence_ms, min_speech_ms=min_speech_ms)
     begin, finish = span
-    speech = [(a, b) for a, b in speech if b > begin and a < finish]
-    if not speech:
+    spoken = [(a, b) for a, b in spoken if b > begin and a < finish]
+    if not spoken:
         return None
     padded: list[tuple[float, float]] = []
-    for start, end in speech:
+    for start, end in spoken:
         start, end = max(begin, start - margin_ms), min(finish, end + margin_ms)
         if padded and start <= padded[-1][1]:
             padded[-1] = (padded[-1][0], max(padded[-1][1], end))
         else:
             padded.append((start, end))
     kept = [(a, b) for a, b in padded if b - a >= min_clip_ms]
-    return kept or None
+    if not kept:
+        return None
+    kept = close_small_cuts(kept, span, min_cut_ms, fps)
+    for index in (0, len(kept) - 1):
+        kept = _grow_end_piece(kept, index, span, min_end_ms)
+    return close_small_cuts(kept, span, min_cut_ms, fps)
+
+
+def close_small_cuts(
+    spans: list[tuple[float, float]], limit: tuple[float, float], min_cut_ms: int, fps: float | None = None
+) -> list[tuple[float, float]]:
+    """``spans`` without the cuts that save less than ``min_cut_ms`` (a jump cut for a few frames): pieces
+    that close are joined, and the ends of ``limit`` are kept when trimming them would save less. With
+    ``fps``, the gaps are measured between the frame boundaries the cuts will land on."""
+
+    def at(ms: float) -> float:
+        return timeline.snap(ms, fps) if fps else ms
+
+    joined: list[tuple[float, float]] = []
+    for start, end in spans:
+        if joined and at(start) - at(joined[-1][1]) < min_cut_ms:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    if joined and at(joined[0][0]) - at(limit[0]) < min_cut_ms:
+        joined[0] = (limit[0], joined[0][1])
+    if joined and at(limit[1]) - at(joined[-1][1]) < min_cut_ms:
+        joined[-1] = (joined[-1][0], limit[1])
+    return joined
+
+
+def _grow_end_piece(
+    spans: list[tuple[float, float]], index: int, limit: tuple[float, float], min_end_ms: int
+) -> list[tuple[float, float]]:
+    """``spans`` with its piece ``index`` (the first or the last) at least ``min_end_ms`` long: grown first
+    towards the end of ``limit`` it stands at, then into the pause before its neighbour, never past it."""
+    start, end = spans[index]
+    short = min_end_ms - (end - start)
+    if short <= 0:
+        return spans
+    spans = list(spans)
+    if index == 0:
+        grown = min(short, start - limit[0])
+        start -= grown
+        ceiling = spans[1][0] if len(spans) > 1 else limit[1]
+        end = min(ceiling, end + short - grown)
+    else:
+        grown = min(short, limit[1] - end)
+        end += grown
+        floor = spans[index - 1][1] if index > 0 else limit[0]
+        start = max(floor, start - (short - grown))
+    spans[index] = (start, end)
+    return spans
 
 
 async def _while_running(task: asyncio.Future[Any], reply: _Reply) -> AsyncIterator[AgentEvent]:

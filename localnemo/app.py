@@ -45,6 +45,9 @@ def default_agent(config: LocalNemoConfig) -> Agent:
         min_silence_ms=config.silence_min_ms,
         margin_ms=config.silence_margin_ms,
         min_clip_ms=config.min_clip_ms,
+        min_cut_ms=config.min_cut_ms,
+        min_end_ms=config.min_end_ms,
+        min_speech_ms=config.min_speech_ms,
     )
     speech = Speech(config.stt_engine, config.whisper_model)
     return PlannerAgent(pauses=pauses, default_resolution=config.default_resolution, speech=speech)

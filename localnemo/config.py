@@ -49,6 +49,9 @@ ENV_VARIABLES: dict[str, str] = {
     "silence_min_ms": "LOCALNEMO_SILENCE_MIN_MS",
     "silence_margin_ms": "LOCALNEMO_SILENCE_MARGIN_MS",
     "min_clip_ms": "LOCALNEMO_MIN_CLIP_MS",
+    "min_cut_ms": "LOCALNEMO_MIN_CUT_MS",
+    "min_end_ms": "LOCALNEMO_MIN_END_MS",
+    "min_speech_ms": "LOCALNEMO_MIN_SPEECH_MS",
     "max_disk_mb": "LOCALNEMO_MAX_DISK_MB",
     "max_files_per_upload": "LOCALNEMO_MAX_FILES_PER_UPLOAD",
     "fetch_timeout_seconds": "LOCALNEMO_FETCH_TIMEOUT_SECONDS",
@@ -118,6 +121,12 @@ class LocalNemoConfig(BaseSettings):
     silence_min_ms: int = Field(500, ge=0)
     silence_margin_ms: int = Field(200, ge=0)
     min_clip_ms: int = Field(200, ge=0)
+    # No jump cuts for nothing: a cut saving less than min_cut_ms is not made, the piece at either end of a
+    # clip is at least min_end_ms long, and sound between pauses shorter than min_speech_ms (a click) is not
+    # speech, so it keeps no piece of its own.
+    min_cut_ms: int = Field(300, ge=0)
+    min_end_ms: int = Field(500, ge=0)
+    min_speech_ms: int = Field(120, ge=0)
     # Disk used by uploads and renders under data_dir; over it, the least recently used idle sessions are
     # removed (0: no bound).
     max_disk_mb: int = Field(20 * 1024, ge=0)

@@ -162,8 +162,9 @@ def parse_probe_output(text: str) -> MediaInfo | None:
 # -- pauses -------------------------------------------------------------------------------------------------
 
 # Silences at least this long are reported; callers keep the ones long enough for their purpose, so
-# that one decode serves every "tight" or "gentle" setting.
-ANALYSIS_MIN_SILENCE_SECONDS = 0.1
+# that one decode serves every "tight" or "gentle" setting. Short, so that a click measures as the few
+# tens of milliseconds it lasts (localnemo.voice), not as a click and the quiet around it.
+ANALYSIS_MIN_SILENCE_SECONDS = 0.05
 _SILENCE_START_RE = re.compile(r"silence_start: (?P<t>-?\d+(?:\.\d+)?)")
 _SILENCE_END_RE = re.compile(r"silence_end: (?P<t>-?\d+(?:\.\d+)?)")
 _MEAN_VOLUME_RE = re.compile(r"mean_volume: (?P<db>-?(?:\d+(?:\.\d+)?|inf)) dB")
