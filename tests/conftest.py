@@ -278,15 +278,18 @@ class PostgresServer:
     root: Path
     _numbers: Iterator[int] = field(default_factory=itertools.count)
 
-    def url(self, database: str = "postgres") -> str:
+    def url(self, schema: str | None = None) -> str:
         # A password, though the server trusts every local connection: every test then shows it never leaks.
-        return f"postgresql://postgres:not-logged@127.0.0.1:{self.port}/{database}"
+        url = f"postgresql://postgres:not-logged@127.0.0.1:{self.port}/postgres"
+        return f"{url}?options=-csearch_path%3D{schema}" if schema is not None else url
 
     def new_database(self) -> str:
-        """A new empty database; its URL."""
+        """The URL of a new, empty schema, which every connection made with it sees as the whole database.
+        A schema, not a database: CREATE DATABASE copies a template and takes about a second on a busy
+        machine, CREATE SCHEMA under a millisecond."""
         name = f"test_{next(self._numbers)}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
+            conn.execute(f"CREATE SCHEMA {name}")
         return self.url(name)
 
 
@@ -337,5 +340,5 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> str:
-    """The URL of a new, empty PostgreSQL database of the test's own."""
+    """The URL of a new, empty PostgreSQL database of the test's own (its own schema on the run's server)."""
     return postgres_server.new_database()
