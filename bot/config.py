@@ -70,7 +70,10 @@ class BotSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NEMOBOT_", env_file=".env", extra="ignore")
 
-    db: str = Field("./nemobot.sqlite3", description="SQLite database file (created with mode 0600).")
+    db: str = Field(
+        "./nemobot.sqlite3",
+        description="SQLite database file (created with mode 0600), or a postgresql:// URL of a PostgreSQL database.",
+    )
     group_sessions: Literal["user", "shared"] = Field(
         "user", description="In group chats: one NemoVideo session per user, or one shared by the group."
     )

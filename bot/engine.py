@@ -26,7 +26,7 @@ from bot.reels import ReelPost, ReelRequest, make_reel
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions
 from bot.texts import Backend, t
-from storage import Repository
+from storage import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _MUTATING = {Intent.UPLOAD, Intent.EDIT, Intent.EXPORT, Intent.NEW}
 
 
 class Engine:
-    def __init__(self, nemo: NemoClient, repo: Repository, settings: BotSettings, *,
+    def __init__(self, nemo: NemoClient, repo: Store, settings: BotSettings, *,
                  backend: Backend = "hosted") -> None:
         """``backend``: "local" when the composition root embedded localnemo, so that no message speaks of
         NemoVideo to someone who never used it."""

@@ -38,13 +38,13 @@ from bot.progress import StatusMessage, buttons, join_text
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions, identity_key
 from bot.texts import backend_text, t
-from storage import ExportRecord, Repository
+from storage import ExportRecord, Store
 
 log = logging.getLogger(__name__)
 
 
 class Exports:
-    def __init__(self, nemo: NemoClient, repo: Repository, sessions: Sessions, scheduler: Scheduler, *,
+    def __init__(self, nemo: NemoClient, repo: Store, sessions: Sessions, scheduler: Scheduler, *,
                  temp_dir: str | None) -> None:
         self._nemo = nemo
         self._repo = repo

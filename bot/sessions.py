@@ -18,7 +18,7 @@ from bot.nemo.auth import IdentityRecord
 from bot.nemo.client import NemoAccount, NemoClient
 from bot.nemo.timeline_model import Draft
 from bot.texts import Backend
-from storage import ChatSessionRecord, Repository
+from storage import ChatSessionRecord, Store
 from storage import IdentityRecord as StoredIdentity
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def identity_key(chat: ChatKey) -> str:
 class RepositoryIdentities:
     """The client's identity store, kept in the bot's database."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Store) -> None:
         self._repo = repo
 
     async def load_identity(self, key: str) -> IdentityRecord | None:
@@ -69,7 +69,7 @@ class RepositoryIdentities:
 class Sessions:
     """A chat's NemoVideo session: found in storage, or created on first use."""
 
-    def __init__(self, nemo: NemoClient, repo: Repository, *, backend: Backend = "hosted") -> None:
+    def __init__(self, nemo: NemoClient, repo: Store, *, backend: Backend = "hosted") -> None:
         self._nemo = nemo
         self._repo = repo
         self.backend: Backend = backend  # how messages name the backend (the embedded one: "the local editor")

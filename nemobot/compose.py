@@ -30,7 +30,7 @@ from bot.engine import Engine
 from bot.messages import Adapter
 from bot.nemo.client import NemoClient
 from bot.sessions import RepositoryIdentities, SessionPolicy
-from storage import Repository
+from storage import is_postgres_url, open_repository
 
 if TYPE_CHECKING:
     from adapters.discord import DiscordSettings
@@ -61,8 +61,9 @@ def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
 
 def localnemo_data_dir(db: str | Path) -> Path:
     """Where the embedded localnemo keeps its data unless LOCALNEMO_DATA_DIR says otherwise: beside the
-    database (``./nemobot.localnemo/`` for ``./nemobot.sqlite3``), so an export survives a restart of both."""
-    path = Path(db).expanduser()
+    database (``./nemobot.localnemo/`` for ``./nemobot.sqlite3``), so an export survives a restart of both;
+    ``./nemobot.localnemo/`` when the database is PostgreSQL's."""
+    path = Path("./nemobot.sqlite3" if is_postgres_url(str(db)) else db).expanduser()
     return path.with_name(path.stem + ".localnemo")
 
 
@@ -193,7 +194,7 @@ async def runtime(
         http = await stack.enter_async_context(
             httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         )
-        repo = await stack.enter_async_context(Repository.open(bot_settings.db))
+        repo = await stack.enter_async_context(open_repository(bot_settings.db))
         # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
         await repo.prune_processed(timedelta(days=30))
         nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)

@@ -1,8 +1,10 @@
-"""Numbered schema migrations: ``PRAGMA user_version`` records how many of :data:`MIGRATIONS` ran.
+"""Numbered schema migrations, one list for SQLite and PostgreSQL: how many of :data:`MIGRATIONS` ran is
+recorded in the database (``PRAGMA user_version`` in SQLite, the ``nemobot_schema`` table in PostgreSQL).
 
-Append a new script to :data:`MIGRATIONS` to change the schema; never edit one that has shipped, since
-databases in the field already ran it. Each script runs in its own transaction together with its
-version bump, so a failure leaves the database at the previous version rather than half-migrated.
+Append a new :class:`Migration` to :data:`MIGRATIONS` to change the schema, with PostgreSQL's own SQL only
+where the two must differ; never edit one that has shipped, since databases in the field already ran it.
+Each script runs in its own transaction together with its version bump, so a failure leaves the database
+at the previous version rather than half-migrated. PostgreSQL's runner lives in :mod:`storage.postgres`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import aiosqlite
@@ -85,7 +88,94 @@ ALTER TABLE exports ADD COLUMN delivery_owner TEXT;
 ALTER TABLE exports ADD COLUMN delivery_claimed_at TEXT;
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1_INITIAL, _V2_IDENTITY_USER_ID, _V3_DELIVERY_CLAIMS)
+# PostgreSQL's version of the same schema, in its native types: timestamps are timestamptz, flags boolean,
+# JSON json (not jsonb, which refuses some strings json.dumps writes, such as "\u0000"). ``seq`` stands for
+# SQLite's rowid: the order rows were added in, which breaks ties between equal ``created_at``.
+_V1_INITIAL_POSTGRES: Final = """
+CREATE TABLE identities (
+    key         TEXT PRIMARY KEY NOT NULL,
+    client_id   TEXT NOT NULL,
+    token       TEXT,
+    expires_at  TIMESTAMPTZ,
+    updated_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE chat_sessions (
+    chat_key      TEXT PRIMARY KEY NOT NULL,
+    identity_key  TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    task_id       TEXT,
+    language      TEXT NOT NULL,
+    last_draft    JSON,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE exports (
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY,
+    render_id     TEXT PRIMARY KEY NOT NULL,
+    chat_key      TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    identity_key  TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN
+                      ('submitted', 'pending', 'processing', 'completed', 'failed', 'cancelled')),
+    progress      DOUBLE PRECISION NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    url           TEXT,
+    error         TEXT,
+    delivered     BOOLEAN NOT NULL DEFAULT FALSE,
+    target        JSON,
+    language      TEXT NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE INDEX exports_owed ON exports (created_at) WHERE NOT delivered;
+CREATE INDEX exports_by_chat ON exports (chat_key, created_at);
+
+CREATE TABLE processed_messages (
+    chat_key      TEXT NOT NULL,
+    message_id    TEXT NOT NULL,
+    processed_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (chat_key, message_id)
+);
+
+CREATE INDEX processed_messages_by_age ON processed_messages (processed_at);
+"""
+
+_V3_DELIVERY_CLAIMS_POSTGRES: Final = """
+ALTER TABLE exports ADD COLUMN delivery_owner TEXT;
+ALTER TABLE exports ADD COLUMN delivery_claimed_at TIMESTAMPTZ;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema change: its SQLite script, and PostgreSQL's where that must differ."""
+
+    sqlite: str
+    postgres_only: str | None = None
+
+    @property
+    def postgres(self) -> str:
+        """The script PostgreSQL runs."""
+        return self.postgres_only if self.postgres_only is not None else self.sqlite
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(_V1_INITIAL, _V1_INITIAL_POSTGRES),
+    Migration(_V2_IDENTITY_USER_ID),
+    Migration(_V3_DELIVERY_CLAIMS, _V3_DELIVERY_CLAIMS_POSTGRES),
+)
+
+
+def sqlite_script(migration: Migration | str) -> str:
+    """The SQLite script of a migration (a plain string is one already)."""
+    return migration.sqlite if isinstance(migration, Migration) else migration
+
+
+def postgres_script(migration: Migration | str) -> str:
+    """The PostgreSQL script of a migration (a plain string is one already)."""
+    return migration.postgres if isinstance(migration, Migration) else migration
 
 
 def split_statements(script: str) -> list[str]:
@@ -114,7 +204,9 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
     return int(row[0]) if row is not None else 0
 
 
-async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRATIONS, *, name: str = "database") -> int:
+async def migrate(
+    conn: aiosqlite.Connection, migrations: Sequence[Migration | str] = MIGRATIONS, *, name: str = "database"
+) -> int:
     """Run the migrations this database has not run yet; return how many ran.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``) so that the explicit transactions
@@ -137,7 +229,7 @@ async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] = MIGRAT
             if current > known:
                 raise SchemaVersionError(name, current, known)
             if current < known:
-                for statement in split_statements(migrations[current]):
+                for statement in split_statements(sqlite_script(migrations[current])):
                     await conn.execute(statement)
                 current += 1
                 ran += 1

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from localnemo.testing import TestLocalNemo
@@ -86,6 +87,23 @@ def test_one_shot_edit(tmp_path: Path, sample_video: Path) -> None:
     assert data.is_dir()
     assert data.stat().st_mode & 0o777 == 0o700
     assert any(data.rglob("*.mp4"))
+
+
+def test_one_shot_edit_keeps_its_state_in_postgresql(tmp_path: Path, sample_video: Path, postgres_url: str) -> None:
+    out = tmp_path / "out.mp4"
+    done = subprocess.run(
+        [sys.executable, "-m", "nemobot", "edit", str(sample_video), "-p", "add background music", "-o", str(out),
+         "--local"],
+        cwd=tmp_path, env=cli_environment(NEMOBOT_DB=postgres_url), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0
+    assert not (tmp_path / "nemobot.sqlite3").exists()
+    assert any((tmp_path / "nemobot.localnemo").rglob("*.mp4"))
+    with psycopg.connect(postgres_url) as conn:
+        exports = conn.execute("SELECT status, url IS NOT NULL FROM exports").fetchall()
+    assert exports == [("completed", True)]
 
 
 async def test_local_data_dir_setting_wins(tmp_path: Path, sample_video: Path) -> None:
