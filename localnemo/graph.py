@@ -349,7 +349,7 @@ def _video_pieces(
         rate = _frame_rate(info)
         seek = max(0.0, low - SEEK_LEAD_SECONDS) if low > SEEK_AFTER_SECONDS else 0.0
         # On a frame boundary, so that the frames' times after the seek stay on the source's grid.
-        seek = math.floor(seek * rate) / rate
+        seek = math.floor(seek * rate + 1e-6) / rate
         options: list[str] = []
         if seek > 0:
             options += ["-ss", _seconds(seek)]
