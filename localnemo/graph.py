@@ -2,9 +2,9 @@
 
 The shape of the graph (labels in brackets):
 
-    each video input ─ fit to the canvas ─ split ─┬ trim + setpts (one per kept span) ─┐
-                    └─ audio: resample ─ asplit ──┴ atrim + asetpts (+ atempo, volume) ─┴ concat (v=1:a=1)
-    images ─ fit ─ setpts                          with silence beside them ─────────────┘
+    each video input ─ fit ─ fps (own rate) ─ split ┬ trim + setpts (one per kept span) ─┐
+                    └─ audio: resample ─ asplit ────┴ atrim + asetpts (+ atempo, volume) ─┴ concat (v=1:a=1)
+    images ─ fit ─ setpts                            with silence beside them ─────────────┘
     [vcat] ─ fps ─ drawtext (titles, text) ─ ass (captions) ─ fade ─ format ─ [vout]
     [acat] ─ asplit ─ key ───────────────────────────────┐
     music ─ atrim, volume, adelay ─ sidechaincompress ◄──┘ ─ amix with the voice ─ loudnorm ─ afade ─ [aout]
@@ -15,6 +15,10 @@ frames as its audio lasts; and video and audio of a piece go into the SAME ``con
 use the duration of the longest stream in each segment … and if necessary pad shorter audio streams with
 silence" (FFmpeg filters documentation, concat) — so nothing left over carries into the next piece and
 sound cannot drift from picture however many pieces there are.
+
+Frame rates: each video is first put on its own frame grid (``fps`` at its highest common rate, FFmpeg's
+"tbr"), so a variable-rate recording keeps each frame at its time, held until the next, and the cuts fall on
+whole frames of it; the output is constant-rate at the highest rate among the sources (at most 60).
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ _NTSC = {23.976: "24000/1001", 29.97: "30000/1001", 59.94: "60000/1001"}
 # recorder's 1081×607 or 1366×768 is 16:9; a source that is within it fills the canvas (cropped at most
 # this much), with no band of blur or black.
 STANDARD_SHAPES: tuple[tuple[int, int], ...] = (
-    (16, 9), (9, 16), (1, 1), (4, 5), (5, 4), (4, 3), (3, 4), (3, 2), (2, 3), (16, 10), (10, 16), (64, 27),
+    (16, 9), (9, 16), (1, 1), (4, 5), (5, 4), (4, 3), (3, 4), (3, 2), (2, 3), (16, 10), (10, 16), (64, 27), (27, 64),
 )  # fmt: skip
 SNAP_SHAPE = 0.02
 # A shape this close to the canvas's is scaled to it: the stretch cannot be seen.
