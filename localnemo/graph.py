@@ -369,7 +369,7 @@ def _video_pieces(
         # recorder) gets its frames at their times, each held until the next, so the cuts below (on that
         # grid) keep picture and sound together, and a smooth 30 fps part stays 30 fps.
         b.chains.append(
-            f"[{tag}f]fps={_fps_text(_frame_rate(info))}:start_time=0:eof_action=pass,format=yuv420p"
+            f"[{tag}f]fps={_fps_text(_frame_rate(info))}:start_time=0,format=yuv420p"
             + (f",split={count}{''.join(video_outs)}" if count > 1 else video_outs[0])
         )
         if info.has_audio:
