@@ -203,7 +203,7 @@ def main() -> None:
     print(f"localnemo output:  {result['width']}x{result['height']}, {result['duration']:.2f} s, "
           f"{result['segments']} kept spans, {Path(result['output']).stat().st_size / 1e6:.1f} MB")  # fmt: skip
     print(f"plain transcode:   {plain:.2f} s  (x264 {args.preset} CRF {args.crf}, AAC)")
-    print(f"localnemo export:  {render:.2f} s  (one ffmpeg run: cut + music + ducking + loudnorm + encode)")
+    print(f"localnemo export:  {render:.2f} s  (loudness measured, then one run: cuts, music, gain, encode)")
     verdict = "ok" if ratio <= 1.15 else "MISSED"
     print(f"ratio:             {ratio:.3f}x the plain transcode  (target <= 1.15: {verdict})")
     print(f"realtime factor:   {realtime:.2f}x  (input seconds per second; target >= 3: "

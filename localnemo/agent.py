@@ -102,7 +102,7 @@ MUSIC_VOLUME = 0.3
 DUCK_DB = -12.0
 # Where the music starts to duck, relative to the measured speech level: with the renderer's ratio and
 # knee this gives about DUCK_DB of gain reduction while someone speaks.
-DUCK_THRESHOLD_BELOW_SPEECH_DB = 15.0
+DUCK_THRESHOLD_BELOW_SPEECH_DB = 16.0
 DEFAULT_DUCK_THRESHOLD_DB = -30.0
 
 Edit = tuple[AgentToolCall, AgentToolResult]
@@ -528,7 +528,10 @@ class PlannerAgent:
         upload = next((info for info in reversed(session.video_infos) if info.get("file_type") == "audio"), None)
         length = timeline.repack(session.draft) or DEFAULT_LENGTH_MS
         volume = step.volume if step.volume is not None else MUSIC_VOLUME
-        threshold = await self._duck_threshold(session)
+        speech_level = await self._speech_level(session)
+        threshold = DEFAULT_DUCK_THRESHOLD_DB
+        if speech_level is not None:
+            threshold = round(max(-60.0, min(-6.0, speech_level - DUCK_THRESHOLD_BELOW_SPEECH_DB)), 1)
         m = timeline.SegmentMeta(
             title=MUSIC_TITLE, start=0, in_=0, volume=volume, role="music", duck=step.duck, duck_db=DUCK_DB,
             duck_threshold_db=threshold, loop=True, fit=True,
@@ -542,12 +545,15 @@ class PlannerAgent:
         which = reply.words("music_yours", title=m.title) if upload is not None else reply.words("music_bundled")
         reply.say(
             "music_added", which=which, length=_s(length), percent=percent,
-            ducking=reply.words("music_ducks") if step.duck else "", gui=reply.words("gui_preview"),
+            # Where no clip has any sound (a slideshow), nothing will make the music dip: nothing is said of it.
+            ducking=reply.words("music_ducks") if step.duck and speech_level is not None else "",
+            gui=reply.words("gui_preview"),
         )  # fmt: skip
         args = {"volume": volume, "start_ms": 0, "duration_ms": length, "duck": step.duck}
         return _edit("add_music", args, {"track": "music", "source": "upload" if upload else "bundled"})
 
-    async def _duck_threshold(self, session: SessionRecord) -> float:
+    async def _speech_level(self, session: SessionRecord) -> float | None:
+        """The loudest measured speech level of the timeline's clips (dBFS); None when no clip has sound."""
         levels: list[float] = []
         for segment in timeline.video_segments(session.draft):
             src = segment.m.src
@@ -556,9 +562,7 @@ class PlannerAgent:
             analysis = await self._analysis(session, src)
             if analysis is not None and analysis.speech_db is not None:
                 levels.append(analysis.speech_db)
-        if not levels:
-            return DEFAULT_DUCK_THRESHOLD_DB
-        return round(max(-60.0, min(-6.0, max(levels) - DUCK_THRESHOLD_BELOW_SPEECH_DB)), 1)
+        return max(levels) if levels else None
 
     def _remove_music(self, session: SessionRecord, reply: _Reply) -> Edit | None:
         if not _music_segments(session.draft):

@@ -25,6 +25,7 @@ from localnemo.config import LocalNemoConfig
 from localnemo.envelope import ApiError, error_response
 from localnemo.housekeeping import Housekeeping
 from localnemo.jobs import Renders
+from localnemo.music import machine_cache
 from localnemo.persist import StoreError
 from localnemo.quota import DiskQuota
 from localnemo.render import CopyRenderer, FFmpegRenderer, Renderer, RenderSettings
@@ -58,7 +59,7 @@ def default_renderer(config: LocalNemoConfig) -> Renderer:
         default_resolution=config.default_resolution,
         font_file=config.font_file,
     )
-    return FFmpegRenderer(settings, config.data_dir / "assets")
+    return FFmpegRenderer(settings, config.data_dir / "assets", machine_cache())
 
 
 @web.middleware
@@ -117,13 +118,17 @@ def create_app(
     quota = DiskQuota(config, runtime.state)
     api = Api(runtime, agent if agent is not None else default_agent(config))
     uploads = Uploads(runtime, quota)
-    renders = Renders(runtime, renderer if renderer is not None else default_renderer(config), quota)
+    renderer = renderer if renderer is not None else default_renderer(config)
+    renders = Renders(runtime, renderer, quota)
     app = web.Application(middlewares=[errors_middleware, session_saver(runtime.state)])
     app[RUNTIME_KEY] = runtime
     app.on_shutdown.append(runtime.on_shutdown)
     # First: it removes the partial files a killed run left, before any render starts again.
     app.on_startup.append(Housekeeping(runtime).on_startup)
     app.on_startup.append(renders.on_startup)
+    if isinstance(renderer, FFmpegRenderer):
+        app.on_startup.append(renderer.on_startup)
+        app.on_cleanup.append(renderer.on_cleanup)
     app.on_cleanup.append(uploads.on_cleanup)
     app.on_cleanup.append(runtime.on_cleanup)
     # Route names are the endpoint names of the call log and of the faults tests inject (localnemo.testing).

@@ -34,7 +34,7 @@ DECODE_CHECK_SECONDS = 15.0
 _INPUT_RE = re.compile(r"^Input #0, (?P<format>.+?), from ", re.MULTILINE)
 _DURATION_RE = re.compile(r"Duration: (?P<h>\d+):(?P<m>\d{2}):(?P<s>\d{2}(?:\.\d+)?)")
 _VIDEO_RE = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<codec>\w+)(?P<rest>.*)$", re.MULTILINE)
-_AUDIO_RE = re.compile(r"Stream #\d+:\d+.*?: Audio: ", re.MULTILINE)
+_AUDIO_RE = re.compile(r"Stream #\d+:\d+.*?: Audio: (?P<rest>.*)$", re.MULTILINE)
 _SIZE_RE = re.compile(r"(?:^|[ ,])(?P<w>\d{1,5})x(?P<h>\d{1,5})(?:[ ,\[]|$)")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) fps")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(?P<deg2>-?\d+)")
@@ -60,6 +60,8 @@ class MediaInfo:
     has_audio: bool = False
     # ffmpeg's name of the input format ("mov,mp4,m4a,3gp,3g2,mj2", "png_pipe", "gif", ...).
     container: str = ""
+    # The first audio stream has one channel (a phone's or a screen recorder's microphone, often).
+    mono: bool = False
     # Frames per second on average (FFmpeg's "fps", avg_frame_rate): below ``fps`` when the rate varies.
     average_fps: float | None = None
 
@@ -139,13 +141,16 @@ def parse_probe_output(text: str) -> MediaInfo | None:
         next_stream = following.find("Stream #")
         video_block = following if next_stream < 0 else following[:next_stream]
         break
-    has_audio = _AUDIO_RE.search(text) is not None
+    audio_match = _AUDIO_RE.search(text)
+    has_audio = audio_match is not None
+    mono = audio_match is not None and re.search(r"\bmono\b", audio_match.group("rest")) is not None
     if video_line is None:
         if not has_audio:
             return None
         return MediaInfo(
-            duration=duration, width=None, height=None, fps=None, kind="audio", has_audio=True, container=container
-        )
+            duration=duration, width=None, height=None, fps=None, kind="audio", has_audio=True, container=container,
+            mono=mono,
+        )  # fmt: skip
     width = height = None
     size_match = _SIZE_RE.search(video_line)
     if size_match is not None:
@@ -165,7 +170,7 @@ def parse_probe_output(text: str) -> MediaInfo | None:
         return MediaInfo(duration=None, width=width, height=height, fps=None, kind="image", container=container)
     return MediaInfo(
         duration=duration, width=width, height=height, fps=fps, kind="video", has_audio=has_audio, container=container,
-        average_fps=average,
+        mono=mono, average_fps=average,
     )  # fmt: skip
 
 

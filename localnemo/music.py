@@ -3,8 +3,10 @@
 The track is synthesised with FFmpeg's ``aevalsrc`` (no sample, no licence): an 8-second, 120 bpm loop of
 the chords C – G – Am – F, with a soft pad, a plucked bass on the beat and an arpeggio in eighth notes. Every
 voice's envelope starts from zero at its own note boundary, so chord changes and the loop point do not
-click. All of it sits below 800 Hz, under most of a speaking voice. It is written once per data folder
-(about 0.2 s of work) as 16-bit mono WAV, 768 kB, and the renderer loops it for as long as needed.
+click. All of it sits below 800 Hz, under most of a speaking voice. It is made once per machine (about 0.3 s
+of work) as 16-bit mono WAV, 768 kB, into the user's cache folder (``$XDG_CACHE_HOME/localnemo``, else
+``~/.cache/localnemo``), outside every data folder and its disk quota; where the cache cannot be written,
+it is made in the data folder's assets. The renderer loops it for as long as needed.
 """
 
 from __future__ import annotations
@@ -42,9 +44,25 @@ LOOP_EXPRESSION = (
 )
 
 
-async def bundled_music(folder: Path) -> Path:
-    """The loop's file in ``folder``, made on first use. Two renders racing both write a private partial
-    file and rename it into place: the content is the same, so either rename wins harmlessly."""
+def machine_cache() -> Path:
+    """The user's cache folder for localnemo's generated assets."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "localnemo"
+
+
+async def bundled_music(folder: Path, cache: Path | None = None) -> Path:
+    """The loop's file: in ``cache`` (made there when missing), or, without a usable cache, in ``folder``."""
+    if cache is not None:
+        try:
+            return await _made_in(cache)
+        except (OSError, RuntimeError) as exc:
+            log.info("localnemo.music.cache_unusable cache=%s error=%s", cache, type(exc).__name__)
+    return await _made_in(folder)
+
+
+async def _made_in(folder: Path) -> Path:
+    """The loop's file in ``folder``, made when missing. Two makers racing both write a private partial file
+    and rename it into place: the content is the same, so either rename wins harmlessly."""
     target = folder / MUSIC_FILE
     if await asyncio.to_thread(target.is_file):
         return target

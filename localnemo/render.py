@@ -1,10 +1,11 @@
 """Turning a draft into a video file for an export job.
 
 ``Renderer`` is the seam. ``FFmpegRenderer`` is the real one: it probes every input (refusing a damaged or
-unsupported file with a plain reason), builds one filter graph for the whole draft (``localnemo.graph``) and
-runs ONE ffmpeg process — one decode of each source, one H.264/AAC encode — reading its ``-progress`` output
-into the job's progress. Arguments go to ffmpeg as a list, never through a shell; what ffmpeg prints on
-failure goes to the log, and the job gets a plain sentence.
+unsupported file with a plain reason), builds one filter graph for the whole draft (``localnemo.graph``),
+measures the loudness of its mix in a quick audio-only run (``localnemo.loudness``), and runs ONE ffmpeg
+process for the picture and the sound — one decode of each source, one H.264/AAC encode, the mix set to
+−14 LUFS — reading its ``-progress`` output into the job's progress. Arguments go to ffmpeg as a list, never
+through a shell; what ffmpeg prints on failure goes to the log, and the job gets a plain sentence.
 
 ``CopyRenderer`` is the placeholder it replaced: it copies the first video clip, which is enough for tests
 of the export flow (job, progress, download URL) that do not look at the picture.
@@ -26,7 +27,8 @@ from typing import Protocol
 
 from bot.nemo.timeline_model import TRACK_AUDIO, TRACK_VIDEO, Draft
 from localnemo.fonts import find_font, needs_cjk_font
-from localnemo.graph import GraphError, RenderGraph, Source, build_graph, needs_font
+from localnemo.graph import SAMPLE_RATE, GraphError, RenderGraph, Source, build_graph, needs_font
+from localnemo.loudness import SILENT, leveling_for, measure
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.music import bundled_music
 from localnemo.processes import spawn
@@ -161,9 +163,29 @@ _STDERR_KEEP = 8000
 class FFmpegRenderer:
     """Renders a draft with one ffmpeg run. ``assets`` is where the bundled music loop is kept."""
 
-    def __init__(self, settings: RenderSettings, assets: Path) -> None:
+    def __init__(self, settings: RenderSettings, assets: Path, music_cache: Path | None = None) -> None:
         self.settings = settings
         self.assets = assets
+        self.music_cache = music_cache
+        self._music: asyncio.Task[Path] | None = None
+
+    async def on_startup(self, _app: object) -> None:
+        """Have the bundled music loop ready before the first export asks for it (in the background)."""
+        self._music = asyncio.create_task(bundled_music(self.assets, self.music_cache))
+
+    async def on_cleanup(self, _app: object) -> None:
+        if self._music is not None and not self._music.done():
+            self._music.cancel()
+        if self._music is not None:
+            with contextlib.suppress(BaseException):
+                await self._music
+
+    async def _bundled_music(self) -> Path:
+        task = self._music
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._music = asyncio.create_task(bundled_music(self.assets, self.music_cache))
+        # Shielded: a cancelled export does not take the loop away from the next one.
+        return await asyncio.shield(task)
 
     async def render(
         self,
@@ -215,7 +237,7 @@ class FFmpegRenderer:
         music = None
         if _needs_bundled_music(draft):
             try:
-                music = await bundled_music(self.assets)
+                music = await self._bundled_music()
             except RuntimeError as exc:
                 raise RenderError(f"render failed: {exc}") from None
         text = needs_font(draft)
@@ -230,39 +252,53 @@ class FFmpegRenderer:
         except GraphError as exc:
             raise RenderError(str(exc)) from None
 
-    def _command(self, plan: RenderGraph, workdir: Path, target: Path) -> list[str]:
+    def _graph_arguments(self, graph: str, workdir: Path, name: str) -> list[str]:
+        if len(graph) <= _MAX_GRAPH_ARGUMENT:
+            return ["-filter_complex", graph]
+        script = workdir / name
+        script.write_text(graph, encoding="utf-8")
+        # FFmpeg 7 reads any option's value from a file when its name starts with "/"; older builds
+        # only know -filter_complex_script.
+        if ffmpeg_major() >= 7 or ffmpeg_major() == 0:
+            return ["-/filter_complex", str(script)]
+        return ["-filter_complex_script", str(script)]
+
+    def _measuring_command(self, plan: RenderGraph, workdir: Path) -> list[str]:
+        command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]
+        for options in plan.measuring_inputs:
+            command += options
+        # The null muxer writes nothing; the name only marks the process as this render's (as the render's is).
+        return [*command, *self._graph_arguments(plan.measuring_graph, workdir, "measure.txt"),
+                "-map", "[measured]", "-f", "null", str(workdir / "measure.null")]  # fmt: skip
+
+    def _command(self, plan: RenderGraph, graph: str, workdir: Path, target: Path) -> list[str]:
         graph_threads, input_threads, output_threads = thread_options(self.settings.cores or usable_cores())
         command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
                    "-progress", "pipe:1", *graph_threads]  # fmt: skip
         for options in plan.inputs:
             command += [*input_threads, *options]
-        if len(plan.graph) > _MAX_GRAPH_ARGUMENT:
-            script = workdir / "graph.txt"
-            script.write_text(plan.graph, encoding="utf-8")
-            # FFmpeg 7 reads any option's value from a file when its name starts with "/"; older builds
-            # only know -filter_complex_script.
-            if ffmpeg_major() >= 7 or ffmpeg_major() == 0:
-                command += ["-/filter_complex", str(script)]
-            else:
-                command += ["-filter_complex_script", str(script)]
-        else:
-            command += ["-filter_complex", plan.graph]
+        command += self._graph_arguments(graph, workdir, "graph.txt")
         command += [
             "-map", "[vout]", "-map", "[aout]",
             "-c:v", "libx264", "-preset", self.settings.x264_preset, "-crf", str(self.settings.x264_crf),
             "-pix_fmt", "yuv420p", *output_threads,
-            "-c:a", "aac", "-b:a", self.settings.audio_bitrate, "-ar", "48000", "-ac", "2",
+            "-c:a", "aac", "-b:a", self.settings.audio_bitrate, "-ar", str(SAMPLE_RATE),
+            "-ac", "1" if plan.mono else "2",
             "-movflags", "+faststart", "-f", "mp4", str(target),
         ]  # fmt: skip
         return command
 
-    async def _run(
-        self, plan: RenderGraph, workdir: Path, target: Path, on_progress: Callable[[float], None]
-    ) -> None:
-        command = await asyncio.to_thread(self._command, plan, workdir, target)
+    async def _run(self, plan: RenderGraph, workdir: Path, target: Path, on_progress: Callable[[float], None]) -> None:
+        if plan.measuring_inputs:
+            level = leveling_for(await measure(await asyncio.to_thread(self._measuring_command, plan, workdir)))
+        else:
+            level = SILENT  # no clip and no music has sound: nothing to measure or to set
+        command = await asyncio.to_thread(
+            self._command, plan, plan.with_level(level.filters(SAMPLE_RATE)), workdir, target
+        )
         log.info(
-            "localnemo.render.start inputs=%s duration=%.2f size=%sx%s fps=%s",
-            len(plan.inputs), plan.duration, plan.width, plan.height, plan.fps,
+            "localnemo.render.start inputs=%s duration=%.2f size=%sx%s fps=%s gain_db=%.2f limiter=%s mono=%s",
+            len(plan.inputs), plan.duration, plan.width, plan.height, plan.fps, level.gain_db, level.limit, plan.mono,
         )  # fmt: skip
         proc = await spawn(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
