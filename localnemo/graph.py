@@ -2,9 +2,9 @@
 
 The shape of the graph (labels in brackets):
 
-    each video input ─ fit to the canvas ─ split ─┬ trim + setpts (one per kept span) ─┐
-                    └─ audio: resample ─ asplit ──┴ atrim + asetpts (+ atempo, volume) ─┴ concat (v=1:a=1)
-    images ─ fit ─ setpts                          with silence beside them ─────────────┘
+    each video input ─ fit ─ fps (own rate) ─ split ┬ trim + setpts (one per kept span) ─┐
+                    └─ audio: resample ─ asplit ────┴ atrim + asetpts (+ atempo, volume) ─┴ concat (v=1:a=1)
+    images ─ fit ─ setpts                            with silence beside them ─────────────┘
     [vcat] ─ fps ─ drawtext (titles, text) ─ ass (captions) ─ fade ─ format ─ [vout]
     [acat] ─ asplit ─ key ───────────────────────────────┐
     music ─ atrim, volume, adelay ─ sidechaincompress ◄──┘ ─ amix with the voice ─ afade ─ (mono) ─ level ─ [aout]
@@ -19,6 +19,10 @@ frames as its audio lasts; and video and audio of a piece go into the SAME ``con
 use the duration of the longest stream in each segment … and if necessary pad shorter audio streams with
 silence" (FFmpeg filters documentation, concat) — so nothing left over carries into the next piece and
 sound cannot drift from picture however many pieces there are.
+
+Frame rates: each video is first put on its own frame grid (``fps`` at its highest common rate, FFmpeg's
+"tbr"), so a variable-rate recording keeps each frame at its time, held until the next, and the cuts fall on
+whole frames of it; the output is constant-rate at the highest rate among the sources (at most 60).
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ DUCK_ATTACK_MS = 50
 DUCK_RELEASE_MS = 500
 DUCK_RATIO = 8.0
 _NTSC = {23.976: "24000/1001", 29.97: "30000/1001", 59.94: "60000/1001"}
+# Output shapes (across, down) a source's shape snaps to, and how far off (relative) it may be to snap: a
+# recorder's 1081×607 or 1366×768 is 16:9; a source that is within it fills the canvas (cropped at most
+# this much), with no band of blur or black.
+STANDARD_SHAPES: tuple[tuple[int, int], ...] = (
+    (16, 9), (9, 16), (1, 1), (4, 5), (5, 4), (4, 3), (3, 4), (3, 2), (2, 3), (16, 10), (10, 16), (64, 27), (27, 64),
+)  # fmt: skip
+SNAP_SHAPE = 0.02
+# A shape this close to the canvas's is scaled to it: the stretch cannot be seen.
+SAME_SHAPE = 0.005
 
 
 class GraphError(ValueError):
@@ -107,7 +120,10 @@ def _seconds(value: float) -> str:
 
 def canvas_size(draft: timeline.Draft, first: MediaInfo | None, default_resolution: str) -> tuple[int, int]:
     """Output width and height: the draft's aspect ratio (or canvas, or first picture's shape) with its
-    short side at the draft's resolution (or the default)."""
+    short side at the draft's resolution (or the default).
+
+    A shape within ``SNAP_SHAPE`` of a standard one is that one, so a 1081×607 recording comes out
+    1920×1080, not 1924×1080; the sides are always even (what H.264 in 4:2:0 needs)."""
     meta = draft.m
     try:
         short = resolution_lines(meta.resolution or default_resolution)
@@ -119,16 +135,26 @@ def canvas_size(draft: timeline.Draft, first: MediaInfo | None, default_resoluti
     if ratio is not None and ratio in ASPECTS:
         across, down = ASPECTS[ratio]
     elif timeline.number(meta.width) > 0 and timeline.number(meta.height) > 0:
-        across, down = timeline.number(meta.width), timeline.number(meta.height)
+        across, down = _standard_shape(timeline.number(meta.width), timeline.number(meta.height))
     elif first is not None and first.width and first.height:
-        across, down = first.width, first.height
+        across, down = _standard_shape(first.width, first.height)
     else:
         across, down = 16, 9
+    short = _even(short)
     if across >= down:
         width, height = short * across / down, float(short)
     else:
         width, height = float(short), short * down / across
     return _even(width), _even(height)
+
+
+def _standard_shape(width: float, height: float) -> tuple[float, float]:
+    """The standard shape nearest to width:height when it is within ``SNAP_SHAPE``, else width:height."""
+    shape = width / height
+    nearest = min(STANDARD_SHAPES, key=lambda s: abs(math.log(shape * s[1] / s[0])))
+    if abs(shape * nearest[1] / nearest[0] - 1) <= SNAP_SHAPE:
+        return nearest
+    return width, height
 
 
 def _even(value: float) -> int:
@@ -142,16 +168,23 @@ def _fps_text(fps: float) -> str:
     return _seconds(round(fps, 3))
 
 
+def _frame_rate(info: MediaInfo) -> float:
+    """A video source's frame rate as the filters take it (29.97 is exactly 30000/1001)."""
+    over, _, under = _fps_text(info.fps or DEFAULT_FPS).partition("/")
+    return float(over) / float(under or 1)
+
+
 def _fit(label: str, info: MediaInfo, width: int, height: int, mode: str, tag: str) -> list[str]:
     """Filter chains that bring ``label`` to exactly width×height (square pixels), ending at ``[tag]``."""
-    same_shape = (
-        info.width is not None and info.height is not None and abs(info.width / info.height - width / height) < 0.01
-    )
-    if same_shape:
+    off = 1.0
+    if info.width and info.height:
+        off = abs(info.width * height / (info.height * width) - 1)
+    if off <= SAME_SHAPE:
         if (info.width, info.height) == (width, height):
             return [f"{label}setsar=1[{tag}]"]
         return [f"{label}scale={width}:{height},setsar=1[{tag}]"]
-    if mode == "crop":
+    if mode == "crop" or off <= SNAP_SHAPE:
+        # Nearly the canvas's shape (a 1081×607 recording on 1920×1080): filled, losing a sliver at the edges.
         return [
             f"{label}scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height},setsar=1[{tag}]"
         ]
@@ -223,7 +256,7 @@ def _pieces(draft: timeline.Draft, sources: Mapping[str, Source]) -> list[_Piece
             continue
         if source.info.kind != "video":
             raise GraphError(f'"{title}" has no picture: put it on the audio track instead')
-        fps = source.info.fps or DEFAULT_FPS
+        fps = _frame_rate(source.info)
         speed = timeline.speed_of(segment)
         start_ms, end_ms = timeline.source_span(segment)
         if source.info.duration:
@@ -395,7 +428,10 @@ def _video_pieces(
             continue
         low = min(pieces[i].start for i in run)
         high = max(pieces[i].end for i in run)
+        rate = _frame_rate(info)
         seek = max(0.0, low - SEEK_LEAD_SECONDS) if low > SEEK_AFTER_SECONDS else 0.0
+        # On a frame boundary, so that the frames' times after the seek stay on the source's grid.
+        seek = math.floor(seek * rate + 1e-6) / rate
         options: list[str] = []
         if seek > 0:
             options += ["-ss", _seconds(seek)]
@@ -407,21 +443,25 @@ def _video_pieces(
         count = len(run)
         video_outs = [f"[{tag}v{k}]" for k in range(count)]
         audio_outs = [f"[{tag}a{k}]" for k in range(count)]
+        # Each frame on the source's own grid from its time 0: a variable-rate source (a phone, a screen
+        # recorder) gets its frames at their times, each held until the next, so the cuts below (on that
+        # grid) keep picture and sound together, and a smooth 30 fps part stays 30 fps.
         b.chains.append(
-            f"[{tag}f]format=yuv420p" + (f",split={count}{''.join(video_outs)}" if count > 1 else video_outs[0])
+            f"[{tag}f]fps={_fps_text(_frame_rate(info))}:start_time=0,format=yuv420p"
+            + (f",split={count}{''.join(video_outs)}" if count > 1 else video_outs[0])
         )
         if info.has_audio:
             resample = f"[{number}:a:0]aresample={SAMPLE_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
             b.chains.append(resample + (f",asplit={count}{''.join(audio_outs)}" if count > 1 else audio_outs[0]))
-        frame = 1 / (info.fps or DEFAULT_FPS)
+        frame = 1 / rate
         for k, index in enumerate(run):
             piece = pieces[index]
             start, end = piece.start - seek, piece.end - seek
             speed = "" if abs(piece.speed - 1) < 1e-6 else f"/{piece.speed:.6f}"
-            # Half a frame early on both ends: the frames at start…end-1 are kept even when their
-            # timestamps are rounded a little below the exact boundary.
+            # The frames are on the grid (the fps filter above), and trim rounds its bounds to it: a quarter
+            # of a frame early on both ends keeps exactly the frames at start…end-1 however seconds round.
             b.chains.append(
-                f"{video_outs[k]}trim=start={_seconds(max(0.0, start - frame / 2))}:end={_seconds(end - frame / 2)},"
+                f"{video_outs[k]}trim=start={_seconds(max(0.0, start - frame / 4))}:end={_seconds(end - frame / 4)},"
                 f"setpts=(PTS-STARTPTS){speed}[{tag}sv{k}]"
             )
             if info.has_audio:

@@ -39,6 +39,10 @@ _SIZE_RE = re.compile(r"(?:^|[ ,])(?P<w>\d{1,5})x(?P<h>\d{1,5})(?:[ ,\[]|$)")
 _FPS_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) fps")
 _ROTATION_RE = re.compile(r"rotation of (?P<deg>-?\d+(?:\.\d+)?) degrees|rotate\s*:\s*(?P<deg2>-?\d+)")
 _TBR_RE = re.compile(r"(?P<fps>\d+(?:\.\d+)?)(?P<k>k?) tbr")
+# Interlaced video: its "tbr" may be the field rate, twice the frame rate.
+_INTERLACED_RE = re.compile(r"\b(?:top|bottom)(?: coded)? first\b")
+# Above this a stated rate is a time base rather than a frame rate ("1k tbr" in WebM, "90k tbr" in MPEG-TS).
+MAX_PLAUSIBLE_FPS = 240.0
 # ffmpeg's demuxers for still images; animated GIF and WebP count as images too (as the backend's
 # accepted-formats list does).
 _IMAGE_FORMATS = ("image2", "_pipe", "gif", "webp")
@@ -49,6 +53,8 @@ class MediaInfo:
     duration: float | None
     width: int | None
     height: int | None
+    # The rate every frame's time is a whole number of frames at (FFmpeg's "tbr", r_frame_rate): a phone's
+    # or screen recorder's variable-rate video's highest common rate, and the rate cuts snap to.
     fps: float | None
     kind: MediaKind
     has_audio: bool = False
@@ -56,6 +62,13 @@ class MediaInfo:
     container: str = ""
     # The first audio stream has one channel (a phone's or a screen recorder's microphone, often).
     mono: bool = False
+    # Frames per second on average (FFmpeg's "fps", avg_frame_rate): below ``fps`` when the rate varies.
+    average_fps: float | None = None
+
+    @property
+    def variable_rate(self) -> bool:
+        """Whether the frames come at a varying rate (known only when the container says both rates)."""
+        return self.fps is not None and self.average_fps is not None and self.average_fps < self.fps * 0.99
 
 
 async def probe(path: Path) -> MediaInfo | None:
@@ -147,16 +160,26 @@ def parse_probe_output(text: str) -> MediaInfo | None:
             # Phones record sideways and say so in the display matrix; ffmpeg turns the frames upright
             # when it decodes them, so the picture's shape is the other way round.
             width, height = height, width
-    fps: float | None = None
-    rate_match = _FPS_RE.search(video_line) or _TBR_RE.search(video_line)
-    if rate_match is not None:
-        fps = float(rate_match.group("fps")) * (1000 if rate_match.group("k") else 1)
+    average, common = _rate(_FPS_RE, video_line), _rate(_TBR_RE, video_line)
+    if common is not None and average is not None and _INTERLACED_RE.search(video_line):
+        common = average if abs(common - 2 * average) < 0.01 * common else common
+    # A variable-rate source averages below its real rate (17.7 fps for one with parts at 30): the common
+    # rate is the one that keeps each frame at its time, unless the container does not know it.
+    fps = common if common is not None and (average is None or common >= average) else average
     if any(marker in container for marker in _IMAGE_FORMATS):
         return MediaInfo(duration=None, width=width, height=height, fps=None, kind="image", container=container)
     return MediaInfo(
         duration=duration, width=width, height=height, fps=fps, kind="video", has_audio=has_audio, container=container,
-        mono=mono,
+        mono=mono, average_fps=average,
     )  # fmt: skip
+
+
+def _rate(pattern: re.Pattern[str], line: str) -> float | None:
+    match = pattern.search(line)
+    if match is None:
+        return None
+    value = float(match.group("fps")) * (1000 if match.group("k") else 1)
+    return value if 0 < value <= MAX_PLAUSIBLE_FPS else None
 
 
 # -- pauses -------------------------------------------------------------------------------------------------
