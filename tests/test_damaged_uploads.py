@@ -8,19 +8,22 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import stat
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from adapters.console import ConsoleReplies
+from bot.nemo.auth import MemoryIdentityStore
 from bot.nemo.client import NemoClient
 from bot.nemo.errors import UnsupportedFileType
 from bot.nemo.uploads import UploadSource
 from localnemo.media import probe, usable_duration
 from localnemo.testing import TestLocalNemo
-from tests.conftest import Bot, ffmpeg_exe
+from tests.conftest import Bot, fast_localnemo_config, fast_settings, ffmpeg_exe
 from tests.test_console_e2e import said, say
 
 FPS = 25
@@ -148,6 +151,32 @@ async def test_a_mov_or_mkv_cut_short_is_answered_with_the_length_that_plays(
     check = await usable_duration(stored)
     assert check is not None
     assert check.problems == ""
+
+
+async def test_a_local_file_cut_short_is_kept_in_part_and_the_users_own_file_is_untouched(
+    http: httpx.AsyncClient, whole_mp4: Path, tmp_path: Path
+) -> None:
+    # The embedding bot names files by their path; an owner-only file is hard-linked, not copied. The part
+    # that plays goes into a new file: the user's file keeps every byte, and its mode.
+    own = cut_at(whole_mp4, tmp_path / "mine.mp4", 0.4)
+    own.chmod(0o600)
+    before = own.read_bytes()
+    config = fast_localnemo_config(tmp_path / "nemo", local_files_key="the-key")
+    async with TestLocalNemo(config) as server:
+        nemo = NemoClient(http, fast_settings(server.base_url), MemoryIdentityStore(), local_files_key="the-key")
+        account = nemo.account("console:local")
+        session_id = (await account.create_session("项目", "zh")).session_id
+        (uploaded,) = (await account.upload_files(session_id, [UploadSource.from_path(own)])).files
+        folder = server.state.sessions[session_id].folder
+        (stored,) = folder.iterdir()
+    assert uploaded.duration == pytest.approx(decoded_seconds(own), abs=2 * FRAME + 0.05)
+    assert uploaded.warning is not None
+    said_in_chinese = f"mine.mp4 已损坏：{SECONDS:.1f} 秒中只有前 {uploaded.duration:.1f} 秒可以使用。"
+    assert uploaded.warning.startswith(said_in_chinese)
+    assert stored.stat().st_ino != own.stat().st_ino
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    assert own.read_bytes() == before
+    assert stat.S_IMODE(own.stat().st_mode) == 0o600
 
 
 async def test_a_clip_that_breaks_off_before_a_second_is_refused_plainly(
