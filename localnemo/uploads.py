@@ -94,6 +94,8 @@ DAMAGE_TOLERANCE_SECONDS = 0.5
 # Less than this of a damaged file is refused: nothing can be edited in it. Above it the part is kept, with
 # a warning giving both lengths, however small a share it is: the user knows what the footage is worth.
 MIN_USABLE_SECONDS = 1.0
+# FFmpeg's demuxers whose length, without an index, is an estimate from the bitrate and the file's size.
+_ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac"})
 _TUNNEL_NETWORKS = tuple(
     ipaddress.IPv6Network(network) for network in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::/96")
 )
@@ -449,14 +451,19 @@ async def keep_readable_part(item: Received, info: MediaInfo, lang: str) -> None
     end = usable.seconds or 0.0
     if usable.problems:
         log.info(
-            "localnemo.upload.damage name_len=%s declared=%s readable=%.3f problems=%s",
-            len(item.original_name), declared, end, usable.problems.splitlines()[0][:200],
+            "localnemo.upload.damage kind=%s declared=%s readable=%.3f problems=%s",
+            item.kind, declared, end, usable.problems.splitlines()[0][:200],
         )  # fmt: skip
     if declared is None:
         if usable.seconds is not None:
             item.info = replace(info, duration=usable.seconds)
         return
     if declared - end <= DAMAGE_TOLERANCE_SECONDS:
+        return
+    if info.container in _ESTIMATED_LENGTH_FORMATS and not usable.problems and usable.seconds is not None:
+        # A length FFmpeg estimated from the bitrate (a VBR MP3 without a Xing header), and data read to
+        # its end without a complaint: the file is whole, the pass measured its real length.
+        item.info = replace(info, duration=usable.seconds)
         return
     usable_text, declared_text = _seconds(end), _seconds(declared)
     if end < MIN_USABLE_SECONDS:

@@ -58,6 +58,17 @@ def repeated(source: Path, out: Path, times: int) -> Path:
     return out
 
 
+def make_unindexed_mp3(out: Path) -> Path:
+    subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+         "-i", "sine=frequency=440:duration=3,volume=0.01", "-f", "lavfi", "-i", "anoisesrc=duration=5",
+         "-filter_complex", "[0][1]concat=n=2:v=0:a=1", "-c:a", "libmp3lame", "-q:a", "2", "-write_xing", "0",
+         str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
 def cut_at(source: Path, out: Path, share: float) -> Path:
     data = source.read_bytes()
     out.write_bytes(data[: int(len(data) * share)])
@@ -196,6 +207,23 @@ async def test_a_clip_that_breaks_off_before_a_second_is_refused_plainly(
     message = refused.value.message
     assert message.startswith("could not read short.mp4: the file is damaged: it breaks off after ")
     assert message.endswith(f" s of {SECONDS:.1f} s, too little to use")
+
+
+async def test_a_whole_mp3_whose_header_length_is_a_guess_gets_its_real_length_and_no_warning(
+    nemo: NemoClient, tmp_path: Path
+) -> None:
+    # A VBR MP3 without a Xing header: FFmpeg guesses its length from the first frames' bitrate (quiet
+    # first, loud later, so the guess is twice too long). Nothing is wrong with the file.
+    song = await asyncio.to_thread(make_unindexed_mp3, tmp_path / "song.mp3")
+    guessed = await probe(song)
+    assert guessed is not None
+    assert guessed.duration is not None
+    assert guessed.duration > 10
+    account = nemo.account("tests:damaged")
+    session_id = (await account.create_session("project", "en")).session_id
+    (uploaded,) = (await account.upload_files(session_id, [UploadSource.from_path(song)])).files
+    assert uploaded.duration == pytest.approx(8.0, abs=0.1)
+    assert uploaded.warning is None
 
 
 # -- refused in plain words, never with a list of formats ---------------------------------------------------
