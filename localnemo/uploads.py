@@ -472,7 +472,11 @@ async def keep_readable_part(item: Received, info: MediaInfo, lang: str) -> None
                          total=declared_text),
         )  # fmt: skip
     kept = await _keep_part(item, lang, usable_text, declared_text)
-    kept_info = await probe(kept)
+    try:
+        kept_info = await probe(kept)
+    except BaseException:
+        await asyncio.to_thread(unlink_quietly, kept)
+        raise
     if kept_info is None or not kept_info.duration:
         await asyncio.to_thread(unlink_quietly, kept)
         raise ApiError(
@@ -501,8 +505,12 @@ async def _keep_part(item: Received, lang: str, usable_text: str, declared_text:
     for suffix in (source.suffix, ".mkv"):
         target = source.with_name(f"{secrets.token_hex(16)}_{base.split('_', 1)[-1]}{suffix}")
         await asyncio.to_thread(_create_private, target)
-        if await keep_usable(source, target):
-            return target
+        try:
+            if await keep_usable(source, target):
+                return target
+        except BaseException:
+            await asyncio.to_thread(unlink_quietly, target)
+            raise
         await asyncio.to_thread(unlink_quietly, target)
     raise ApiError(
         400, 4001, t("upload.repair_failed", lang, name=item.original_name, usable=usable_text, total=declared_text)
