@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from bot.nemo import errors
-from bot.nemo.uploads import format_size
+from bot.nemo.uploads import format_size, kind_of
 from bot.texts import Backend, backend_text, t
 
 _RAW_LOOKING = re.compile(r"[{}\[\]<>]|Traceback|Exception|nmv_|Bearer", re.IGNORECASE)
@@ -24,11 +24,18 @@ def plain_reason(reason: str | None, lang: str, backend: Backend = "hosted") -> 
 
 
 def file_refusal(exc: errors.NemoError, name: str, lang: str, *, upload_limit: int) -> str:
-    """Why one file was refused: too large (with both sizes) or not a kind the backend takes."""
+    """Why one file was refused: too large (with both sizes), not a kind the backend takes (with the list of
+    the kinds it takes), or, for a name the backend does take, the backend's reason: a damaged .mp4 told
+    "Accepted formats: mp4, …" would be told nothing."""
     if isinstance(exc, errors.FileTooLarge):
         return t("file_too_large", lang, name=name, size=format_size(exc.size) if exc.size else "?",
                  limit=format_size(exc.limit or upload_limit))
-    return t("unsupported_file", lang, name=name)
+    reason = plain_reason(exc.message, lang).rstrip(".。")
+    if kind_of(name) is None or not exc.message.strip() or reason == plain_reason(None, lang):
+        return t("unsupported_file", lang, name=name)
+    if any(each and each in reason for each in name.split(", ")):
+        return t("unreadable_file_said", lang, reason=reason[:1].upper() + reason[1:])
+    return t("unreadable_file", lang, name=name, reason=reason)
 
 
 def explain(exc: errors.NemoError, lang: str, *, registration_link: str | None, upload_limit: int,

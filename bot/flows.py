@@ -163,6 +163,7 @@ class Flows:
         session = await self._sessions.get(message.chat, lang)
         account = self._sessions.account(message.chat)
         names: list[str] = []
+        warnings: list[str] = []
         if streamed:
             if job.files is None:
                 raise RuntimeError("attachments without a way to open them")
@@ -183,16 +184,20 @@ class Flows:
                     for source in sources:
                         source.close()
                 names += [f.filename or s.filename for f, s in zip(result.files, sources, strict=False)]
+                warnings += [f.warning for f in result.files if f.warning]
         if by_url or links:
             result = await account.upload_urls(session.session_id, [*by_url, *links])
             names += [f.filename for f in result.files]
+            warnings += [f.warning for f in result.files if f.warning]
         if not names:
             await progress.finish("\n".join(refusals))
             return None
         await self._sessions.draft(message.chat, session)  # the upload changed the timeline: remember it as seen
         shown = ", ".join(names)
         note = t("uploaded_short" if job.routed.intent is Intent.EDIT else "uploaded", lang, names=shown)
-        return "\n".join([*refusals, note]), bool(refusals)
+        # A file taken only in part (damaged): the backend's warning says how much of it can be used.
+        cautions = [t("upload_warning", lang, warning=plain_reason(w, lang, self._sessions.backend)) for w in warnings]
+        return "\n".join([*refusals, *cautions, note]), bool(refusals)
 
     async def _edit(self, job: Job, instruction: str, progress: Progress, *, prefix: str = "") -> Outcome:
         message, lang = job.message, job.lang

@@ -607,3 +607,60 @@ _CAPTION_TEXTS.update({
     "export_captions_link": ("💬 Captions (.srt): {url}", "💬 字幕文件（.srt）：{url}"),
 })
 _CATALOGUE.update(_CAPTION_TEXTS)
+
+# localnemo's answers to an upload that is damaged or is not what its name says (localnemo/uploads.py): the
+# refusals keep the API's "could not read <name>: why" shape; "upload.damaged" is the warning that goes with
+# a file accepted in part, and the bot shows it as it comes ("upload_warning").
+_UPLOAD_TEXTS: dict[str, tuple[str, str]] = {
+    "upload.damaged": (
+        "{name} is damaged: only the first {usable} s of {total} s can be used. That part is on the timeline; "
+        "send the whole file again to use the rest.",
+        "{name} 已损坏：{total} 秒中只有前 {usable} 秒可以使用。时间线上放的是这一部分；"
+        "要用其余部分，请重新发送完整的文件。",
+    ),
+    "upload.damaged_too_short": (
+        "could not read {name}: the file is damaged: it breaks off after {usable} s of {total} s, too little to use",
+        "无法读取 {name}：文件已损坏，{total} 秒中只有前 {usable} 秒可读，太短，无法使用",
+    ),
+    "upload.no_picture": (
+        "could not read {name}: the file is damaged: not one picture in it can be decoded",
+        "无法读取 {name}：文件已损坏，其中没有一帧画面能解码",
+    ),
+    "upload.no_sound": (
+        "could not read {name}: the file is damaged: none of its sound can be decoded",
+        "无法读取 {name}：文件已损坏，其中的声音无法解码",
+    ),
+    "upload.repair_failed": (
+        "could not read {name}: the file is damaged (only the first {usable} s of {total} s can be read) and "
+        "that part could not be kept",
+        "无法读取 {name}：文件已损坏（{total} 秒中只有前 {usable} 秒可读），而且这一部分无法保留",
+    ),
+    "upload.is_not": ("could not read {name}: it is {what}, not {kind}", "无法读取 {name}：它是{what}，不是{kind}"),
+    "upload.is_not_unknown": (
+        "could not read {name}: it is not {kind} (its content is no format this editor reads)",
+        "无法读取 {name}：它不是{kind}（内容不是本编辑器能读取的格式）",
+    ),
+    "upload.kind_video": ("a video", "视频"),
+    "upload.kind_image": ("an image", "图片"),
+    "upload.kind_audio": ("a sound file", "音频文件"),
+    "upload.is_png": ("a PNG image", "PNG 图片"),
+    "upload.is_jpeg": ("a JPEG image", "JPEG 图片"),
+    "upload.is_gif": ("a GIF image", "GIF 图片"),
+    "upload.is_webp": ("a WebP image", "WebP 图片"),
+    "upload.is_isobmff": ("an MP4/MOV video", "MP4/MOV 视频"),
+    "upload.is_matroska": ("an MKV/WebM video", "MKV/WebM 视频"),
+    "upload.is_avi": ("an AVI video", "AVI 视频"),
+    "upload.is_wav": ("a WAV sound file", "WAV 音频"),
+    "upload.is_mp3": ("an MP3 sound file", "MP3 音频"),
+    "upload.is_pdf": ("a PDF document", "PDF 文档"),
+    "upload.is_zip": ("a ZIP archive (or an Office document)", "ZIP 压缩包（或 Office 文档）"),
+    "upload.is_archive": ("a compressed archive", "压缩包"),
+    "upload.is_program": ("a program", "程序文件"),
+    "upload.is_html": ("a web page (HTML)", "网页（HTML）"),
+    "upload.is_text": ("a text file", "文本文件"),
+    # The bot's side: a refused file with an accepted extension is told why, not the list of formats.
+    "unreadable_file": ("I can't use {name}: {reason}.", "无法使用 {name}：{reason}。"),
+    "unreadable_file_said": ("❌ {reason}.", "❌ {reason}。"),
+    "upload_warning": ("⚠️ {warning}", "⚠️ {warning}"),
+}
+_CATALOGUE.update(_UPLOAD_TEXTS)

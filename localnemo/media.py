@@ -3,7 +3,9 @@
 There is no ffprobe in the imageio-ffmpeg package, so ``probe`` runs ``ffmpeg -hide_banner -i FILE`` with no
 output: ffmpeg then prints the input's description to stderr and exits after reading only the
 container headers, never the whole file. ``analyse_audio`` decodes only the audio (``-vn``) through
-``silencedetect`` and ``volumedetect`` and reads what they print.
+``silencedetect`` and ``volumedetect`` and reads what they print. ``usable_duration`` reads every packet
+without decoding any, to find where the data of a file that was cut short really ends (the header says how
+long it was meant to be), and ``keep_usable`` copies that part into a file of its own.
 """
 
 from __future__ import annotations
@@ -112,6 +114,64 @@ async def decodes_a_frame(path: Path, *, seconds: float = DECODE_CHECK_SECONDS) 
     )  # fmt: skip
     if await finished_within(proc, seconds) is None:
         log.warning("localnemo.decode_check.timeout path=%s", path.name)
+        return False
+    return proc.returncode == 0
+
+
+# Reading every packet of an upload, not decoding it: disk speed (a 10-minute 1080p file takes about a second).
+USABLE_PASS_SECONDS = 120.0
+_OUT_TIME_RE = re.compile(r"^out_time_us=(?P<us>\d+)\s*$", re.MULTILINE)
+_PROGRESS_LINE_RE = re.compile(r"^\w+=")
+# FFmpeg's complaints kept with the result (a header over garbage makes one per packet).
+_MAX_PROBLEM_LINES = 5
+# The demuxer's reading a packet cut off by the end of the file (or failing a checksum) marks it corrupt:
+# it is left out, so that what is kept decodes to its last packet.
+_DEMUX_ONLY = ("-hide_banner", "-nostdin", "-nostats", "-v", "error", "-fflags", "+discardcorrupt")
+
+
+@dataclass(frozen=True)
+class Usable:
+    """Where the readable data of a file ends, from a pass over its packets (``usable_duration``)."""
+
+    # The end of the last whole packet, in seconds from the start; None when no packet could be read.
+    seconds: float | None
+    # Whether the demuxer met damage on the way (a packet cut off, a read error): FFmpeg's own words.
+    problems: str
+
+
+async def usable_duration(path: Path, *, seconds: float = USABLE_PASS_SECONDS) -> Usable | None:
+    """How much of a video or sound file can be read: every packet of its pictures and sound is read and
+    none decoded (``-c copy`` into the null muxer), and FFmpeg reports where the last one ends. None when the
+    pass did not finish within ``seconds`` (then nothing is known)."""
+    target = str(await asyncio.to_thread(path.resolve))
+    proc = await spawn(
+        # The progress report goes to stderr with the errors (one pipe, read by finished_within).
+        ffmpeg_exe(), *_DEMUX_ONLY, "-i", target, "-map", "0:v?", "-map", "0:a?", "-c", "copy",
+        "-f", "null", "-progress", "pipe:2", "-",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stderr = await finished_within(proc, seconds)
+    if stderr is None:
+        log.warning("localnemo.usable.timeout path=%s", path.name)
+        return None
+    text = stderr.decode("utf-8", "replace")
+    complaints = [line for line in text.splitlines() if line.strip() and not _PROGRESS_LINE_RE.match(line)]
+    problems = "\n".join(complaints[:_MAX_PROBLEM_LINES])
+    ends = [int(match.group("us")) for match in _OUT_TIME_RE.finditer(text)]
+    end = ends[-1] / 1_000_000 if ends and ends[-1] > 0 else None
+    return Usable(seconds=end, problems=problems)
+
+
+async def keep_usable(source: Path, target: Path, *, seconds: float = USABLE_PASS_SECONDS) -> bool:
+    """Copy the readable packets of a damaged ``source`` into ``target`` (its container from its extension),
+    without re-encoding: a file whose header tells its real length. False when FFmpeg could not."""
+    proc = await spawn(
+        ffmpeg_exe(), *_DEMUX_ONLY, "-i", str(await asyncio.to_thread(source.resolve)),
+        "-map", "0:v?", "-map", "0:a?", "-c", "copy", "-y", str(await asyncio.to_thread(target.resolve)),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await finished_within(proc, seconds) is None:
+        log.warning("localnemo.keep_usable.timeout path=%s", source.name)
         return False
     return proc.returncode == 0
 

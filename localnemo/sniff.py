@@ -75,6 +75,44 @@ def content_format(kind: str, head: bytes) -> str | None:
     return None
 
 
+# What a file that is not of its extension's kind is, by its first bytes: the catalogue's "upload.is_<name>"
+# words it (bot/texts.py). Media of the other kinds first, then the documents most often sent by mistake.
+_OTHER_THINGS: tuple[tuple[str, Callable[[bytes], bool]], ...] = (
+    ("png", _CHECKS["png"]),
+    ("jpeg", _CHECKS["jpeg"]),
+    ("gif", _CHECKS["gif"]),
+    ("webp", _CHECKS["webp"]),
+    ("isobmff", _isobmff),
+    ("matroska", _matroska),
+    ("avi", _CHECKS["avi"]),
+    ("wav", _CHECKS["wav"]),
+    ("mp3", lambda h: h.startswith(b"ID3")),
+    ("pdf", lambda h: h.startswith(b"%PDF")),
+    ("zip", lambda h: h.startswith(b"PK\x03\x04")),
+    ("archive", lambda h: h.startswith((b"\x1f\x8b", b"Rar!", b"7z\xbc\xaf\x27\x1c", b"BZh"))),
+    ("program", lambda h: h.startswith((b"\x7fELF", b"MZ"))),
+)
+
+
+def what_it_is(head: bytes) -> str | None:
+    """What the first bytes ``head`` of a file show it to be, as a catalogue name ("pdf", "html", "text",
+    "png", "isobmff"…), or None when they show nothing known."""
+    for name, check in _OTHER_THINGS:
+        if check(head):
+            return name
+    try:
+        # The head may end inside a character: only what decodes before it counts.
+        text = codecs.getincrementaldecoder("utf-8-sig")().decode(head)
+    except UnicodeDecodeError:
+        return None
+    opening = text.lstrip().lower()
+    if opening.startswith(("<!doctype html", "<html", "<head", "<body")):
+        return "html"
+    if text and all(char.isprintable() or char in "\t\r\n" for char in text):
+        return "text"
+    return None
+
+
 class TextCheck:
     """Whether a stream of bytes is UTF-8 text (a leading BOM allowed, no NUL), fed chunk by chunk."""
 

@@ -1,7 +1,8 @@
 """Receiving uploads: multipart files, files fetched by URL and (for the bot that embeds this server only)
 local files named by their path, the kind and extension checks, the content
 check (magic bytes, ``localnemo.sniff``), safe stored names, streaming to disk under the size, file-count
-and disk limits, the readability check, and the address safety of URL fetches (only public addresses, at
+and disk limits, the readability check (a file cut short is kept to the part that can be read, with a
+warning saying how long that is), and the address safety of URL fetches (only public addresses, at
 any redirect or connect, within an overall deadline). Stored files are readable by their owner only. Also
 serves the stored files back (``/files/<sid>/<name>``, like a CDN)."""
 
@@ -21,7 +22,7 @@ import socket
 import stat
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, cast
 from urllib.parse import unquote
@@ -33,12 +34,13 @@ from aiohttp import web
 from yarl import URL
 
 from bot.nemo.errors import ACCEPTED_FORMATS
+from bot.texts import t
 from localnemo import timeline
 from localnemo.envelope import ApiError, json_object, ok
-from localnemo.media import MediaInfo, decodes_a_frame, probe
+from localnemo.media import MediaInfo, decodes_a_frame, keep_usable, probe, usable_duration
 from localnemo.quota import DiskQuota, unlink_quietly
 from localnemo.runtime import Runtime
-from localnemo.sniff import HEAD_BYTES, TextCheck, content_format
+from localnemo.sniff import HEAD_BYTES, TextCheck, content_format, what_it_is
 from localnemo.state import SessionRecord
 from localnemo.subtitles import Cue, SubtitleError, read_cues, read_script
 
@@ -86,6 +88,14 @@ _MAX_NAME_BYTES = 255
 _MALFORMED = (ValueError, KeyError, AssertionError, aiohttp.http_exceptions.HttpProcessingError)
 # NAT64 (RFC 6052, RFC 8215), 6to4 (RFC 3056), Teredo (RFC 4380) and the deprecated IPv4-compatible form
 # (RFC 4291) wrap an IPv4 address, possibly a private one, behind an address Python counts as global.
+# A video or sound whose readable data ends this much before its header says is damaged (cut short while
+# copied or downloaded): less than this is a container's rounding, or a last packet cut in half.
+DAMAGE_TOLERANCE_SECONDS = 0.5
+# Less than this of a damaged file is refused: nothing can be edited in it. Above it the part is kept, with
+# a warning giving both lengths, however small a share it is: the user knows what the footage is worth.
+MIN_USABLE_SECONDS = 1.0
+# FFmpeg's demuxers whose length, without an index, is an estimate from the bitrate and the file's size.
+_ESTIMATED_LENGTH_FORMATS = frozenset({"mp3", "aac"})
 _TUNNEL_NETWORKS = tuple(
     ipaddress.IPv6Network(network) for network in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32", "::/96")
 )
@@ -100,6 +110,8 @@ class Received:
     size: int
     info: MediaInfo | None = None
     cues: list[Cue] | None = None
+    # Said with the upload's answer: the file was damaged and only a part of it is kept ("upload.damaged").
+    warning: str | None = None
 
 
 def kind_for(filename: str, content_type: str | None) -> tuple[FileKind, str]:
@@ -230,6 +242,11 @@ def place_local(fd: int, info: os.stat_result, source: Path, target: Path) -> st
     return "copy"
 
 
+def _create_private(target: Path) -> None:
+    """An empty owner-only file, for FFmpeg to write into (it keeps the mode of a file it overwrites)."""
+    _open_private(target).close()
+
+
 def make_private_folder(folder: Path) -> None:
     """Create ``folder`` (and its parent) readable by its owner only (blocking: run it in a thread)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -241,8 +258,9 @@ class _ContentCheck:
     """Whether the bytes of an upload are what its extension says, decided from its first bytes (or, for
     captions, from all of them)."""
 
-    def __init__(self, kind: FileKind, display_name: str, extension: str) -> None:
+    def __init__(self, kind: FileKind, display_name: str, extension: str, lang: str = "en") -> None:
         self.kind = kind
+        self.lang = lang
         self.display_name = display_name
         self.extension = extension
         self.head = b""
@@ -260,7 +278,15 @@ class _ContentCheck:
         if len(self.head) >= HEAD_BYTES or final:
             self.decided = True
             if content_format(self.kind, self.head) is None:
-                self._refuse(f"its content is not a .{self.extension} file")
+                # Said as what the file is: "not a .mp4 file" or a list of formats would name its own.
+                what = what_it_is(self.head)
+                kind = t(f"upload.kind_{self.kind}", self.lang)
+                if what is None:
+                    message = t("upload.is_not_unknown", self.lang, name=self.display_name, kind=kind)
+                else:
+                    what_text = t(f"upload.is_{what}", self.lang)
+                    message = t("upload.is_not", self.lang, name=self.display_name, what=what_text, kind=kind)
+                raise ApiError(400, 4001, message)
 
     def _refuse(self, why: str) -> None:
         raise ApiError(400, 4001, f"could not read {self.display_name}: {why}")
@@ -274,6 +300,7 @@ async def save_stream(
     display_name: str,
     kind: FileKind | None = None,
     admit: Callable[[int], Awaitable[None]] | None = None,
+    lang: str = "en",
 ) -> tuple[str, int]:
     """Stream chunks into ``target`` (owner-only), hashing on the way. Over ``limit`` bytes: ApiError 4002;
     content that is not of ``kind``'s formats: ApiError 4001; ``admit`` (the disk quota) is asked before
@@ -281,7 +308,7 @@ async def save_stream(
     digest = hashlib.sha256()
     size = 0
     extension = target.suffix.lower().lstrip(".")
-    check = _ContentCheck(kind, display_name, extension) if kind is not None else None
+    check = _ContentCheck(kind, display_name, extension, lang) if kind is not None else None
     writer = await asyncio.to_thread(_open_private, target)
     try:
         async for chunk in chunks:
@@ -361,8 +388,10 @@ class PublicResolver(aiohttp.abc.AbstractResolver):
         await self._inner.close()
 
 
-async def check_readable(item: Received) -> None:
-    """Refuse a damaged or unreadable upload with a plain 400 before it reaches the timeline."""
+async def check_readable(item: Received, lang: str = "en") -> None:
+    """Refuse a damaged or unreadable upload with a plain 400 before it reaches the timeline; a video or sound
+    cut short is kept to the part that can be read, with a warning (``keep_readable_part``). The refusals
+    and the warning are worded in ``lang``."""
     if item.kind == "subtitle" and item.stored_path.suffix.lower() == ".txt":
         # A script: its words are timed to the speech when captions are asked for ("generate captions").
         try:
@@ -393,11 +422,99 @@ async def check_readable(item: Received) -> None:
     if item.kind in ("video", "image") and (
         not info.width or not info.height or not await decodes_a_frame(item.stored_path)
     ):
-        # Only the beginning of a picture (a signature and junk): FFmpeg would spin on it in a render.
+        # Only the beginning of a picture (a signature and junk), or a header over garbage: FFmpeg would spin
+        # on it in a render.
+        if item.kind == "video":
+            raise ApiError(400, 4001, t("upload.no_picture", lang, name=item.original_name))
         raise ApiError(
             400, 4001, f"could not read {item.original_name}: the file is damaged or not a format FFmpeg can read"
         )
     item.info = info
+    if item.kind in ("video", "audio"):
+        await keep_readable_part(item, info, lang)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f}"
+
+
+async def keep_readable_part(item: Received, info: MediaInfo, lang: str) -> None:
+    """Find where a video's or sound's data really ends (a pass over its packets, none decoded). A file cut
+    short (a copy or download that stopped) keeps its header's length, which every later answer and the
+    export would trust: the readable part is copied into a file of its own, whose header says its real
+    length, and the upload answers with a warning giving both. Less than ``MIN_USABLE_SECONDS`` is refused.
+    """
+    usable = await usable_duration(item.stored_path)
+    if usable is None:
+        return  # the pass timed out: the file is taken as its header describes it, as before
+    declared = info.duration
+    end = usable.seconds or 0.0
+    if usable.problems:
+        log.info(
+            "localnemo.upload.damage kind=%s declared=%s readable=%.3f problems=%s",
+            item.kind, declared, end, usable.problems.splitlines()[0][:200],
+        )  # fmt: skip
+    if declared is None:
+        if usable.seconds is not None:
+            item.info = replace(info, duration=usable.seconds)
+        return
+    if declared - end <= DAMAGE_TOLERANCE_SECONDS:
+        return
+    if info.container in _ESTIMATED_LENGTH_FORMATS and not usable.problems and usable.seconds is not None:
+        # A length FFmpeg estimated from the bitrate (a VBR MP3 without a Xing header), and data read to
+        # its end without a complaint: the file is whole, the pass measured its real length.
+        item.info = replace(info, duration=usable.seconds)
+        return
+    usable_text, declared_text = _seconds(end), _seconds(declared)
+    if end < MIN_USABLE_SECONDS:
+        raise ApiError(
+            400, 4001, t("upload.damaged_too_short", lang, name=item.original_name, usable=usable_text,
+                         total=declared_text),
+        )  # fmt: skip
+    kept = await _keep_part(item, lang, usable_text, declared_text)
+    try:
+        kept_info = await probe(kept)
+    except BaseException:
+        await asyncio.to_thread(unlink_quietly, kept)
+        raise
+    if kept_info is None or not kept_info.duration:
+        await asyncio.to_thread(unlink_quietly, kept)
+        raise ApiError(
+            400, 4001, t("upload.repair_failed", lang, name=item.original_name, usable=usable_text,
+                         total=declared_text),
+        )  # fmt: skip
+    # The stored file was the damaged one (for a local file, perhaps a hard link to the user's: unlinking
+    # the link leaves the user's file alone).
+    await asyncio.to_thread(unlink_quietly, item.stored_path)
+    item.stored_path = kept
+    item.info = kept_info
+    item.size = (await asyncio.to_thread(kept.stat)).st_size
+    item.warning = t(
+        "upload.damaged", lang, name=item.original_name, usable=_seconds(kept_info.duration), total=declared_text
+    )
+    log.info(
+        "localnemo.upload.damaged_kept declared=%.3f kept=%.3f size=%s", declared, kept_info.duration, item.size
+    )
+
+
+async def _keep_part(item: Received, lang: str, usable_text: str, declared_text: str) -> Path:
+    """The readable part of ``item`` in a new owner-only file beside it: in its own container, else in
+    Matroska (which takes any codec, for content whose extension names another container)."""
+    source = item.stored_path
+    base = source.stem
+    for suffix in (source.suffix, ".mkv"):
+        target = source.with_name(f"{secrets.token_hex(16)}_{base.split('_', 1)[-1]}{suffix}")
+        await asyncio.to_thread(_create_private, target)
+        try:
+            if await keep_usable(source, target):
+                return target
+        except BaseException:
+            await asyncio.to_thread(unlink_quietly, target)
+            raise
+        await asyncio.to_thread(unlink_quietly, target)
+    raise ApiError(
+        400, 4001, t("upload.repair_failed", lang, name=item.original_name, usable=usable_text, total=declared_text)
+    )
 
 
 def upload_duration(item: Received) -> float | None:
@@ -464,7 +581,7 @@ class Uploads:
                 if not received:
                     raise ApiError(400, 400, "no files: send multipart field 'files' or JSON {\"urls\": [...]}")
                 for item in received:
-                    await check_readable(item)
+                    await check_readable(item, session.language)
                 await self.quota.make_room(0, keep=session)
             except BaseException:
                 for item in received:
@@ -486,6 +603,8 @@ class Uploads:
                 entry["fps"] = info.fps
             if item.sha256 is not None:
                 entry["hash"] = item.sha256
+            if item.warning is not None:
+                entry["warning"] = item.warning
             entry["size"] = item.size
             timeline.place_upload(session, entry, Path(item.original_name).stem or item.original_name, item.cues)
             files.append(entry)
@@ -533,7 +652,8 @@ class Uploads:
             # One upload's files together stay within the limit, as its declared length must.
             file_limit = min(self.config.max_upload_bytes, self._request_limit() - total)
             digest, size = await save_stream(
-                _part_chunks(part), target, limit=file_limit, display_name=filename, kind=kind, admit=admit
+                _part_chunks(part), target, limit=file_limit, display_name=filename, kind=kind, admit=admit,
+                lang=session.language,
             )
             total += size
             received.append(Received(filename, target, kind, digest, size))
@@ -577,7 +697,7 @@ class Uploads:
             if info.st_size > self.config.max_upload_bytes:
                 megabytes = self.config.max_upload_bytes // (1024 * 1024)
                 raise ApiError(413, 4002, f"file too large: {filename} is over the {megabytes} MB limit")
-            check = _ContentCheck(kind, filename, extension)
+            check = _ContentCheck(kind, filename, extension, session.language)
             # Captions are read whole (they must be UTF-8 throughout); media by their first bytes.
             size = info.st_size if kind == "subtitle" else HEAD_BYTES
             head = await asyncio.to_thread(os.pread, fd, size, 0)
@@ -670,7 +790,7 @@ class Uploads:
         target = session.folder / stored_name(filename, extension)
         digest, size = await save_stream(
             resp.content.iter_chunked(_CHUNK), target, limit=limit, display_name=filename, kind=kind,
-            admit=await self._admit(session),
+            admit=await self._admit(session), lang=session.language,
         )
         log.info("localnemo.upload.fetched host=%s size=%s", url.host, size)
         return Received(filename, target, kind, digest, size)

@@ -211,7 +211,8 @@ async def test_export_interrupted_by_a_restart_is_delivered_once(
                                         "https://nemovideo.com/?bind=u_"),
         ("render", 402, "export", "Export isn't available on this NemoVideo plan"),
         ("run_sse", 429, "add music", "NemoVideo is busy right now"),
-        ("upload", 4001, "UPLOAD", "I can't use clip.mp4. Accepted formats: video: mp4"),
+        # An .mp4 refused is told the backend's reason: a list of formats would name its own.
+        ("upload", 4001, "UPLOAD", "I can't use clip.mp4: injected failure."),
         ("upload", 4002, "UPLOAD", "the limit is 500.0 MB. Trim or compress it"),
         ("state", 503, "status", "I can't reach NemoVideo right now"),
         ("run_sse", 500, "add music", "I can't reach NemoVideo right now"),

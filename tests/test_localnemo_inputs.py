@@ -270,10 +270,12 @@ async def test_content_that_is_not_what_its_name_says_is_refused_before_ffmpeg(
     token, sid = session
     page = b"<!doctype html><html><body>" + b"x" * 4096 + b"</body></html>"
     for name, content, ctype, why in (
-        ("photo.png", page, "image/png", "its content is not a .png file"),
-        ("clip.mp4", b"just some words in a text file, nothing more", "video/mp4", "its content is not a .mp4 file"),
-        ("song.mp3", b"#!/bin/sh\necho hello\n", "audio/mpeg", "its content is not a .mp3 file"),
-        ("pic.jpg", PNG_HEAD[:4], "image/jpeg", "its content is not a .jpg file"),  # shorter than a signature
+        # Said as what the file is, not "not a .mp4 file": its name says it is one.
+        ("photo.png", page, "image/png", "it is a web page (HTML), not an image"),
+        ("clip.mp4", b"just some words in a text file, nothing more", "video/mp4", "it is a text file, not a video"),
+        ("song.mp3", b"#!/bin/sh\necho hello\n", "audio/mpeg", "it is a text file, not a sound file"),
+        # Shorter than a signature:
+        ("pic.jpg", PNG_HEAD[:4], "image/jpeg", "it is not an image (its content is no format this editor reads)"),
         ("words.srt", b"1\n00:00:01,000 --> 00:00:02,000\n\xff\xfe bad\n", "text/plain", "it is not UTF-8 text"),
     ):
         answer = await post_upload(client, token, sid, multipart(part(name, content, ctype)))
@@ -411,7 +413,7 @@ async def test_a_local_file_is_taken_by_its_path_without_a_needless_copy(
     page = tmp_path / "page.mp4"
     page.write_bytes(b"<!doctype html><html>" + b"x" * 4096)
     refused = await post_paths(client, token, sid, [page])
-    assert refused.json() == {"code": 4001, "message": "could not read page.mp4: its content is not a .mp4 file"}
+    assert refused.json() == {"code": 4001, "message": "could not read page.mp4: it is a web page (HTML), not a video"}
     for bad in ([tmp_path / "missing.mp4"], [tmp_path], ["relative.mp4"], [tmp_path / "notes.pdf"]):
         (tmp_path / "notes.pdf").write_text("hello")
         answer = await post_paths(client, token, sid, bad)  # type: ignore[arg-type]

@@ -62,6 +62,8 @@ class UploadedFile(_Loose):
     height: int | None = None
     fps: float | None = None
     hash: str | None = None
+    # localnemo's word on a file it took only in part (damaged: "only the first 28.7 s of 84.6 s can be used").
+    warning: str | None = None
 
 
 class UploadResult(_Loose):
