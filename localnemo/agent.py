@@ -102,7 +102,7 @@ MUSIC_VOLUME = 0.3
 DUCK_DB = -12.0
 # Where the music starts to duck, relative to the measured speech level: with the renderer's ratio and
 # knee this gives about DUCK_DB of gain reduction while someone speaks.
-DUCK_THRESHOLD_BELOW_SPEECH_DB = 16.0
+DUCK_THRESHOLD_BELOW_SPEECH_DB = 13.0
 DEFAULT_DUCK_THRESHOLD_DB = -30.0
 
 Edit = tuple[AgentToolCall, AgentToolResult]

@@ -7,7 +7,7 @@ The shape of the graph (labels in brackets):
     images ─ fit ─ setpts                            with silence beside them ─────────────┘
     [vcat] ─ fps ─ drawtext (titles, text) ─ ass (captions) ─ fade ─ format ─ [vout]
     [acat] ─ asplit ─ key ───────────────────────────────┐
-    music ─ atrim, volume, adelay ─ sidechaincompress ◄──┘ ─ amix with the voice ─ afade ─ (mono) ─ level ─ [aout]
+    music ─ atrim, volume, adelay ─ sidechaincompress ◄──┘ ─ amix with the voice ─ afade ─ level ─ [aout]
 
 The level (one gain to −14 LUFS, and a true-peak limiter only where needed: ``localnemo/loudness.py``) comes
 from a measuring run of the same mix before the render: ``RenderGraph.measuring`` is the audio half of the
@@ -304,7 +304,11 @@ def build_graph(
     fit_mode = draft.m.fit or "blur"
     b = _Builder()
 
-    segment_labels = _video_pieces(b, pieces, width, height, fps, fit_mode)
+    # When every sound of the export has one channel, the whole mix is made in mono, and so is the export:
+    # half the work for every audio filter and for the AAC encoder, and nothing lost.
+    mono = _all_mono(pieces, audio_segments, sources, music)
+    layout = "mono" if mono else "stereo"
+    segment_labels = _video_pieces(b, pieces, width, height, fps, fit_mode, layout)
     duration = sum(p.duration for p in pieces)
     concat = ""
     if len(segment_labels) == 1:
@@ -317,13 +321,10 @@ def build_graph(
 
     files: list[Path] = []
     video = _overlays(b, draft, video, width, height, fps, duration, workdir, font, files)
-    audio = _mix(b, draft, voice, audio_segments, sources, music, duration)
+    audio = _mix(b, draft, voice, audio_segments, sources, music, duration, layout)
     video, audio = _fades(b, draft, video, audio, duration)
     b.chains.append(f"{video}format=yuv420p[vout]")
-    mono = _all_mono(pieces, audio_segments, sources, music)
-    # The voice and the music are mixed in stereo; when every one of them has a single channel, both
-    # channels are the same and the export keeps one (their average, so the level is unchanged).
-    b.chains.append(f"{audio}{'pan=mono|c0=0.5*c0+0.5*c1' if mono else 'anull'}[amix]")
+    b.chains.append(f"{audio}anull[amix]")
     audio_chains = [chain for chain in b.chains if chain != concat]
     if len(segment_labels) > 1:
         audio_chains.append("".join(a for _, a in segment_labels) + f"concat=n={len(segment_labels)}:v=0:a=1[acat]")
@@ -386,12 +387,23 @@ def _all_mono(
     return True
 
 
-def _silence(seconds: float, tag: str) -> str:
-    return f"anullsrc=r={SAMPLE_RATE}:cl=stereo,atrim=duration={_seconds(seconds)}[{tag}]"
+def _audio_format(mono: bool, layout: str) -> str:
+    """A source's sound at the mix's rate, sample format and channels. A mono sound in a stereo mix plays at
+    its own level on both sides (FFmpeg's own upmix would put it 3 dB lower on each), so that the level the
+    analysis measured on the file (for ducking) is the level it has in the mix."""
+    steps = [f"aresample={SAMPLE_RATE}"]
+    if mono and layout == "stereo":
+        steps.append("pan=stereo|c0=c0|c1=c0")
+    steps.append(f"aformat=sample_fmts=fltp:channel_layouts={layout}")
+    return ",".join(steps)
+
+
+def _silence(seconds: float, tag: str, layout: str) -> str:
+    return f"anullsrc=r={SAMPLE_RATE}:cl={layout},atrim=duration={_seconds(seconds)}[{tag}]"
 
 
 def _video_pieces(
-    b: _Builder, pieces: list[_Piece], width: int, height: int, fps: str, fit_mode: str
+    b: _Builder, pieces: list[_Piece], width: int, height: int, fps: str, fit_mode: str, layout: str
 ) -> list[tuple[str, str]]:
     """Open each source once per run of increasing spans and cut the pieces out; their labels in order."""
     # Pieces of one source are cut from one decode only while they move forward in the source: a piece
@@ -423,7 +435,7 @@ def _video_pieces(
             tag = f"p{run_number}"
             b.chains.extend(_fit(f"[{number}:v:0]", info, width, height, fit_mode, f"{tag}f"))
             b.chains.append(f"[{tag}f]fps={fps},format=yuv420p,setpts=PTS-STARTPTS[{tag}v]")
-            b.chains.append(_silence(first.duration, f"{tag}a"))
+            b.chains.append(_silence(first.duration, f"{tag}a", layout))
             labels[run[0]] = (f"[{tag}v]", f"[{tag}a]")
             continue
         low = min(pieces[i].start for i in run)
@@ -451,7 +463,7 @@ def _video_pieces(
             + (f",split={count}{''.join(video_outs)}" if count > 1 else video_outs[0])
         )
         if info.has_audio:
-            resample = f"[{number}:a:0]aresample={SAMPLE_RATE},aformat=sample_fmts=fltp:channel_layouts=stereo"
+            resample = f"[{number}:a:0]{_audio_format(info.mono, layout)}"
             b.chains.append(resample + (f",asplit={count}{''.join(audio_outs)}" if count > 1 else audio_outs[0]))
         frame = 1 / rate
         for k, index in enumerate(run):
@@ -471,7 +483,7 @@ def _video_pieces(
                     steps.append(f"volume={piece.volume:.3f}")
                 b.chains.append(f"{audio_outs[k]}{','.join(steps)}[{tag}sa{k}]")
             else:
-                b.chains.append(_silence(piece.duration, f"{tag}sa{k}"))
+                b.chains.append(_silence(piece.duration, f"{tag}sa{k}", layout))
             labels[index] = (f"[{tag}sv{k}]", f"[{tag}sa{k}]")
     return [labels[i] for i in range(len(pieces))]
 
@@ -622,6 +634,7 @@ def _mix(
     sources: Mapping[str, Source],
     music: Path | None,
     duration: float,
+    layout: str,
 ) -> str:
     if not segments:
         return voice
@@ -638,9 +651,9 @@ def _mix(
                 raise GraphError(f'"{title}" is not on this server: upload it here before exporting')
             if not source.info.has_audio:
                 raise GraphError(f'"{title}" has no sound')
-            path = source.path
+            path, single_channel = source.path, source.info.mono
         elif music is not None:
-            path = music
+            path, single_channel = music, True  # the bundled loop is mono
         else:
             raise GraphError("the background music is missing")
         start = timeline.number(m.start) / 1000
@@ -652,7 +665,7 @@ def _mix(
         number = b.add_input(["-stream_loop", "-1"] if loop else [], path)
         volume = max(0.0, min(2.0, timeline.number(m.volume, 1.0)))
         steps = [
-            f"aresample={SAMPLE_RATE}", "aformat=sample_fmts=fltp:channel_layouts=stereo",
+            _audio_format(single_channel, layout),
             f"atrim=start={_seconds(offset)}:duration={_seconds(length)}", "asetpts=PTS-STARTPTS",
             f"volume={volume:.3f}",
         ]  # fmt: skip
@@ -678,10 +691,10 @@ def _mix(
             bus = "[duckbus]"
         b.chains.append(f"{voice}asplit=2[voicemix][voicekey]")
         threshold = max(1 / 1024, min(1.0, math.pow(10, min(thresholds) / 20)))
-        # Downward compression of the music keyed by the voice; the threshold sits 16 dB under the measured
+        # Downward compression of the music keyed by the voice; the threshold sits 13 dB under the measured
         # speech level and the release (half a second) holds the dip through the gaps between syllables, so
         # that, with this ratio, the music dips by about 12 dB while someone talks (measured on syllabic
-        # speech: 11.9 dB; on a steady voice: 14 dB — tests/test_export_sound.py).
+        # speech: 11.9 dB, tests/test_export_sound.py; a steady voice dips it a little more).
         b.chains.append(
             f"{bus}[voicekey]sidechaincompress=threshold={threshold:.6f}:ratio={DUCK_RATIO:g}:"
             f"attack={DUCK_ATTACK_MS}:release={DUCK_RELEASE_MS}:makeup=1[ducked]"

@@ -67,10 +67,11 @@ class Housekeeping:
             if job.finished and (job.completed_at_ms or job.created_at_ms) < cutoff_ms
         ]  # fmt: skip
         for job in old:
-            self.state.remove_job(job)
+            # The files first: a job that is gone from the state has no file left behind it.
             if job.output_path is not None:
                 await asyncio.to_thread(unlink_quietly, job.output_path)
                 await asyncio.to_thread(unlink_quietly, job.output_path.with_suffix(".srt"))
+            self.state.remove_job(job)
         tokens = self.state.prune_tokens()
         if old or tokens:
             log.info("localnemo.pruned jobs=%s tokens=%s", len(old), tokens)

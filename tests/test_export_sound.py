@@ -137,9 +137,17 @@ async def test_a_silent_film_stays_silent(nemo: Nemo, media: Path) -> None:
     assert result.integrated is None or result.integrated <= -69  # nothing was amplified into noise
 
 
-async def test_music_dips_under_speech_by_the_amount_the_reply_states(nemo: Nemo, media: Path) -> None:
+@pytest.mark.parametrize("song", [None, "stereo"], ids=["bundled-loop-mono-export", "own-stereo-song"])
+async def test_music_dips_under_speech_by_the_amount_the_reply_states(
+    nemo: Nemo, media: Path, song: str | None
+) -> None:
     film = clip(media / "talk.mp4", speech(0.1), seconds=9)
     await nemo.upload(film)
+    if song is not None:
+        # A stereo song (under 800 Hz, like the loop) makes the export stereo; the mono voice keeps its level.
+        path = media / "song.wav"
+        _run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=330:sample_rate=44100:duration=12", "-ac", "2", str(path))
+        await nemo.upload(path)
     reply = await nemo.say("add background music")
     stated = re.search(r"about (\d+) dB", reply)
     assert stated is not None, reply
