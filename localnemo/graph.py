@@ -10,7 +10,7 @@ The shape of the graph (labels in brackets):
     music ─ atrim, volume, adelay ─ sidechaincompress ◄──┘ ─ amix with the voice ─ afade ─ level ─ [aout]
 
 The level (one gain to −14 LUFS, and a true-peak limiter only where needed: ``localnemo/loudness.py``) comes
-from a measuring run of the same mix before the render: ``RenderGraph.measuring`` is the audio half of the
+from a measuring run of the same mix before the render: ``RenderGraph.measuring()`` is the audio half of the
 graph alone, ending in ``ebur128``, with only the inputs it reads.
 
 Cuts use ``trim``/``atrim`` inside the one graph rather than seeking per piece, so each source is decoded
@@ -89,9 +89,15 @@ class RenderGraph:
     audio: str = "[amix]"
     # Every sound in the export has one channel: the export is mono too (half the AAC work, nothing lost).
     mono: bool = False
-    # The measuring run: its inputs and graph, the mix ending in ``[measured]``.
+    # The measuring run: its inputs, and the audio half of the graph alone, up to the mix at ``audio``.
     measuring_inputs: list[list[str]] = field(default_factory=list)
     measuring_graph: str = ""
+
+    def measuring(self, level: str = "") -> str:
+        """The measuring run's graph: the mix (leveled by ``level``, when given) into ``ebur128``, at
+        ``[measured]``."""
+        steps = ",".join(step for step in (level, measurement_filter()) if step)
+        return f"{self.measuring_graph};{self.audio}{steps}[measured]"
 
     def with_level(self, level: str) -> str:
         """The render's graph, the mix leveled by ``level`` (filters) into ``[aout]``."""
@@ -328,8 +334,7 @@ def build_graph(
     audio_chains = [chain for chain in b.chains if chain != concat]
     if len(segment_labels) > 1:
         audio_chains.append("".join(a for _, a in segment_labels) + f"concat=n={len(segment_labels)}:v=0:a=1[acat]")
-    audio_chains.append(f"[amix]{measurement_filter()}[measured]")
-    measuring_inputs, measuring_graph = _only_what_feeds(b.inputs, audio_chains, "[measured]")
+    measuring_inputs, measuring_graph = _only_what_feeds(b.inputs, audio_chains, "[amix]")
     return RenderGraph(
         b.inputs, ";".join(b.chains), duration, width, height, fps, files, "[amix]", mono,
         measuring_inputs, measuring_graph,

@@ -73,6 +73,10 @@ class Leveling:
 
 
 SILENT = Leveling(gain_db=0.0, limit=False)
+# When the gain would take the true peak this far over the ceiling, the limiter takes enough off the loud
+# parts to lower the integrated loudness measurably (0.7 LU for 2.3 dB over, on the quality recording): the
+# mix is measured once more through the gain and the limiter, and the gain corrected by what is missing.
+RECHECK_OVER_DB = 1.0
 
 
 def measurement_filter() -> str:
@@ -103,6 +107,21 @@ def leveling_for(measured: Loudness | None) -> Leveling:
     gain = min(MAX_GAIN_DB, TARGET_LUFS - measured.integrated)
     peak = measured.true_peak
     return Leveling(gain_db=gain, limit=peak is None or peak + gain > CEILING_DBTP)
+
+
+def needs_recheck(measured: Loudness | None, level: Leveling) -> bool:
+    """Whether the limiter will hold enough of the peaks to be measured again through it."""
+    if measured is None or measured.true_peak is None or not level.limit:
+        return False
+    return measured.true_peak + level.gain_db - CEILING_DBTP > RECHECK_OVER_DB
+
+
+def corrected(level: Leveling, through_limiter: Loudness | None) -> Leveling:
+    """The gain raised by what the limiter took off the integrated loudness (at most MAX_GAIN_DB in all)."""
+    if through_limiter is None or through_limiter.integrated is None:
+        return level
+    missing = TARGET_LUFS - through_limiter.integrated
+    return Leveling(gain_db=min(MAX_GAIN_DB, level.gain_db + max(0.0, missing)), limit=True)
 
 
 async def measure(command: list[str]) -> Loudness | None:

@@ -28,7 +28,7 @@ from typing import Protocol
 from bot.nemo.timeline_model import TRACK_AUDIO, TRACK_VIDEO, Draft
 from localnemo.fonts import find_font, needs_cjk_font
 from localnemo.graph import SAMPLE_RATE, GraphError, RenderGraph, Source, build_graph, needs_font
-from localnemo.loudness import SILENT, leveling_for, measure
+from localnemo.loudness import SILENT, corrected, leveling_for, measure, needs_recheck
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.music import bundled_music
 from localnemo.processes import spawn
@@ -263,12 +263,12 @@ class FFmpegRenderer:
             return ["-/filter_complex", str(script)]
         return ["-filter_complex_script", str(script)]
 
-    def _measuring_command(self, plan: RenderGraph, workdir: Path) -> list[str]:
+    def _measuring_command(self, plan: RenderGraph, workdir: Path, level: str = "") -> list[str]:
         command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info"]
         for options in plan.measuring_inputs:
             command += options
         # The null muxer writes nothing; the name only marks the process as this render's (as the render's is).
-        return [*command, *self._graph_arguments(plan.measuring_graph, workdir, "measure.txt"),
+        return [*command, *self._graph_arguments(plan.measuring(level), workdir, "measure.txt"),
                 "-map", "[measured]", "-f", "null", str(workdir / "measure.null")]  # fmt: skip
 
     def _command(self, plan: RenderGraph, graph: str, workdir: Path, target: Path) -> list[str]:
@@ -290,7 +290,12 @@ class FFmpegRenderer:
 
     async def _run(self, plan: RenderGraph, workdir: Path, target: Path, on_progress: Callable[[float], None]) -> None:
         if plan.measuring_inputs:
-            level = leveling_for(await measure(await asyncio.to_thread(self._measuring_command, plan, workdir)))
+            measured = await measure(await asyncio.to_thread(self._measuring_command, plan, workdir))
+            level = leveling_for(measured)
+            if needs_recheck(measured, level):
+                filters = level.filters(SAMPLE_RATE)
+                again = await measure(await asyncio.to_thread(self._measuring_command, plan, workdir, filters))
+                level = corrected(level, again)
         else:
             level = SILENT  # no clip and no music has sound: nothing to measure or to set
         command = await asyncio.to_thread(

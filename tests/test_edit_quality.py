@@ -3,12 +3,13 @@
 First the measures themselves are checked on sources whose answer is known without them: the unedited
 recording, and a cut and an audio delay made with plain FFmpeg. Then "cut the pauses" runs the way a user runs
 it (``nemobot edit --local``) and its output must lose no speech and keep picture and sound within one frame
-at every marker. How many jump cuts and pieces without speech it leaves is logged, not asserted: the rules for
-those are being changed.
+at every marker, leave no piece without speech and make no cut that saves less than the minimum cut, and its
+sound must be at −14 LUFS with the true peak under −1 dBTP.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import subprocess
 import sys
@@ -101,6 +102,19 @@ def test_cut_the_pauses_loses_no_speech_and_keeps_sync(recording: Path, truth: T
     assert [m.source_frame for m in measured.markers] == list(truth.markers)
     assert measured.worst_offset_frames is not None
     assert measured.worst_offset_frames <= 1, measured.offsets_ms
+    # No needless jump cuts: no kept piece without speech (the click in the long pause is not one), every cut
+    # saves at least the minimum cut (0.3 s), and neither end is a scrap shorter than 0.5 s.
+    assert measured.pieces_without_speech == 0
+    fps = truth.fps
+    ranges = measured.ranges
+    saved = [(later[0] - earlier[1]) / fps for earlier, later in itertools.pairwise(ranges)]
+    assert all(seconds >= 0.3 - 1 / fps for seconds in saved), saved
+    assert measured.jump_cuts == len(saved)
+    assert (measured.ranges[0][1] - measured.ranges[0][0]) / fps >= 0.5
+    assert (measured.ranges[-1][1] - measured.ranges[-1][0]) / fps >= 0.5
+    # The sound as the platforms want it.
+    assert measured.loudness_lufs == pytest.approx(-14, abs=0.5)
+    assert measured.true_peak_dbtp <= -1.0
     log.info(
         "cut the pauses: %d jump cuts, %d pieces without speech, %.2f s of pause left of %.2f s, A/V %s ms",
         measured.jump_cuts, measured.pieces_without_speech, measured.pause_left_s,

@@ -17,7 +17,7 @@ import pytest
 
 from bot.nemo.timeline_model import Draft
 from localnemo.graph import Source, build_graph
-from localnemo.loudness import CEILING_DBTP, Leveling, Loudness, leveling_for, parse_summary
+from localnemo.loudness import CEILING_DBTP, Leveling, Loudness, corrected, leveling_for, needs_recheck, parse_summary
 from localnemo.media import ffmpeg_exe, probe
 from localnemo.music import MUSIC_FILE, bundled_music
 from tests.test_localnemo_engine import FPS, Nemo, decode_pcm, rms_db, running_nemo
@@ -200,9 +200,11 @@ def test_the_measuring_run_reads_only_the_sound(tmp_path: Path, media: Path, qui
     )  # fmt: skip
     graph = build_graph(draft, sources, default_resolution="240p", workdir=tmp_path, music=None, font=None)
     assert [options[-1] for options in graph.measuring_inputs] == [str(quiet_film)]
-    assert re.search(r"\[\d+:v", graph.measuring_graph) is None
-    assert "[0:a" in graph.measuring_graph
-    assert graph.measuring_graph.endswith("[measured]")
+    measuring = graph.measuring()
+    assert re.search(r"\[\d+:v", measuring) is None
+    assert "[0:a" in measuring
+    assert measuring.endswith("[amix]ebur128=peak=true:framelog=quiet[measured]")
+    assert graph.measuring("volume=3dB").endswith("[amix]volume=3dB,ebur128=peak=true:framelog=quiet[measured]")
 
 
 @pytest.mark.parametrize(
@@ -258,3 +260,18 @@ async def test_without_a_usable_cache_the_loop_is_made_in_the_data_folder(tmp_pa
     assert info is not None
     assert info.kind == "audio"
     assert info.mono
+
+
+def test_where_the_limiter_holds_much_the_mix_is_measured_again_and_the_gain_corrected() -> None:
+    quiet_speech = Loudness(integrated=-20.5, true_peak=-6.2)  # the quality recording: +6.5 dB lifts it 2.3 dB over
+    level = leveling_for(quiet_speech)
+    assert level.limit
+    assert needs_recheck(quiet_speech, level)
+    # Measured through the gain and the limiter it came out at -14.7: 0.7 dB more gain makes up for it.
+    again = corrected(level, Loudness(integrated=-14.7, true_peak=-2.0))
+    assert again.gain_db == pytest.approx(7.2)
+    assert again.limit
+    # Just over the ceiling: nothing measurable to make up, no second run.
+    barely = Loudness(integrated=-31.8, true_peak=-19.2)
+    assert not needs_recheck(barely, leveling_for(barely))
+    assert not needs_recheck(None, leveling_for(None))
