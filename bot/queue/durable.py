@@ -89,8 +89,17 @@ class ProcrastinateQueue:
     async def follow_export(self, chat: ChatKey, render_id: str, status_id: str | None) -> bool:
         if chat.platform not in DURABLE_PLATFORMS:
             return False
+        queueing_lock = f"export:{render_id}"
+        # A resumed export whose job is still queued or running (in a live process) needs no second one.
+        live = await self._app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_jobs WHERE queueing_lock = %(lock)s "
+            "AND status IN ('todo', 'doing')", lock=queueing_lock,
+        )
+        if live["n"]:
+            log.info("queue.already_queued render=%s", render_id)
+            return True
         deferrer = self._task.configure(
-            lock=f"chat:{chat}", queueing_lock=f"export:{render_id}", queue=queue_name(chat.platform)
+            lock=f"chat:{chat}", queueing_lock=queueing_lock, queue=queue_name(chat.platform)
         )
         try:
             job_id = await deferrer.defer_async(platform=chat.platform, render_id=render_id, status_id=status_id)
