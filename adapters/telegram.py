@@ -309,6 +309,59 @@ class _Album:
     flusher: asyncio.Task[None] | None = None
 
 
+def _builder(settings: TelegramSettings) -> ApplicationBuilder[Any, Any, Any, Any, Any, Any]:
+    assert settings.bot_token is not None
+    return (
+        ApplicationBuilder()
+        .token(settings.bot_token.get_secret_value())
+        .base_url(settings.api_base)
+        .base_file_url(settings.file_api_base)
+        .local_mode(settings.local_mode)
+        .read_timeout(30)
+        .write_timeout(120)
+    )
+
+
+class TelegramSender:
+    """Telegram's sending side alone, for ``nemobot worker``: it delivers the results of the durable job
+    queue and receives nothing (one process per token may poll: the bot's)."""
+
+    def __init__(self, settings: TelegramSettings) -> None:
+        if settings.bot_token is None:
+            raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+        self.settings = settings
+        self.app: Application[Any, Any, Any, Any, Any, Any] = _builder(settings).updater(None).build()
+
+    @property
+    def name(self) -> str:
+        return "tg"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            max_upload_bytes=self.settings.upload_limit, max_message_length=MAX_MESSAGE,
+            max_caption_length=MAX_CAPTION, can_edit=True, edit_interval_seconds=self.settings.private_edit_seconds,
+            buttons=True,
+        )
+
+    async def start(self) -> None:
+        """Check the token (getMe); a refusal or an unreachable Bot API is a ``PlatformFailure``."""
+        try:
+            await self.app.initialize()
+        except TelegramError as exc:
+            failure = _failure(exc, self.settings)
+            if failure is None:
+                raise
+            raise failure from None
+
+    async def stop(self) -> None:
+        await self.app.shutdown()
+        await self.app.bot.shutdown()
+
+    def replies_for(self, target: DeliveryTarget) -> TelegramReplies:
+        return TelegramReplies(self.app, int(target.address), group=target.group, settings=self.settings)
+
+
 class TelegramAdapter:
     """Runs the Application (polling or webhook) and feeds the engine."""
 
@@ -323,18 +376,9 @@ class TelegramAdapter:
         self._failed = False
         self._albums: dict[str, _Album] = {}
         self.username: str | None = None
-        builder = (
-            ApplicationBuilder()
-            .token(settings.bot_token.get_secret_value())
-            .base_url(settings.api_base)
-            .base_file_url(settings.file_api_base)
-            .local_mode(settings.local_mode)
-            .read_timeout(30)
-            .write_timeout(120)
-        )
         # Updates are handled one at a time, in order: engine.handle only queues work, so this stays fast,
         # and a chat's messages reach the engine in the order they were sent.
-        self.app: Application[Any, Any, Any, Any, Any, Any] = builder.build()
+        self.app: Application[Any, Any, Any, Any, Any, Any] = _builder(settings).build()
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_callback))
         self.app.add_error_handler(self._on_error)

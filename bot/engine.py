@@ -22,6 +22,7 @@ from bot.messages import Adapter, ChatKey, FileOpener, IncomingMessage, Replies
 from bot.nemo import errors
 from bot.nemo.client import NemoClient
 from bot.outcome import Operation, Outcome
+from bot.queue import JobQueue
 from bot.reels import ReelPost, ReelRequest, make_reel
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions
@@ -35,16 +36,18 @@ _MUTATING = {Intent.UPLOAD, Intent.EDIT, Intent.EXPORT, Intent.NEW}
 
 class Engine:
     def __init__(self, nemo: NemoClient, repo: Store, settings: BotSettings, *,
-                 backend: Backend = "hosted") -> None:
+                 backend: Backend = "hosted", queue: JobQueue | None = None) -> None:
         """``backend``: "local" when the composition root embedded localnemo, so that no message speaks of
-        NemoVideo to someone who never used it."""
+        NemoVideo to someone who never used it. ``queue``: where exports are followed (:mod:`bot.queue`;
+        in this process unless given)."""
         self._repo = repo
         self._scheduler = Scheduler(settings.max_in_flight)
         self._sessions = Sessions(nemo, repo, backend=backend)
         self._flows = Flows(self._sessions, still_working_seconds=nemo.settings.still_working_seconds,
                             poll_seconds=nemo.settings.poll_seconds, temp_dir=settings.temp_dir,
                             exporting=self._scheduler.exporting)
-        self._exports = Exports(nemo, repo, self._sessions, self._scheduler, temp_dir=settings.temp_dir)
+        self._exports = Exports(nemo, repo, self._sessions, self._scheduler, temp_dir=settings.temp_dir,
+                                queue=queue)
         self._adapters: dict[str, Adapter] = {}
         # Operations not settled yet, per chat: /cancel and close settle the ones whose work never ran.
         self._open: dict[str, set[Operation]] = {}

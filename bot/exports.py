@@ -5,8 +5,11 @@ wait runs in the background; a restarted engine picks up the unfinished ones (:m
 
 Delivery is *claimed* in storage (by this run's owner id) before the result is downloaded, so two tasks never
 deliver it at once, and *confirmed* only once the platform accepted the last message (the file where sent,
-and the text with the link). A failed delivery releases its claim; a killed process cannot, so a restart
-releases the claims of the previous run and delivers those exports again. A crash between the platform
+and the text with the link). A failed delivery releases its claim; a killed process cannot. With SQLite (one
+process) a restart releases the claims of the previous run and delivers those exports again. With the durable
+queue (:mod:`bot.queue`, several processes) a claim is leased: renewed while its delivery runs, free to take
+once a dead process stopped renewing it, so a job run again after a crash finds the export delivered, or
+waits out the lease and delivers it. A crash between the platform
 accepting the file and the confirmation sends it twice: no platform here offers an idempotent send, and
 twice is better than never.
 
@@ -28,13 +31,14 @@ from typing import Any
 
 from bot.explain import plain_reason
 from bot.flows import Job
-from bot.messages import Adapter, ChatKey, DeliveryTarget, Replies
+from bot.messages import Adapter, ChatKey, DeliveryTarget, MessageHandle, Replies
 from bot.nemo import errors
 from bot.nemo.client import NemoAccount, NemoClient
 from bot.nemo.models import RenderJob
 from bot.nemo.uploads import format_size
 from bot.outcome import Operation, Outcome
 from bot.progress import StatusMessage, buttons, join_text
+from bot.queue import InProcessQueue, JobQueue
 from bot.scheduler import Scheduler
 from bot.sessions import Sessions, identity_key
 from bot.texts import backend_text, t
@@ -45,8 +49,9 @@ log = logging.getLogger(__name__)
 
 class Exports:
     def __init__(self, nemo: NemoClient, repo: Store, sessions: Sessions, scheduler: Scheduler, *,
-                 temp_dir: str | None) -> None:
+                 temp_dir: str | None, queue: JobQueue | None = None) -> None:
         self._nemo = nemo
+        self._queue: JobQueue = queue or InProcessQueue()
         self._repo = repo
         self._sessions = sessions
         self._scheduler = scheduler
@@ -86,6 +91,10 @@ class Exports:
         ))
         log.info("engine.export.submitted render=%s chat=%s", record.render_id, chat)
         await status.show(t("export_started", lang))
+        handle = status.handle
+        if await self._queue.follow_export(chat, record.render_id, handle.id if handle is not None else None):
+            await status.close()
+            return Outcome.QUEUED
         follow = functools.partial(self._follow, record, job.replies, status)
         self._scheduler.track_export(str(chat), _settling(operation, follow))
         return None
@@ -94,20 +103,37 @@ class Exports:
         """Pick up every unfinished export of the adapter's chats and deliver each once. Returns how many."""
         if not self._claims_released:
             # One bot process owns the SQLite file: a claim it finds at start is a dead run's delivery that
-            # was never confirmed. (Several processes would release only claims older than a lease.)
-            released = await self._repo.release_stale_claims(self.owner)
+            # was never confirmed. Several processes release only the claims whose lease ran out.
+            released = await self._repo.release_stale_claims(self.owner, older_than=self._queue.claim_lease)
             if released:
                 log.info("engine.export.claims_released count=%d", released)
             self._claims_released = True
+        self._queue.serve(adapter.name, functools.partial(self._run_job, adapter))
         count = 0
         for record in await self._repo.unfinished_exports(platform_prefix=f"{adapter.name}:"):
             chat, target = DeliveryTarget.from_json(record.target, record.chat_key)
+            if await self._queue.follow_export(chat, record.render_id, None):
+                count += 1
+                continue
             replies = adapter.replies_for(target)
             log.info("engine.export.resume render=%s chat=%s", record.render_id, record.chat_key)
             follow = functools.partial(self._follow, record, replies, None)
             self._scheduler.track_export(str(chat), _settling(Operation(), follow))
             count += 1
         return count
+
+    async def _run_job(self, adapter: Adapter, render_id: str, status_id: str | None, retried: bool) -> None:
+        """The durable queue's ``follow_export`` job. Idempotent: an export delivered, failed or cancelled
+        since it was queued is left alone; the delivery claim does the rest."""
+        record = await self._repo.get_export(render_id)
+        if record is None or record.delivered or record.status in ("failed", "cancelled"):
+            log.info("engine.export.job_skipped render=%s", render_id)
+            return
+        _, target = DeliveryTarget.from_json(record.target, record.chat_key)
+        replies = adapter.replies_for(target)
+        # A first run goes on editing the message that said the export started; a second one says it resumed.
+        handle = MessageHandle(status_id) if status_id is not None and not retried else None
+        await self._follow(record, replies, StatusMessage(replies, handle))
 
     async def cancel_stored(self, chat: ChatKey) -> bool:
         """Cancel the chat's unfinished exports at the backend and in storage. True when there were any."""
@@ -201,10 +227,43 @@ class Exports:
     async def _deliver(
         self, record: ExportRecord, job: RenderJob, replies: Replies, status: StatusMessage
     ) -> Outcome:
-        if not await self._repo.claim_delivery(record.render_id, self.owner):
+        if not await self._claim(record.render_id):
             # Delivered already, or another task of this run is delivering it right now.
             log.info("engine.export.already_claimed render=%s", record.render_id)
             return Outcome.DUPLICATE
+        lease = self._queue.claim_lease
+        if lease is None:
+            return await self._deliver_claimed(record, job, replies, status)
+        renewing = asyncio.create_task(
+            _repeat(lambda: self._renew(record.render_id), lease.total_seconds() / _RENEWALS_PER_LEASE)
+        )
+        try:
+            return await self._deliver_claimed(record, job, replies, status)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _claim(self, render_id: str) -> bool:
+        """Claim the delivery. With a lease, a claim held by another process is waited out: its owner either
+        delivers (then this is a duplicate) or died (its lease runs out and the claim is taken over)."""
+        lease = self._queue.claim_lease
+        while True:
+            if await self._repo.claim_delivery(render_id, self.owner, lease=lease):
+                return True
+            record = await self._repo.get_export(render_id)
+            if lease is None or record is None or record.delivered or record.delivery_owner == self.owner:
+                return False
+            log.info("engine.export.claim_held render=%s", render_id)
+            await asyncio.sleep(lease.total_seconds() / _RENEWALS_PER_LEASE)
+
+    async def _renew(self, render_id: str) -> None:
+        if not await self._repo.renew_delivery(render_id, self.owner):
+            log.warning("engine.export.claim_lost render=%s", render_id)
+
+    async def _deliver_claimed(
+        self, record: ExportRecord, job: RenderJob, replies: Replies, status: StatusMessage
+    ) -> Outcome:
         lang = record.language
         url = job.url or ""
         # An adapter may ask for its own words with the result (a reel credits its clips' authors).
@@ -299,6 +358,8 @@ class Exports:
 
 # Captions files are small: a two-hour film's SubRip is under 200 KB.
 _MAX_CAPTIONS_BYTES = 5 * 1024 * 1024
+# A leased claim is renewed this many times per lease while its delivery runs (and a held one looked at again).
+_RENEWALS_PER_LEASE = 4
 # The longest pause between asking again for an export while its backend is out of reach.
 _LONGEST_POLL_PAUSE = 600.0
 

@@ -18,6 +18,7 @@ class Outcome(enum.Enum):
     FAILED = "failed"  # it did not; the user was told why
     CANCELLED = "cancelled"  # /cancel, or the engine closed, before it finished
     DUPLICATE = "duplicate"  # a redelivered message: handled before, nothing done now
+    QUEUED = "queued"  # an export handed to the durable job queue: some process will deliver it
 
 
 class Operation:

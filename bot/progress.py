@@ -36,9 +36,10 @@ def join_text(prefix: str, text: str) -> str:
 class StatusMessage:
     """The one message that shows an operation's state. ``show`` may skip states; ``finish`` does not."""
 
-    def __init__(self, replies: Replies) -> None:
+    def __init__(self, replies: Replies, handle: MessageHandle | None = None) -> None:
+        """``handle``: the message to go on editing, sent earlier (by another process, say)."""
         self._replies = replies
-        self._handle: MessageHandle | None = None
+        self._handle: MessageHandle | None = handle
         self._shown: tuple[str, tuple[Button, ...]] | None = None
         self._wanted: tuple[str, tuple[Button, ...]] | None = None
         self._last_edit = 0.0
@@ -48,6 +49,10 @@ class StatusMessage:
     @property
     def sent(self) -> bool:
         return self._handle is not None
+
+    @property
+    def handle(self) -> MessageHandle | None:
+        return self._handle
 
     @property
     def _interval(self) -> float:

@@ -160,6 +160,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_backend_choice(run)
 
+    _add_worker_command(commands)
+
     serve = commands.add_parser(
         "serve-local",
         help="run localnemo, the NemoVideo-compatible server, on this machine",
@@ -345,6 +347,64 @@ async def _discord(args: argparse.Namespace) -> int:
     return await _run(args, only="discord")
 
 
+# -- nemobot worker: the durable job queue's workers, without receiving ----------------------------------------
+
+def _add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    commands.add_parser(
+        "worker",
+        help="follow and deliver exports from the shared job queue (PostgreSQL), receiving no messages",
+        description=(
+            "Run export jobs only: follow renders and deliver the results, for bot processes sharing the "
+            "PostgreSQL database that NEMOBOT_DB names (postgresql://...). Receives nothing from the platform. "
+            "Delivers to Telegram (TELEGRAM_BOT_TOKEN, TELEGRAM_API_BASE, TELEGRAM_FILE_API_BASE, "
+            "TELEGRAM_LOCAL_MODE); Discord's exports are run by the Discord bot processes. Reads "
+            "NEMOBOT_QUEUE_CONCURRENCY, NEMOBOT_QUEUE_CLAIM_LEASE_SECONDS, NEMOBOT_QUEUE_HEARTBEAT_SECONDS, "
+            "NEMOBOT_QUEUE_STALLED_SECONDS, NEMOBOT_QUEUE_POLL_SECONDS and NEMO_API_BASE."
+        ),
+        epilog=_SETTINGS_HELP,
+    )
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    from adapters.common import PlatformFailure, PlatformRejected, PlatformUnreachable
+    from adapters.telegram import TelegramSender, TelegramSettings
+    from bot.config import BotSettings
+    from storage import is_postgres_url
+
+    if not is_postgres_url(BotSettings().db):
+        print("nemobot worker: NEMOBOT_DB must be a postgresql:// URL: with SQLite the bot process runs its own "
+              "jobs.", file=sys.stderr)
+        return 2
+    telegram_settings = TelegramSettings()
+    if telegram_settings.bot_token is None:
+        print("nemobot worker: TELEGRAM_BOT_TOKEN is not set (Telegram is the platform a worker delivers to).",
+              file=sys.stderr)
+        return 2
+    os.environ.setdefault("PTB_TIMEDELTA", "true")  # as compose.platform_adapters, for the same reason
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        # The backend is the configured one: an embedded localnemo would be this process's alone.
+        async with runtime(remote=True, notify=_say) as run:
+            starting = run.start_retrying(lambda: TelegramSender(telegram_settings), StartSettings(),
+                                          lambda line: _say(f"nemobot worker: {line}"))
+            if await until_stopped(starting, stop):
+                sender = run.adapters[-1]
+                resumed = await run.engine.resume(sender)
+                log.info("nemobot.worker.started platform=%s resumed_exports=%d", sender.name, resumed)
+                await stop.wait()
+            log.info("nemobot.stopping")
+    except PlatformFailure as failure:
+        _say(f"nemobot worker: {failure}")
+        if isinstance(failure, PlatformRejected):
+            return 2
+        return 3 if isinstance(failure, PlatformUnreachable) else 1
+    return 0
+
+
 def _serve_local_config() -> LocalNemoConfig:
     # A folder that outlives the process: a community server restarted must not forget every token and job.
     config = LocalNemoConfig.from_env(default_data_dir=Path(os.path.abspath(SERVE_LOCAL_DATA_DIR)))
@@ -368,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve_local(args.host, args.port, _serve_local_config()))
             return 0
         handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram,
-                   "discord": _discord}[args.command]
+                   "discord": _discord, "worker": _worker}[args.command]
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130

@@ -29,6 +29,7 @@ from bot.config import DEFAULT_NEMO_API_BASE, BotSettings, NemoSettings
 from bot.engine import Engine
 from bot.messages import Adapter
 from bot.nemo.client import NemoClient
+from bot.queue import open_job_queue
 from bot.sessions import RepositoryIdentities, SessionPolicy
 from storage import is_postgres_url, open_repository
 
@@ -197,8 +198,10 @@ async def runtime(
         repo = await stack.enter_async_context(open_repository(bot_settings.db))
         # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
         await repo.prune_processed(timedelta(days=30))
+        # Where exports are followed: this process (SQLite), or Procrastinate's jobs in the same PostgreSQL.
+        queue = await stack.enter_async_context(open_job_queue(bot_settings.db))
         nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)
-        engine = Engine(nemo, repo, bot_settings, backend="local" if embedded else "hosted")
+        engine = Engine(nemo, repo, bot_settings, backend="local" if embedded else "hosted", queue=queue)
         stack.push_async_callback(engine.close)
         yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings), stack, [])
 

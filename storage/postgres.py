@@ -342,6 +342,17 @@ class PostgresRepository:
         )
         return changed > 0
 
+    async def renew_delivery(self, render_id: str, owner: str) -> bool:
+        """Restart the lease of ``owner``'s claim (a delivery still running); False when it is not the owner's
+        any more (taken over after its lease ran out, or delivered)."""
+        now = self._now()
+        changed = await self._write(
+            "UPDATE exports SET delivery_claimed_at = %s, updated_at = %s WHERE render_id = %s AND NOT delivered "
+            "AND delivery_owner = %s",
+            (now, now, render_id, owner),
+        )
+        return changed > 0
+
     async def release_delivery(self, render_id: str, owner: str) -> bool:
         """Give up ``owner``'s claim after a delivery that failed, so it can be tried again."""
         changed = await self._write(

@@ -645,6 +645,23 @@ async def test_claims_can_be_leased_for_several_processes(repo: Store, clock: Fa
     assert await repo.confirm_delivery("r-1", "b") is True
 
 
+async def test_a_renewed_claim_outlives_its_first_lease(repo: Store, clock: FakeClock) -> None:
+    # A delivery that takes longer than the lease renews its claim as it goes: nobody takes a live one over.
+    lease = timedelta(minutes=10)
+    await repo.add_export(_export("r-1"))
+    assert await repo.claim_delivery("r-1", "a", lease=lease)
+    clock.advance(timedelta(minutes=8))
+    assert await repo.renew_delivery("r-1", "a") is True
+    assert await repo.renew_delivery("r-1", "b") is False  # only the owner renews
+    clock.advance(timedelta(minutes=8))
+    assert await repo.claim_delivery("r-1", "b", lease=lease) is False
+    clock.advance(timedelta(minutes=3))
+    assert await repo.claim_delivery("r-1", "b", lease=lease) is True
+    assert await repo.renew_delivery("r-1", "a") is False  # "a" lost it
+    assert await repo.confirm_delivery("r-1", "b") is True
+    assert await repo.renew_delivery("r-1", "b") is False  # delivered: nothing left to hold
+
+
 async def test_a_delivered_export_of_an_older_database_stays_delivered(backend: Backend) -> None:
     assert await backend.migrate(MIGRATIONS[:2]) == 2
     for render_id, delivered in (("sent", True), ("owed", False)):
