@@ -30,7 +30,7 @@ from bot.engine import Engine
 from bot.messages import Adapter
 from bot.nemo.client import NemoClient
 from bot.sessions import RepositoryIdentities, SessionPolicy
-from storage import is_postgres_url, open_repository
+from storage import Store, is_postgres_url, open_repository
 
 if TYPE_CHECKING:
     from adapters.discord import DiscordSettings
@@ -124,10 +124,14 @@ async def backend(
         yield Backend(settings.model_copy(update={"api_base": server.base_url, "token": None}), key)
 
 
-def adapter_context(http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings) -> AdapterContext:
-    """What every adapter is handed: the HTTP client, the session policy and the download limits."""
+def adapter_context(
+    http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings, *, store: Store | None = None
+) -> AdapterContext:
+    """What every adapter is handed: the HTTP client, the session policy, the download limits and, given the
+    store, the way to accept each platform update once across the processes sharing it."""
     return AdapterContext(http=http, sessions=SessionPolicy.from_settings(bot),
-                          max_upload_bytes=nemo.max_upload_bytes, temp_dir=bot.temp_dir)
+                          max_upload_bytes=nemo.max_upload_bytes, temp_dir=bot.temp_dir,
+                          accept_update=store.accept_update if store is not None else None)
 
 
 @dataclass
@@ -197,10 +201,12 @@ async def runtime(
         repo = await stack.enter_async_context(open_repository(bot_settings.db))
         # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
         await repo.prune_processed(timedelta(days=30))
+        # Telegram keeps an undelivered update for 24 hours at most, so none older can come again.
+        await repo.prune_accepted_updates(timedelta(days=2))
         nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)
         engine = Engine(nemo, repo, bot_settings, backend="local" if embedded else "hosted")
         stack.push_async_callback(engine.close)
-        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings), stack, [])
+        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings, store=repo), stack, [])
 
 
 def platform_adapters(
