@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformUnreachable
@@ -47,6 +47,18 @@ class StartSettings(BaseSettings):
     attempts: int = Field(5, ge=1, description="Tries to reach a chat platform at start-up.")
     backoff_seconds: float = Field(2.0, ge=0, description="Pause after the first failed try; doubled after each.")
     max_backoff_seconds: float = Field(60.0, ge=0, description="The longest pause between tries.")
+
+
+def invalid_settings(error: ValidationError, settings: type[BaseSettings]) -> str:
+    """One plain line naming each setting that ``settings`` refused and why, never the value given (it may
+    be a token)."""
+    prefix = str(settings.model_config.get("env_prefix") or "").upper()
+    problems = []
+    for problem in error.errors(include_input=False, include_url=False):
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        field = problem["loc"][0] if problem["loc"] else None
+        problems.append(f"{prefix}{str(field).upper()}: {message}" if field is not None else message)
+    return "; ".join(problems) + "."
 
 
 def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
