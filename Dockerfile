@@ -5,7 +5,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg fonts-dejavu-core fonts-wqy-microhei \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 nemobot \
-    && mkdir /data && chown nemobot:nemobot /data
+    && mkdir /data /shared && chown nemobot:nemobot /data /shared
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -20,6 +20,7 @@ USER nemobot
 ENV NEMOBOT_DB=/data/nemobot.sqlite3 \
     NEMOBOT_TEMP_DIR=/tmp \
     PYTHONUNBUFFERED=1
+# /shared: the media folder localnemo and its render workers share (docker-compose.yml).
 VOLUME ["/data"]
 ENTRYPOINT ["nemobot"]
 CMD ["run"]

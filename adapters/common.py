@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -16,6 +16,9 @@ class AdapterContext:
     sessions: SessionPolicy  # which session a message belongs to (per user or shared in groups)
     max_upload_bytes: int  # the largest file the backend accepts: larger downloads stop early
     temp_dir: str | None = None  # where downloads are staged (None: the system's temp dir)
+    # (bot id, update id) → True the first time any process sharing the database is handed that update, so an
+    # update delivered twice (a platform's retry, a load balancer's) is handled once. None: every one is new.
+    accept_update: Callable[[str, int], Awaitable[bool]] | None = None
 
 
 class PlatformFailure(Exception):

@@ -24,7 +24,7 @@ import aiohttp
 import discord
 import yarl
 from discord import app_commands
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformRejected, PlatformUnreachable
@@ -72,6 +72,28 @@ class DiscordSettings(BaseSettings):
         False, description="The Message Content intent is enabled: DMs and mentions with attachments work."
     )
     edit_seconds: float = Field(1.5, ge=0, description="Least time between progress edits of one response.")
+    # platforms.md: a guild lives on shard (guild_id >> 22) % shard_count; above 2,500 guilds Discord requires
+    # shards, and each process of the bot can run some of them.
+    shard_count: int | None = Field(
+        None, ge=1, description="How many shards the bot runs in all; unset: one connection, no sharding."
+    )
+    shard_ids: IdList = Field(
+        default_factory=list,
+        description="The shards this process runs, e.g. 0,1 (with DISCORD_SHARD_COUNT); unset: all of them.",
+    )
+
+    @model_validator(mode="after")
+    def _shards_fit(self) -> DiscordSettings:
+        if self.shard_ids and self.shard_count is None:
+            raise ValueError("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT, the number of shards in all")
+        if self.shard_count is not None:
+            outside = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+            if outside:
+                raise ValueError(f"DISCORD_SHARD_IDS {','.join(map(str, outside))} is not a shard of "
+                                 f"DISCORD_SHARD_COUNT={self.shard_count} (shards are 0 to {self.shard_count - 1})")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("DISCORD_SHARD_IDS names a shard twice")
+        return self
 
 
 class DiscordHosts:
@@ -385,10 +407,10 @@ class Picks:
 
 
 class NemoDiscordClient(discord.Client):
-    def __init__(self, adapter: DiscordAdapter) -> None:
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
         intents = discord.Intents.default()
         intents.message_content = adapter.settings.message_content
-        super().__init__(intents=intents, guild_ready_timeout=adapter.guild_ready_timeout)
+        super().__init__(intents=intents, guild_ready_timeout=adapter.guild_ready_timeout, **options)
         self.adapter = adapter
         self.tree = app_commands.CommandTree(self)
 
@@ -408,6 +430,23 @@ class NemoDiscordClient(discord.Client):
         await self.adapter.on_message(message)
 
 
+class NemoShardedClient(NemoDiscordClient, discord.AutoShardedClient):
+    """The same client over several gateway connections, one per shard: ``shard_ids`` of ``shard_count``
+    (all of them when ``shard_ids`` is None). discord.py's AutoShardedClient sends each guild's calls through
+    its shard's connection (discord/shard.py)."""
+
+    def __init__(self, adapter: DiscordAdapter, *, shard_ids: list[int] | None, shard_count: int) -> None:
+        super().__init__(adapter, shard_ids=shard_ids, shard_count=shard_count)
+
+
+def make_client(adapter: DiscordAdapter) -> NemoDiscordClient:
+    """A sharded client when DISCORD_SHARD_COUNT is set, else the plain one."""
+    settings = adapter.settings
+    if settings.shard_count is None:
+        return NemoDiscordClient(adapter)
+    return NemoShardedClient(adapter, shard_ids=list(settings.shard_ids) or None, shard_count=settings.shard_count)
+
+
 class DiscordAdapter:
     def __init__(self, engine: Engine, settings: DiscordSettings, context: AdapterContext, *,
                  guild_ready_timeout: float = 2.0, on_fatal: FatalCallback | None = None) -> None:
@@ -423,7 +462,7 @@ class DiscordAdapter:
         self.picks = Picks()
         self.cooldowns = Cooldowns(settings.cooldown_seconds)
         self._hosts = DiscordHosts(settings.api_base, settings.gateway_url)
-        self.client = NemoDiscordClient(self)
+        self.client = make_client(self)
         self._runner: asyncio.Task[None] | None = None
         DiscordCommands(self).install(self.client.tree)
 

@@ -36,9 +36,11 @@ from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, Ret
 from telegram.ext import (
     Application,
     ApplicationBuilder,
+    ApplicationHandlerStop,
     CallbackQueryHandler,
     ContextTypes,
     MessageHandler,
+    TypeHandler,
     filters,
 )
 
@@ -379,6 +381,8 @@ class TelegramAdapter:
         # Updates are handled one at a time, in order: engine.handle only queues work, so this stays fast,
         # and a chat's messages reach the engine in the order they were sent.
         self.app: Application[Any, Any, Any, Any, Any, Any] = _builder(settings).build()
+        # Group -1 runs before the handlers below: an update already accepted stops there.
+        self.app.add_handler(TypeHandler(Update, self._accept), group=-1)
         self.app.add_handler(MessageHandler(filters.UpdateType.MESSAGE, self._on_message))
         self.app.add_handler(CallbackQueryHandler(self._on_callback))
         self.app.add_error_handler(self._on_error)
@@ -498,6 +502,19 @@ class TelegramAdapter:
             return False
         mention = text[1:].partition(" ")[0].partition("@")[2]
         return bool(mention) and mention.lower() != (self.username or "").lower()
+
+    async def _accept(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Drop an update that this or another receiver sharing the database already accepted: Telegram
+        redelivers an update it saw no answer to, and a load balancer may retry one on another receiver.
+        Before any handler, so a duplicate gets no answer at all, not even a refusal or a callback's ack.
+        Should the database fail here, the error handler logs it and the update is handled: an answer
+        twice is better than none."""
+        accept = self._context.accept_update
+        if accept is None:
+            return
+        if not await accept(str(self.app.bot.id), update.update_id):
+            log.info("telegram.duplicate_update update=%d", update.update_id)
+            raise ApplicationHandlerStop
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message

@@ -281,12 +281,20 @@ def _quote(text: str) -> str:
 
 async def _run(args: argparse.Namespace, only: str | None = None) -> int:
     """Run the platforms whose tokens are set (or just ``only``) until interrupted."""
+    from pydantic import ValidationError
+
     from adapters.common import PlatformFailure, PlatformRejected, PlatformUnreachable
     from adapters.discord import DiscordSettings
     from adapters.telegram import TelegramSettings
+    from nemobot.compose import invalid_settings
 
-    telegram_settings = TelegramSettings()
-    discord_settings = DiscordSettings()
+    try:
+        telegram_settings = TelegramSettings()
+        discord_settings = DiscordSettings()
+    except ValidationError as invalid:
+        refused = TelegramSettings if invalid.title == TelegramSettings.__name__ else DiscordSettings
+        _say(f"nemobot {only or 'run'}: {invalid_settings(invalid, refused)}")
+        return 2
     wanted = {
         "telegram": telegram_settings.bot_token is not None and only in (None, "telegram"),
         "discord": discord_settings.bot_token is not None and only in (None, "discord"),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformUnreachable
@@ -31,7 +31,7 @@ from bot.messages import Adapter
 from bot.nemo.client import NemoClient
 from bot.queue import open_job_queue
 from bot.sessions import RepositoryIdentities, SessionPolicy
-from storage import is_postgres_url, open_repository
+from storage import Store, is_postgres_url, open_repository
 
 if TYPE_CHECKING:
     from adapters.discord import DiscordSettings
@@ -48,6 +48,18 @@ class StartSettings(BaseSettings):
     attempts: int = Field(5, ge=1, description="Tries to reach a chat platform at start-up.")
     backoff_seconds: float = Field(2.0, ge=0, description="Pause after the first failed try; doubled after each.")
     max_backoff_seconds: float = Field(60.0, ge=0, description="The longest pause between tries.")
+
+
+def invalid_settings(error: ValidationError, settings: type[BaseSettings]) -> str:
+    """One plain line naming each setting that ``settings`` refused and why, never the value given (it may
+    be a token)."""
+    prefix = str(settings.model_config.get("env_prefix") or "").upper()
+    problems = []
+    for problem in error.errors(include_input=False, include_url=False):
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        field = problem["loc"][0] if problem["loc"] else None
+        problems.append(f"{prefix}{str(field).upper()}: {message}" if field is not None else message)
+    return "; ".join(problems) + "."
 
 
 def _hosted_reachable(base: str, timeout: float = 3.0) -> bool:
@@ -125,10 +137,14 @@ async def backend(
         yield Backend(settings.model_copy(update={"api_base": server.base_url, "token": None}), key)
 
 
-def adapter_context(http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings) -> AdapterContext:
-    """What every adapter is handed: the HTTP client, the session policy and the download limits."""
+def adapter_context(
+    http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings, *, store: Store | None = None
+) -> AdapterContext:
+    """What every adapter is handed: the HTTP client, the session policy, the download limits and, given the
+    store, the way to accept each platform update once across the processes sharing it."""
     return AdapterContext(http=http, sessions=SessionPolicy.from_settings(bot),
-                          max_upload_bytes=nemo.max_upload_bytes, temp_dir=bot.temp_dir)
+                          max_upload_bytes=nemo.max_upload_bytes, temp_dir=bot.temp_dir,
+                          accept_update=store.accept_update if store is not None else None)
 
 
 @dataclass
@@ -198,12 +214,14 @@ async def runtime(
         repo = await stack.enter_async_context(open_repository(bot_settings.db))
         # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
         await repo.prune_processed(timedelta(days=30))
+        # Telegram keeps an undelivered update for 24 hours at most, so none older can come again.
+        await repo.prune_accepted_updates(timedelta(days=2))
         # Where exports are followed: this process (SQLite), or Procrastinate's jobs in the same PostgreSQL.
         queue = await stack.enter_async_context(open_job_queue(bot_settings.db))
         nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)
         engine = Engine(nemo, repo, bot_settings, backend="local" if embedded else "hosted", queue=queue)
         stack.push_async_callback(engine.close)
-        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings), stack, [])
+        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings, store=repo), stack, [])
 
 
 def platform_adapters(

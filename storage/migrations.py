@@ -88,6 +88,20 @@ ALTER TABLE exports ADD COLUMN delivery_owner TEXT;
 ALTER TABLE exports ADD COLUMN delivery_claimed_at TEXT;
 """
 
+# Telegram updates accepted by one of several webhook receivers sharing the database: an update Telegram (or a
+# load balancer retrying on another receiver) delivers again is dropped before it is handled. Kept by age;
+# Telegram keeps an undelivered update for at most 24 hours.
+_V4_ACCEPTED_UPDATES: Final = """
+CREATE TABLE accepted_updates (
+    bot_id       TEXT NOT NULL,
+    update_id    INTEGER NOT NULL,
+    accepted_at  TEXT NOT NULL,
+    PRIMARY KEY (bot_id, update_id)
+) WITHOUT ROWID;
+
+CREATE INDEX accepted_updates_by_age ON accepted_updates (accepted_at);
+"""
+
 # PostgreSQL's version of the same schema, in its native types: timestamps are timestamptz, flags boolean,
 # JSON json (not jsonb, which refuses some strings json.dumps writes, such as "\u0000"). ``seq`` stands for
 # SQLite's rowid: the order rows were added in, which breaks ties between equal ``created_at``.
@@ -147,6 +161,17 @@ ALTER TABLE exports ADD COLUMN delivery_owner TEXT;
 ALTER TABLE exports ADD COLUMN delivery_claimed_at TIMESTAMPTZ;
 """
 
+_V4_ACCEPTED_UPDATES_POSTGRES: Final = """
+CREATE TABLE accepted_updates (
+    bot_id       TEXT NOT NULL,
+    update_id    BIGINT NOT NULL,
+    accepted_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (bot_id, update_id)
+);
+
+CREATE INDEX accepted_updates_by_age ON accepted_updates (accepted_at);
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -165,6 +190,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(_V1_INITIAL, _V1_INITIAL_POSTGRES),
     Migration(_V2_IDENTITY_USER_ID),
     Migration(_V3_DELIVERY_CLAIMS, _V3_DELIVERY_CLAIMS_POSTGRES),
+    Migration(_V4_ACCEPTED_UPDATES, _V4_ACCEPTED_UPDATES_POSTGRES),
 )
 
 

@@ -415,6 +415,28 @@ class PostgresRepository:
             log.info("storage.pruned table=processed_messages rows=%d", removed)
         return removed
 
+    # -- accepted platform updates ---------------------------------------------------------------
+
+    async def accept_update(self, bot_id: str | int, update_id: int) -> bool:
+        """As :meth:`storage.Repository.accept_update`: one INSERT … ON CONFLICT DO NOTHING, so of any number
+        of processes accepting the same update at once, exactly one inserts the row and gets True."""
+        changed = await self._write(
+            "INSERT INTO accepted_updates (bot_id, update_id, accepted_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (str(bot_id), int(update_id), self._now()),
+        )
+        return changed > 0
+
+    async def prune_accepted_updates(self, older_than: timedelta) -> int:
+        """Forget updates accepted more than ``older_than`` ago; return how many were forgotten."""
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
+        cutoff = _utc(self._clock()) - older_than
+        removed = await self._write("DELETE FROM accepted_updates WHERE accepted_at < %s", (cutoff,))
+        if removed:
+            log.info("storage.pruned table=accepted_updates rows=%d", removed)
+        return removed
+
     # -- plumbing --------------------------------------------------------------------------------
 
     def _now(self) -> datetime:

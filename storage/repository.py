@@ -404,6 +404,27 @@ class Repository:
             log.info("storage.pruned table=processed_messages rows=%d", removed)
         return removed
 
+    # -- accepted platform updates ---------------------------------------------------------------
+
+    async def accept_update(self, bot_id: str | int, update_id: int) -> bool:
+        """Accept a platform update (Telegram's ``update_id``) for the bot ``bot_id``; True exactly once per
+        update, whichever process sharing the database asks first, and False for a redelivery."""
+        changed = await self._write(
+            "INSERT INTO accepted_updates (bot_id, update_id, accepted_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (str(bot_id), int(update_id), self._now()),
+        )
+        return changed > 0
+
+    async def prune_accepted_updates(self, older_than: timedelta) -> int:
+        """Forget updates accepted more than ``older_than`` ago; return how many were forgotten."""
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
+        cutoff = _ts(self._clock() - older_than)
+        removed = await self._write("DELETE FROM accepted_updates WHERE accepted_at < ?", (cutoff,))
+        if removed:
+            log.info("storage.pruned table=accepted_updates rows=%d", removed)
+        return removed
+
     # -- plumbing --------------------------------------------------------------------------------
 
     def _now(self) -> str:

@@ -7,7 +7,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import discord
 import httpx
+import pydantic
 import pytest
 
 from adapters.common import AdapterContext
@@ -310,3 +312,63 @@ async def test_the_captions_come_back_as_a_file_with_the_video(
     assert document.filename == "captions.srt"
     assert document.path is not None
     assert document.path.read_bytes() == srt
+
+
+# -- shards -------------------------------------------------------------------------------------------------
+
+
+async def test_without_shard_settings_the_client_is_one_connection(adapter: DiscordAdapter, fake: FakeDiscord) -> None:
+    assert not isinstance(adapter.client, discord.AutoShardedClient)
+    (session,) = fake.sessions
+    assert session.shard is None
+
+
+async def test_two_processes_each_run_one_of_two_shards_and_only_the_guilds_shard_answers(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeDiscord
+) -> None:
+    # Two bot processes sharing one database, started with DISCORD_SHARD_IDS=0 and =1 and DISCORD_SHARD_COUNT=2.
+    bots = [Bot(http, settings, tmp_path / "bot.sqlite3") for _ in range(2)]
+    adapters: list[DiscordAdapter] = []
+    try:
+        for shard, bot in enumerate(bots):
+            engine = await bot.start()
+            adapter = DiscordAdapter(engine, dc_settings(fake, shard_ids=str(shard), shard_count=2),
+                                     context(http, settings), guild_ready_timeout=0.05)
+            adapters.append(adapter)
+            await adapter.start()
+        for shard, adapter in enumerate(adapters):
+            assert isinstance(adapter.client, discord.AutoShardedClient)
+            assert (adapter.client.shard_ids, adapter.client.shard_count) == ([shard], 2)
+        assert sorted(session.shard or [] for session in fake.sessions) == [[0, 2], [1, 2]]
+        owner = (fake.guild.id >> 22) % 2
+        assert [g.id for g in adapters[owner].client.guilds] == [fake.guild.id]
+        assert list(adapters[1 - owner].client.guilds) == []
+        log = await fake.slash("help", {}, user=fake.user)
+        await finished(fake, log, "I edit videos for you")
+        answered = fake.interaction_responses(log)
+        assert len(answered.original_contents) >= 1
+        # Only the guild's shard got the interaction: one acknowledgement, not one per process.
+        assert len(fake.calls_to("POST", f"/interactions/{log.id}/*/callback")) == 1
+    finally:
+        for adapter in reversed(adapters):
+            await adapter.stop()
+        for bot in bots:
+            await bot.stop()
+
+
+@pytest.mark.parametrize(
+    ("values", "said"),
+    [
+        ({"shard_ids": "0,1"}, "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT"),
+        ({"shard_ids": "2", "shard_count": 2}, "DISCORD_SHARD_IDS 2 is not a shard of DISCORD_SHARD_COUNT=2"),
+        ({"shard_ids": "1,1", "shard_count": 2}, "DISCORD_SHARD_IDS names a shard twice"),
+    ],
+)
+def test_shard_settings_that_cannot_work_are_refused(values: dict[str, Any], said: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=said):
+        DiscordSettings(_env_file=None, bot_token="t", **values)
+
+
+def test_shard_count_alone_runs_every_shard_in_this_process() -> None:
+    settings = DiscordSettings(_env_file=None, bot_token="t", shard_count=3)
+    assert (settings.shard_ids, settings.shard_count) == ([], 3)

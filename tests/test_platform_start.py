@@ -148,6 +148,26 @@ async def test_discord_unreachable_gateway_is_retried_then_given_up(
     assert_quiet(bot.output, discord_fake.token)
 
 
+@pytest.mark.parametrize(
+    ("shards", "said"),
+    [
+        ({"DISCORD_SHARD_IDS": "0,3", "DISCORD_SHARD_COUNT": "2"}, "DISCORD_SHARD_IDS 3 is not a shard of"),
+        ({"DISCORD_SHARD_IDS": "0,1"}, "DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT"),
+        ({"DISCORD_SHARD_COUNT": "two"}, "DISCORD_SHARD_COUNT: Input should be a valid integer"),
+        ({"DISCORD_SHARD_COUNT": "0"}, "DISCORD_SHARD_COUNT: Input should be greater than or equal to 1"),
+    ],
+)
+async def test_discord_bad_shard_settings_are_one_plain_line_and_status_2(
+    discord_fake: FakeDiscord, tmp_path: Path, shards: dict[str, str], said: str
+) -> None:
+    async with bot_process("discord", tmp_path, {**dc_env(discord_fake), **shards}) as bot:
+        assert await bot.ended() == 2, bot.stderr
+    assert len(lines_with(bot.stderr, said)) == 1, bot.stderr
+    assert len(lines_with(bot.stderr, "nemobot discord: ")) == 1, bot.stderr
+    assert_quiet(bot.output, discord_fake.token)
+    assert discord_fake.calls == []  # refused before anything was asked of Discord
+
+
 # -- both -------------------------------------------------------------------------------------------------
 
 

@@ -719,6 +719,40 @@ async def test_prune_processed(repo: Store, clock: FakeClock) -> None:
     assert await repo.prune_processed(timedelta(days=1)) == 0
 
 
+# -- accepted platform updates ----------------------------------------------------------------------
+
+
+async def test_accept_update_is_true_only_the_first_time(repo: Store) -> None:
+    assert await repo.accept_update("123", 500) is True
+    assert await repo.accept_update("123", 500) is False
+    assert await repo.accept_update(123, 500) is False  # the same bot, its id as a number
+    assert await repo.accept_update("456", 500) is True  # another bot's update 500
+    # Update ids of a busy bot grow past 2**31: PostgreSQL keeps them as bigint.
+    assert await repo.accept_update("123", 2**40) is True
+
+
+async def test_accept_update_once_across_two_connections(backend: Backend) -> None:
+    # Two repositories on one database stand in for two webhook receivers behind a load balancer, each handed
+    # the same update (Telegram's retry, or the balancer's) at once.
+    async with open_repository(backend.target) as first, open_repository(backend.target) as second:
+        for update_id in range(1, 6):
+            accepts = [repo.accept_update("77", update_id) for _ in range(10) for repo in (first, second)]
+            results = await asyncio.gather(*accepts)
+            assert results.count(True) == 1, (update_id, results)
+
+
+async def test_prune_accepted_updates(repo: Store, clock: FakeClock) -> None:
+    await repo.accept_update("1", 10)
+    clock.advance(timedelta(hours=30))
+    await repo.accept_update("1", 11)
+    clock.advance(timedelta(hours=30))
+    assert await repo.prune_accepted_updates(timedelta(hours=48)) == 1
+    assert await repo.accept_update("1", 10) is True  # forgotten, so new again
+    assert await repo.accept_update("1", 11) is False
+    with pytest.raises(ValueError, match="negative"):
+        await repo.prune_accepted_updates(timedelta(seconds=-1))
+
+
 # -- layering ----------------------------------------------------------------------------------------
 
 

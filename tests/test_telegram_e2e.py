@@ -49,7 +49,7 @@ class Running:
 
     async def start(self, **overrides: Any) -> TelegramAdapter:
         engine = await self.bot.start()
-        context = adapter_context(self.http, self.settings, BotSettings(_env_file=None))
+        context = adapter_context(self.http, self.settings, BotSettings(_env_file=None), store=self.bot.repo)
         self.adapter = TelegramAdapter(engine, tg_settings(self.fake, **overrides), context)
         await self.adapter.start()
         return self.adapter
@@ -244,6 +244,50 @@ async def test_webhook_mode_checks_the_secret_and_answers(
         assert sum("I edit videos for you" in t for t in texts(fake)) == 1
     finally:
         await r.stop()
+
+
+async def test_an_update_delivered_twice_to_two_webhook_receivers_is_answered_once(
+    http: httpx.AsyncClient, settings: NemoSettings, tmp_path: Path, fake: FakeTelegram
+) -> None:
+    # Two receivers behind a load balancer, sharing one database: Telegram retries an update on the first,
+    # and the balancer hands the same update to the second as well.
+    import socket
+
+    ports: list[int] = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    db = tmp_path / "bot.sqlite3"
+    receivers = [Running(http, settings, db, fake) for _ in ports]
+    try:
+        for receiver, port in zip(receivers, ports, strict=True):
+            await receiver.start(webhook_url="https://bot.example.test/tg-hook", webhook_listen="127.0.0.1",
+                                 webhook_port=port, webhook_secret="s3cret")
+        hooks = [f"http://127.0.0.1:{port}/tg-hook" for port in ports]
+
+        async def deliver(update: dict[str, Any], *to: str) -> None:
+            for hook in to:
+                answer = await http.post(hook, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"})
+                assert answer.status_code == 200
+
+        # The stand-in keeps every update it made (a webhook receiver is handed them here, by the test).
+        fake.user_video(CHAT, file_size=25 * MB, caption="add music")
+        await deliver(fake.updates[-1], hooks[0], hooks[0], hooks[1])
+        fake.callback_query(CHAT, 1, "/help")
+        await deliver(fake.updates[-1], hooks[1], hooks[0])
+        # A receiver handles its updates one at a time, in order: once each has answered a later /start, it
+        # has handled (or dropped) everything it was handed before.
+        for hook in hooks:
+            fake.user_text(CHAT, "/start")
+            await deliver(fake.updates[-1], hook)
+        await fake.wait_for(lambda: sum("I edit videos for you" in t for t in texts(fake)) == 2,
+                            what="both receivers' answers to /start")
+        assert sum("Telegram lets bots download at most 20.0 MB" in t for t in texts(fake)) == 1
+        assert len(fake.calls_to("answerCallbackQuery")) == 1
+    finally:
+        for receiver in receivers:
+            await receiver.stop()
 
 
 async def test_status_sends_the_storyboard_as_a_photo(running: Running, fake: FakeTelegram, sample_video: Path) -> None:

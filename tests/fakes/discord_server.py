@@ -642,6 +642,15 @@ class GatewaySession:
         return self.conn is not None and not self.conn.ws.closed
 
 
+def _on_shard(session: GatewaySession, guild_id: int | None) -> bool:
+    """Whether a session hears a guild's events (None: a DM): a guild lives on shard
+    ``(guild_id >> 22) % shard_count``, and DMs come on shard 0 (Discord's docs, "Sharding")."""
+    if session.shard is None:
+        return True
+    shard_id, shard_count = session.shard
+    return shard_id == ((guild_id >> 22) % shard_count if guild_id is not None else 0)
+
+
 # --- the server ----------------------------------------------------------------------------------------
 
 
@@ -994,8 +1003,10 @@ class FakeDiscord:
         return await self._interact(name, COMMAND_MESSAGE, data, user, channel, locale, attachment_size_limit)
 
     async def dispatch(self, event: str, data: Payload) -> int:
-        """Send a raw DISPATCH to every live session; returns how many sessions got it."""
-        sessions = self.sessions
+        """Send a raw DISPATCH to every live session that sees it (a guild's events go to its shard only);
+        returns how many sessions got it."""
+        guild_id = data.get("guild_id")
+        sessions = [session for session in self.sessions if _on_shard(session, int(guild_id) if guild_id else None)]
         for session in sessions:
             await self._send_dispatch(session, event, data)
         return len(sessions)
@@ -1207,7 +1218,10 @@ class FakeDiscord:
     async def _dispatch_message(self, event: str, message: FakeMessage) -> None:
         if message.ephemeral or (message.author is self.bot_user and not self.echo_bot_messages):
             return
+        guild = message.channel.guild
         for session in self.sessions:
+            if not _on_shard(session, guild.id if guild is not None else None):
+                continue
             data = self._gateway_message(message, session)
             if data is not None:
                 await self._send_dispatch(session, event, data)
@@ -1221,7 +1235,7 @@ class FakeDiscord:
             data["guild_id"] = str(guild.id)
         needed = Intent.GUILD_MESSAGES if guild is not None else Intent.DIRECT_MESSAGES
         for session in self.sessions:
-            if session.intents & needed:
+            if session.intents & needed and _on_shard(session, guild.id if guild is not None else None):
                 await self._send_dispatch(session, "MESSAGE_DELETE", data)
 
     def _new_attachments(
@@ -1366,10 +1380,7 @@ class FakeDiscord:
 
     def _session_guilds(self, session: GatewaySession) -> list[FakeGuild]:
         guilds = [guild for guild in self.guilds.values() if self.bot_user.id in guild.members]
-        if session.shard is None:
-            return guilds
-        shard_id, shard_count = session.shard
-        return [guild for guild in guilds if (guild.id >> 22) % shard_count == shard_id]
+        return [guild for guild in guilds if _on_shard(session, guild.id)]
 
     def _guild_create_payload(self, guild: FakeGuild, session: GatewaySession) -> Payload:
         members = list(guild.members.values())
