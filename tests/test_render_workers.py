@@ -17,7 +17,8 @@ import pytest
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from tests.conftest import ROOT, assert_video, bot_process, fast_localnemo_config, ffmpeg_exe, wait_for
-from tests.test_localnemo_jobs import export, finished, user_with_clip
+from tests.test_localnemo_jobs import RENDER, export, finished, job, user_with_clip
+from tests.test_localnemo_server import auth
 
 # Long enough at 160p that a worker is caught mid-render; ultrafast keeps the whole test short.
 CLIP_SECONDS = 20
@@ -162,3 +163,34 @@ def test_a_queue_db_that_is_not_postgresql_is_refused_without_repeating_it(
     with pytest.raises(ValueError, match="LOCALNEMO_QUEUE_DB: must be a postgresql:// URL") as info:
         LocalNemoConfig.from_env(default_data_dir=tmp_path)
     assert "secret-pass" not in str(info.value)
+
+
+async def test_queued_renders_wait_in_order_and_a_cancelled_one_leaves_the_queue(
+    tmp_path: Path, postgres_url: str, sample_video: Path
+) -> None:
+    # No worker runs: every export waits in the queue, with its place in it, as without workers.
+    async with (
+        LocalNemo(server_config(tmp_path, postgres_url)) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as http,
+    ):
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        for number in range(2):
+            assert (await export(http, token, sid, draft, f"render_{number}")).status_code == 200
+
+        async def places() -> list[int] | None:
+            jobs = [await job(http, token, f"render_{number}") for number in range(2)]
+            found = [data.get("queuePosition") for data in jobs]
+            return [1, 2] if found == [1, 2] and all(d["status"] == "pending" for d in jobs) else None
+
+        await wait_for(places, within=30, what="both exports to wait in the queue, in order",
+                       details=lambda: str(queue_jobs(postgres_url)))
+        cancelled = await http.post(f"{RENDER}/render_0/cancel", headers=auth(token))
+        assert cancelled.status_code == 200
+        assert (await job(http, token, "render_0"))["error"] == "cancelled"
+
+        async def moved_up() -> bool:
+            return (await job(http, token, "render_1")).get("queuePosition") == 1
+
+        await wait_for(moved_up, within=30, what="the other export to move up")
+    statuses = {row["status"] for row in queue_jobs(postgres_url)}
+    assert statuses == {"cancelled", "todo"}
