@@ -267,11 +267,13 @@ class RenderQueue:
 
 
 def _remove_leftovers(folder: Path, output: str) -> None:
-    """The partial files of this render's earlier attempts (a killed worker's): none of them runs any more,
-    since the job's lock lets one attempt run at a time and a killed worker's FFmpeg died with it."""
+    """The files of this render's earlier attempts (a killed worker's: its partial files, or a whole file it
+    renamed into place but did not live to record): none of them is a result, since a recorded one stops
+    every later attempt, and none runs any more, since the job's lock lets one attempt run at a time and a
+    killed worker's FFmpeg died with it."""
     with contextlib.suppress(OSError):
         for entry in folder.iterdir():
-            if entry.name.startswith(f".{output}-"):
+            if entry.name.startswith((f".{output}-", f"{output}-")):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:

@@ -61,8 +61,9 @@ def worker_env(tmp_path: Path, queue_db: str, name: str) -> dict[str, str]:
     }
 
 
-def ffmpeg_children(pid: int) -> list[int]:
-    """The FFmpeg processes whose parent is ``pid``."""
+def encoding_children(pid: int) -> list[int]:
+    """The FFmpeg processes of ``pid`` that encode a render (the run reporting ``-progress``; a probe or the
+    loudness pass may come before it, and the result's probe after it)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -75,7 +76,12 @@ def ffmpeg_children(pid: int) -> list[int]:
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[1]) == pid and "ffmpeg" in comm:
-            found.append(int(entry.name))
+            try:
+                arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"-progress" in arguments:
+                found.append(int(entry.name))
     return found
 
 
@@ -108,9 +114,9 @@ async def test_two_workers_one_killed_mid_render_every_render_completes_once(
         workers = {first.process.pid: first, second.process.pid: second}
 
         def rendering() -> int | None:
-            return next((pid for pid in workers if ffmpeg_children(pid)), None)
+            return next((pid for pid in workers if encoding_children(pid)), None)
 
-        victim_pid = await wait_for(rendering, within=60, what="a worker's FFmpeg",
+        victim_pid = await wait_for(rendering, within=60, what="a worker's FFmpeg encoding",
                                     details=lambda: first.output[-2000:] + second.output[-2000:])
         os.kill(victim_pid, signal.SIGKILL)
         survivor = next(worker for pid, worker in workers.items() if pid != victim_pid)
