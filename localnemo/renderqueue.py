@@ -39,13 +39,13 @@ import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.schema import SchemaManager
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from localnemo.config import LocalNemoConfig
 from localnemo.jobs import span_words
 from localnemo.render import Renderer, RenderError, RenderOutput
 from localnemo.timeline import Draft
-from storage.postgres import describe_url
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,17 @@ class RenderRow:
     @property
     def finished(self) -> bool:
         return self.status in ("completed", "failed")
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(unparsable URL)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host') or ''}{port}/{parts.get('dbname') or ''}"
 
 
 def _connector(url: str) -> PsycopgConnector:
