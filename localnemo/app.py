@@ -122,12 +122,21 @@ def create_app(
     api = Api(runtime, agent if agent is not None else default_agent(config))
     uploads = Uploads(runtime, quota)
     renderer = renderer if renderer is not None else default_renderer(config)
-    renders = Renders(runtime, renderer, quota)
+    queue = None
+    if config.queue_db is not None:
+        # Imported only here: a server without render workers never loads the queue's libraries.
+        from localnemo.renderqueue import RenderQueue
+
+        queue = RenderQueue(config.queue_db, config.shared_dir or config.data_dir)
+    renders = Renders(runtime, renderer, quota, queue)
     app = web.Application(middlewares=[errors_middleware, session_saver(runtime.state)])
     app[RUNTIME_KEY] = runtime
     app.on_shutdown.append(runtime.on_shutdown)
     # First: it removes the partial files a killed run left, before any render starts again.
     app.on_startup.append(Housekeeping(runtime).on_startup)
+    if queue is not None:
+        app.on_startup.append(queue.on_startup)
+        app.on_cleanup.append(queue.on_cleanup)
     app.on_startup.append(renders.on_startup)
     if isinstance(renderer, FFmpegRenderer):
         app.on_startup.append(renderer.on_startup)

@@ -64,6 +64,10 @@ ENV_VARIABLES: dict[str, str] = {
     "max_segments": "LOCALNEMO_MAX_SEGMENTS",
     "stt_engine": "LOCALNEMO_STT_ENGINE",
     "whisper_model": "LOCALNEMO_WHISPER_MODEL",
+    "queue_db": "LOCALNEMO_QUEUE_DB",
+    "shared_dir": "LOCALNEMO_SHARED_DIR",
+    "worker_concurrency": "LOCALNEMO_WORKER_CONCURRENCY",
+    "stalled_seconds": "LOCALNEMO_STALLED_SECONDS",
 }
 
 
@@ -154,6 +158,21 @@ class LocalNemoConfig(BaseSettings):
     # upload may name files on this machine by their path (header X-Localnemo-Local-Key: this key), which
     # are then taken without a needless copy. None (serve-local, tests): every path is refused.
     local_files_key: str | None = None
+    # A postgresql:// URL: renders are queued there and done by `nemobot render-worker` processes (any number,
+    # any machine); unset, the server renders them itself.
+    queue_db: str | None = None
+    # Where the sources of queued renders and every render's result are kept: a folder that the server and
+    # every render worker mount. Unset: the data folder.
+    shared_dir: Path | None = None
+    # Renders one render worker runs at once.
+    worker_concurrency: int = Field(1, ge=1)
+    # A render worker silent for this long is taken for dead, and its renders are done again by another.
+    stalled_seconds: float = Field(30.0, gt=0)
+
+    @property
+    def renders_dir(self) -> Path:
+        """Where results are written: ``renders`` under the shared folder."""
+        return (self.shared_dir or self.data_dir) / "renders"
 
     @field_validator("x264_preset")
     @classmethod
@@ -180,6 +199,15 @@ class LocalNemoConfig(BaseSettings):
     @classmethod
     def _font_or_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("queue_db")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -224,7 +252,9 @@ def _explain(exc: ValidationError) -> str:
         variable = ENV_VARIABLES.get(field, field)
         # pydantic words a validator's own ValueError as "Value error, <message>".
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{variable}: {message} (got {error['input']!r})")
+        # A database URL may hold a password: never repeated.
+        shown = "" if field == "queue_db" else f" (got {error['input']!r})"
+        lines.append(f"{variable}: {message}{shown}")
     return "; ".join(lines)
 
 

@@ -45,9 +45,11 @@ class Housekeeping:
         self.state = runtime.state
 
     async def on_startup(self, app: web.Application) -> None:
-        # Renders of this run have not started yet: every partial file there is a killed run's.
-        for path in await asyncio.to_thread(_stale_partials, self.config.data_dir / "renders"):
-            await asyncio.to_thread(_remove, path)
+        # Renders of this run have not started yet: every partial file there is a killed run's. Not so with
+        # render workers, which write there while this server starts (each cleans up after its own).
+        if self.config.queue_db is None:
+            for path in await asyncio.to_thread(_stale_partials, self.config.renders_dir):
+                await asyncio.to_thread(_remove, path)
         await self.prune()
         self.runtime.spawn(self._every_interval(), "localnemo-housekeeping")
 

@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from yarl import URL
@@ -46,6 +46,9 @@ from localnemo.render import Renderer, RenderError, RenderOutput
 from localnemo.runtime import Runtime
 from localnemo.state import RenderJob, UserRecord
 from localnemo.uploads import STORED_NAME_RE
+
+if TYPE_CHECKING:
+    from localnemo.renderqueue import RenderQueue, RenderRow
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _span_words(seconds: float) -> str:
+def span_words(seconds: float) -> str:
     if seconds >= 60:
         minutes = max(1, round(seconds / 60))
         return f"{minutes} minute{'s' if minutes != 1 else ''}"
@@ -185,9 +188,12 @@ class RenderSlots:
 
 
 class Renders:
-    """The export routes over the store's jobs; each render runs as a background task of the runtime."""
+    """The export routes over the store's jobs; each render runs as a background task of the runtime, or, with
+    a render queue (``queue``, localnemo.renderqueue), in a render worker that a background task follows."""
 
-    def __init__(self, runtime: Runtime, renderer: Renderer, quota: DiskQuota) -> None:
+    def __init__(
+        self, runtime: Runtime, renderer: Renderer, quota: DiskQuota, queue: RenderQueue | None = None
+    ) -> None:
         self.runtime = runtime
         self.config = runtime.config
         self.state = runtime.state
@@ -196,7 +202,10 @@ class Renders:
         self.links = ResultLinks(self.config.data_dir, self.config.result_link_hours)
         self.changes = Changes()
         self.slots = RenderSlots(self.config.max_renders, self.changes.notify)
-        self.folder = self.config.data_dir / "renders"
+        self.folder = self.config.renders_dir
+        self.queue = queue
+        # Place in the render queue of each queued job waiting for a worker, by token.
+        self.queue_positions: dict[str, int] = {}
 
     async def on_startup(self, app: web.Application) -> None:
         """Render again every job the last run left pending or processing, in the order they were asked."""
@@ -256,7 +265,7 @@ class Renders:
             job.draft = draft
         self.state.add_job(job)
         # Built before the render's task first runs, so it says "pending".
-        queued = self.slots.next_position() if job.draft is not None else None
+        queued = self.slots.next_position() if job.draft is not None and self.queue is None else None
         answer = self._job_response(job, self.runtime.base_url(request), queued)
         if job.draft is not None:
             self._start(job, draft, self._sources(user, draft))
@@ -287,15 +296,16 @@ class Renders:
             )
         length = timeline.timeline_length_ms(draft) / 1000
         if length > self.config.max_output_seconds:
-            limit = _span_words(self.config.max_output_seconds)
+            limit = span_words(self.config.max_output_seconds)
             return (
-                f"the video would be {_span_words(length)} long, more than the {limit} one export can be here: "
+                f"the video would be {span_words(length)} long, more than the {limit} one export can be here: "
                 "trim it and export again"
             )
         return None
 
     def _start(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path]) -> None:
-        job.task = self.runtime.spawn(self._render_job(job, draft, sources), f"localnemo-render-{job.token}")
+        work = self._render_job(job, draft, sources) if self.queue is None else self._queued_job(job, draft, sources)
+        job.task = self.runtime.spawn(work, f"localnemo-render-{job.token}")
 
     def _sources(self, user: UserRecord, draft: timeline.Draft) -> dict[str, Path]:
         """Local files behind the URLs in the draft: any ``…/files/<sid>/<name>`` of the user's sessions,
@@ -361,7 +371,7 @@ class Renders:
             await asyncio.to_thread(unlink_quietly, out_path)
             raise
         except TimeoutError:
-            minutes = _span_words(self.config.render_timeout_seconds)
+            minutes = span_words(self.config.render_timeout_seconds)
             self._fail_job(job, f"the render took longer than {minutes} and was stopped")
             await asyncio.to_thread(unlink_quietly, out_path)
             return
@@ -391,6 +401,75 @@ class Renders:
         self._changed(job)
         log.info("localnemo.render.completed id=%s size=%s", job.job_id, result.size)
 
+    async def _queued_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path]) -> None:
+        """Queue the render for the render workers and follow its row until it is finished."""
+        queue = self.queue
+        assert queue is not None
+        try:
+            try:
+                shared = {url: await queue.share(path) for url, path in sources.items()}
+                await queue.submit(job.token, draft.to_wire(), shared)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("localnemo.render.not_queued id=%s", job.job_id)
+                self._fail_job(job, "render failed: internal error")
+                return
+            while not job.finished:
+                ticket = queue.ticket()
+                try:
+                    row = await queue.row(job.token)
+                    position = await queue.position(job.token) if row is None or row.status == "pending" else None
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The queue's database is out of reach for a moment: the workers go on, and so does this.
+                    log.warning("localnemo.render.queue_unreachable id=%s error=%s", job.job_id, type(exc).__name__)
+                else:
+                    await self._follow(job, draft, row, position)
+                if not job.finished:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ticket.wait(), _RECHECK_SECONDS)
+        except asyncio.CancelledError:
+            if job.finished:  # cancelled by its owner: a worker rendering it stops (not so for a stopping server)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(queue.cancel(job.token))
+            raise
+        finally:
+            self.queue_positions.pop(job.token, None)
+
+    async def _follow(self, job: RenderJob, draft: timeline.Draft, row: RenderRow | None, position: int | None) -> None:
+        """Take what the workers wrote of the job into the job."""
+        if position is not None and self.queue_positions.get(job.token) != position:
+            self.queue_positions[job.token] = position
+            self.changes.notify()
+        elif position is None and self.queue_positions.pop(job.token, None) is not None:
+            self.changes.notify()
+        if row is None or job.finished:
+            return
+        if row.status == "processing":
+            if job.status == "pending":
+                job.status = "processing"
+                self._changed(job)
+                log.info("localnemo.render.start id=%s worker=%s", job.job_id, row.worker)
+            self._progress(job, int(95 * min(row.progress, 100) / 100))
+        elif row.status == "failed":
+            self._fail_job(job, row.error or "render failed")
+        elif row.status == "completed" and row.output is not None:
+            out_path = self.folder / row.output
+            try:
+                await self._write_captions(draft, out_path, row.duration)
+            except OSError:
+                log.warning("localnemo.render.captions_not_written id=%s", job.job_id, exc_info=True)
+            job.status = "completed"
+            job.progress = 100
+            job.output_path = out_path
+            job.duration = row.duration
+            job.size = row.size
+            job.completed_at_ms = _now_ms()
+            self._changed(job)
+            log.info("localnemo.render.completed id=%s size=%s worker=%s", job.job_id, row.size, row.worker)
+
     @staticmethod
     async def _write_captions(draft: timeline.Draft, out_path: Path, duration: float | None) -> None:
         """The draft's captions as a SubRip file beside the result (``<token>.srt``), timed to it."""
@@ -418,7 +497,9 @@ class Renders:
             self.changes.notify()
 
     def _position(self, job: RenderJob) -> int | None:
-        return self.slots.position(job) if job.status == "pending" else None
+        if job.status != "pending":
+            return None
+        return self.slots.position(job) if self.queue is None else self.queue_positions.get(job.token)
 
     def _seen(self, job: RenderJob, position: int | None) -> str:
         """What a client has seen of a job, as the ``since`` it sends back with its next wait."""

@@ -35,6 +35,7 @@ class Runtime:
             initial_credits=config.initial_credits,
             token_ttl_seconds=config.token_ttl_seconds,
             store=self.store,
+            renders_dir=config.renders_dir,
         )
         self.state.load()
         self.tasks: set[asyncio.Task[Any]] = set()

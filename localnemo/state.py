@@ -140,8 +140,11 @@ class LocalNemoState:
         initial_credits: int,
         token_ttl_seconds: float,
         store: StateStore | None = None,
+        renders_dir: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # Where results are (the shared folder's, when render workers write them).
+        self.renders_dir = renders_dir if renders_dir is not None else data_dir / "renders"
         self.initial_credits = initial_credits
         self.token_ttl_seconds = token_ttl_seconds
         self.store = store
@@ -386,7 +389,7 @@ class LocalNemoState:
                 token=token,
                 status=body["status"],
                 progress=int(body.get("progress", 0)),
-                output_path=self.data_dir / "renders" / output if isinstance(output, str) else None,
+                output_path=self.renders_dir / output if isinstance(output, str) else None,
                 duration=body.get("duration"),
                 size=body.get("size"),
                 error=body.get("error"),

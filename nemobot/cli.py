@@ -173,6 +173,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 = any free)")
+
+    commands.add_parser(
+        "render-worker",
+        help="render the exports that serve-local queues in PostgreSQL (LOCALNEMO_QUEUE_DB)",
+        description=(
+            "Take renders from the queue that 'nemobot serve-local' keeps when LOCALNEMO_QUEUE_DB is set, and "
+            "render them with FFmpeg into LOCALNEMO_SHARED_DIR (a folder the server and every worker mount). "
+            "Run any number, on any machine. LOCALNEMO_WORKER_CONCURRENCY renders at once (default 1); a worker "
+            "silent for LOCALNEMO_STALLED_SECONDS is taken for dead and its renders are done again by another. "
+            "SIGTERM or Ctrl-C stops it once its renders under way are done. " + _LOCALNEMO_HELP
+        ),
+    )
     return parser
 
 
@@ -427,6 +439,17 @@ async def _serve_local(host: str, port: int, config: LocalNemoConfig) -> None:
     await serve_forever(host, port, config)
 
 
+async def _render_worker(config: LocalNemoConfig) -> int:
+    if config.queue_db is None:
+        print("nemobot render-worker: LOCALNEMO_QUEUE_DB is not set: give it the postgresql:// URL that "
+              "'nemobot serve-local' queues its renders in.", file=sys.stderr)
+        return 2
+    from localnemo.renderqueue import run_render_worker
+
+    await run_render_worker(config)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     # In the terminal chat the log shares the screen with the conversation: only problems by default.
@@ -435,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve-local":
             asyncio.run(_serve_local(args.host, args.port, _serve_local_config()))
             return 0
+        if args.command == "render-worker":
+            return asyncio.run(_render_worker(_serve_local_config()))
         handler = {"chat": _chat, "edit": _edit, "run": _run, "telegram": _telegram,
                    "discord": _discord, "worker": _worker}[args.command]
         return asyncio.run(handler(args))
