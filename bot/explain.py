@@ -23,6 +23,19 @@ def plain_reason(reason: str | None, lang: str, backend: Backend = "hosted") -> 
     return text if len(text) <= 160 else text[:159] + "…"
 
 
+_SECRET_LOOKING = re.compile(r"Traceback|Exception|nmv_|Bearer", re.IGNORECASE)
+
+
+def plain_warning(warning: str, lang: str, backend: Backend = "hosted") -> str:
+    """A backend's warning about a file it took (a damaged upload kept in part), fit for a user: the words as
+    they are — file names keep their brackets — on one line, never a trace or a credential, and long enough
+    for a long file name and the advice after it."""
+    text = " ".join("".join(c for c in warning if c.isprintable() or c.isspace()).split())
+    if not text or _SECRET_LOOKING.search(text):
+        return backend_text("reason_unknown", lang, backend)
+    return text if len(text) <= 400 else text[:399] + "…"
+
+
 def file_refusal(exc: errors.NemoError, name: str, lang: str, *, upload_limit: int) -> str:
     """Why one file was refused: too large (with both sizes), not a kind the backend takes (with the list of
     the kinds it takes), or, for a name the backend does take, the backend's reason: a damaged .mp4 told

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot import storyboard
-from bot.explain import file_refusal, plain_reason
+from bot.explain import file_refusal, plain_reason, plain_warning
 from bot.ffmpeg import ffmpeg_exe
 from bot.intents import Intent, Routed, links_in
 from bot.messages import Attachment, ChatKey, FileOpener, IncomingMessage, Replies
@@ -196,7 +196,7 @@ class Flows:
         shown = ", ".join(names)
         note = t("uploaded_short" if job.routed.intent is Intent.EDIT else "uploaded", lang, names=shown)
         # A file taken only in part (damaged): the backend's warning says how much of it can be used.
-        cautions = [t("upload_warning", lang, warning=plain_reason(w, lang, self._sessions.backend)) for w in warnings]
+        cautions = [t("upload_warning", lang, warning=plain_warning(w, lang, self._sessions.backend)) for w in warnings]
         return "\n".join([*refusals, *cautions, note]), bool(refusals)
 
     async def _edit(self, job: Job, instruction: str, progress: Progress, *, prefix: str = "") -> Outcome:

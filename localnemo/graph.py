@@ -96,7 +96,7 @@ class RenderGraph:
     def measuring(self, level: str = "") -> str:
         """The measuring run's graph: the mix (leveled by ``level``, when given) into ``ebur128``, at
         ``[measured]``."""
-        steps = ",".join(step for step in (level, measurement_filter()) if step)
+        steps = ",".join(step for step in (level, measurement_filter(mono=self.mono)) if step)
         return f"{self.measuring_graph};{self.audio}{steps}[measured]"
 
     def with_level(self, level: str) -> str:
@@ -333,7 +333,11 @@ def build_graph(
     b.chains.append(f"{audio}anull[amix]")
     audio_chains = [chain for chain in b.chains if chain != concat]
     if len(segment_labels) > 1:
-        audio_chains.append("".join(a for _, a in segment_labels) + f"concat=n={len(segment_labels)}:v=0:a=1[acat]")
+        # The render's concat pads each piece's sound with silence to its picture's length: so does this one.
+        for index, ((_, sound), piece) in enumerate(zip(segment_labels, pieces, strict=True)):
+            audio_chains.append(f"{sound}apad=whole_dur={_seconds(piece.duration)}[mpad{index}]")
+        padded = "".join(f"[mpad{index}]" for index in range(len(segment_labels)))
+        audio_chains.append(f"{padded}concat=n={len(segment_labels)}:v=0:a=1[acat]")
     measuring_inputs, measuring_graph = _only_what_feeds(b.inputs, audio_chains, "[amix]")
     return RenderGraph(
         b.inputs, ";".join(b.chains), duration, width, height, fps, files, "[amix]", mono,

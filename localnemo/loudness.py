@@ -79,9 +79,12 @@ SILENT = Leveling(gain_db=0.0, limit=False)
 RECHECK_OVER_DB = 1.0
 
 
-def measurement_filter() -> str:
-    """The filter that measures the mix in the measuring run (its summary goes to FFmpeg's log)."""
-    return "ebur128=peak=true:framelog=quiet"
+def measurement_filter(*, mono: bool = False) -> str:
+    """The filter that measures the mix in the measuring run (its summary goes to FFmpeg's log). A mono export
+    is measured as it plays on two speakers (``dualmono``: FFmpeg filters documentation, ebur128), the way a
+    player or a platform turning it into stereo hears it; measured as one channel it would come out 3 dB
+    louder than the same sound exported in stereo."""
+    return f"ebur128=peak=true{':dualmono=true' if mono else ''}:framelog=quiet"
 
 
 def parse_summary(text: str) -> Loudness:
@@ -144,7 +147,7 @@ async def measure(command: list[str]) -> Loudness | None:
         raise
     text = tail.decode("utf-8", errors="replace")
     if code != 0:
-        log.warning("localnemo.loudness.measure_failed rc=%s error=%s", code, text.strip()[-500:])
+        log.error("localnemo.loudness.measure_failed rc=%s error=%s", code, text.strip()[-500:])
         return None
     result = parse_summary(text)
     log.info("localnemo.loudness.measured integrated=%s true_peak=%s", result.integrated, result.true_peak)

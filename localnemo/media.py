@@ -203,7 +203,8 @@ def parse_probe_output(text: str) -> MediaInfo | None:
         break
     audio_match = _AUDIO_RE.search(text)
     has_audio = audio_match is not None
-    mono = audio_match is not None and re.search(r"\bmono\b", audio_match.group("rest")) is not None
+    # ffmpeg names a one-channel layout "mono"; a stream without a standard layout it calls "1 channels".
+    mono = audio_match is not None and re.search(r"\bmono\b|\b1 channels\b", audio_match.group("rest")) is not None
     if video_line is None:
         if not has_audio:
             return None

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 MUSIC_TITLE = "Background music"
 MUSIC_FILE = "localnemo-loop-v1.wav"
 LOOP_SECONDS = 8
+# 16-bit mono at 48 kHz, after a WAV header (44 bytes, more with FFmpeg's tags: 78 here).
+LOOP_SAMPLE_BYTES = 2 * 48_000 * LOOP_SECONDS
 
 # Chord tones and bass of C, G/B, Am, F (Hz), selected by the chord number kept in register 1.
 _ROOT = "if(eq(ld(1),0),261.63,if(eq(ld(1),1),246.94,if(eq(ld(1),2),220.00,220.00)))"
@@ -60,11 +62,19 @@ async def bundled_music(folder: Path, cache: Path | None = None) -> Path:
     return await _made_in(folder)
 
 
+def is_whole(path: Path) -> bool:
+    """Whether the loop's file is there and whole (a cache can be cleared, or a file cut short, at any time)."""
+    try:
+        return LOOP_SAMPLE_BYTES + 44 <= path.stat().st_size <= LOOP_SAMPLE_BYTES + 4096
+    except OSError:
+        return False
+
+
 async def _made_in(folder: Path) -> Path:
-    """The loop's file in ``folder``, made when missing. Two makers racing both write a private partial file
-    and rename it into place: the content is the same, so either rename wins harmlessly."""
+    """The loop's file in ``folder``, made when missing or not whole. Two makers racing both write a private
+    partial file and rename it into place: the content is the same, so either rename wins harmlessly."""
     target = folder / MUSIC_FILE
-    if await asyncio.to_thread(target.is_file):
+    if await asyncio.to_thread(is_whole, target):
         return target
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     partial = folder / f".{MUSIC_FILE}.{os.getpid()}.{secrets.token_hex(4)}.wav"
@@ -86,6 +96,9 @@ async def _made_in(folder: Path) -> Path:
         await asyncio.to_thread(partial.unlink, missing_ok=True)
         log.error("localnemo.music.failed rc=%s error=%s", proc.returncode, stderr.decode(errors="replace")[-300:])
         raise RuntimeError("could not make the background music")
-    await asyncio.to_thread(partial.replace, target)
+    try:
+        await asyncio.to_thread(partial.replace, target)
+    finally:
+        await asyncio.to_thread(partial.unlink, missing_ok=True)
     log.info("localnemo.music.made path=%s", target)
     return target

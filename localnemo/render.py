@@ -30,7 +30,7 @@ from localnemo.fonts import find_font, needs_cjk_font
 from localnemo.graph import SAMPLE_RATE, GraphError, RenderGraph, Source, build_graph, needs_font
 from localnemo.loudness import SILENT, corrected, leveling_for, measure, needs_recheck
 from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
-from localnemo.music import bundled_music
+from localnemo.music import bundled_music, is_whole
 from localnemo.processes import spawn
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,9 @@ class FFmpegRenderer:
     async def _bundled_music(self) -> Path:
         task = self._music
         if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = self._music = asyncio.create_task(bundled_music(self.assets, self.music_cache))
+        elif task.done() and not await asyncio.to_thread(is_whole, task.result()):
+            # Made at start-up, and since removed (a cache cleared) or cut short: made again.
             task = self._music = asyncio.create_task(bundled_music(self.assets, self.music_cache))
         # Shielded: a cancelled export does not take the loop away from the next one.
         return await asyncio.shield(task)

@@ -37,6 +37,20 @@ __all__ = ["wait_for"]  # re-exported: tests import it from here
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own cache folder (localnemo keeps its music loop there): never the developer's, so a stale
+    file there cannot change a result, and the loop is made once per run, by the first test that needs it."""
+    folder = tmp_path_factory.mktemp("cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 def fast_localnemo_config(data_dir: Path, **overrides: Any) -> LocalNemoConfig:
     values: dict[str, Any] = {
         "data_dir": data_dir,

@@ -407,10 +407,14 @@ _PEAK_RE = re.compile(r"True peak:\s*Peak:\s*(-?[\d.]+|-inf) dBFS", re.S)
 
 
 def loudness(path: Path) -> tuple[float, float]:
-    """(integrated loudness in LUFS, true peak in dBTP) as FFmpeg's ``ebur128=peak=true`` measures them."""
+    """(integrated loudness in LUFS, true peak in dBTP) as FFmpeg's ``ebur128=peak=true`` measures them; a mono
+    sound as it plays on two speakers (``dualmono``), the way a platform turning it into stereo hears it."""
+    mono = "mono" in subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, check=False
+    ).stderr.split("Audio:", 1)[-1].split("\n", 1)[0]
     report = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af", "ebur128=peak=true",
-         "-f", "null", "-"],
+        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0",
+         "-af", f"ebur128=peak=true{':dualmono=true' if mono else ''}", "-f", "null", "-"],
         capture_output=True, text=True, check=True,
     ).stderr  # fmt: skip
     summary = report.rsplit("Summary:", 1)[-1]

@@ -323,3 +323,14 @@ async def test_an_export_given_up_on_is_cancelled_on_the_backend(
             assert await bot.repo.unfinished_exports() == []
         finally:
             await bot.stop()
+
+
+def test_a_damaged_upload_warning_keeps_a_bracketed_long_file_name_and_its_advice() -> None:
+    from bot.explain import plain_warning
+
+    name = "[2024] Screen Recording 2024-05-12 at 13.45.01 (final).mov"
+    warning = (f"{name} is damaged: only the first 28.7 s of 84.6 s can be used. That part is on the timeline; "
+               "send the whole file again to use the rest.")
+    assert plain_warning(warning, "en") == warning
+    assert plain_warning("Traceback (most recent call last): …", "en") != "Traceback (most recent call last): …"
+    assert plain_warning("a\x00b\x1b[31m c", "en") == "ab[31m c"

@@ -17,9 +17,18 @@ import pytest
 
 from bot.nemo.timeline_model import Draft
 from localnemo.graph import Source, build_graph
-from localnemo.loudness import CEILING_DBTP, Leveling, Loudness, corrected, leveling_for, needs_recheck, parse_summary
+from localnemo.loudness import (
+    CEILING_DBTP,
+    Leveling,
+    Loudness,
+    corrected,
+    leveling_for,
+    measurement_filter,
+    needs_recheck,
+    parse_summary,
+)
 from localnemo.media import ffmpeg_exe, probe
-from localnemo.music import MUSIC_FILE, bundled_music
+from localnemo.music import MUSIC_FILE, bundled_music, is_whole
 from tests.test_localnemo_engine import FPS, Nemo, decode_pcm, rms_db, running_nemo
 from tests.waiting import wait_for
 
@@ -32,9 +41,13 @@ def _run_ffmpeg(*args: str) -> None:
 
 
 def measured(path: Path) -> Loudness:
+    """As the platforms measure it: ``ebur128`` with the true peak, a mono sound as it plays on two speakers."""
+    mono = "mono" in subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, check=False
+    ).stderr.split("Audio:", 1)[-1].split("\n", 1)[0]
     report = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0",
-         "-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"],
+         "-af", f"{measurement_filter(mono=mono)}", "-f", "null", "-"],
         capture_output=True, text=True, check=True,
     ).stderr  # fmt: skip
     return parse_summary(report)
@@ -203,8 +216,11 @@ def test_the_measuring_run_reads_only_the_sound(tmp_path: Path, media: Path, qui
     measuring = graph.measuring()
     assert re.search(r"\[\d+:v", measuring) is None
     assert "[0:a" in measuring
-    assert measuring.endswith("[amix]ebur128=peak=true:framelog=quiet[measured]")
-    assert graph.measuring("volume=3dB").endswith("[amix]volume=3dB,ebur128=peak=true:framelog=quiet[measured]")
+    # The film is mono, so the export is: measured as it plays on two speakers.
+    assert graph.mono
+    assert measuring.endswith("[amix]ebur128=peak=true:dualmono=true:framelog=quiet[measured]")
+    leveled = graph.measuring("volume=3dB")
+    assert leveled.endswith("[amix]volume=3dB,ebur128=peak=true:dualmono=true:framelog=quiet[measured]")
 
 
 @pytest.mark.parametrize(
@@ -275,3 +291,14 @@ def test_where_the_limiter_holds_much_the_mix_is_measured_again_and_the_gain_cor
     barely = Loudness(integrated=-31.8, true_peak=-19.2)
     assert not needs_recheck(barely, leveling_for(barely))
     assert not needs_recheck(None, leveling_for(None))
+
+
+async def test_a_loop_removed_or_cut_short_is_made_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    loop = await bundled_music(tmp_path / "assets", cache)
+    assert is_whole(loop)
+    loop.write_bytes(loop.read_bytes()[:1000])  # cut short (a full disk, a killed copy)
+    assert not is_whole(loop)
+    assert is_whole(await bundled_music(tmp_path / "assets", cache))
+    loop.unlink()  # a cache cleared
+    assert is_whole(await bundled_music(tmp_path / "assets", cache))

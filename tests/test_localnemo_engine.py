@@ -32,6 +32,7 @@ from localnemo.media import ffmpeg_exe, ffmpeg_major, probe
 from localnemo.render import FFmpegRenderer, RenderError, RenderSettings
 from localnemo.uploads import PublicResolver, is_public_address
 from tests.conftest import serving
+from tests.media_truth import loudness
 from tests.waiting import wait_for
 
 ATTRIBUTION = {"X-Skill-Source": "tests", "X-Skill-Version": "0", "X-Skill-Platform": "tests"}
@@ -158,13 +159,8 @@ def rms_db(samples: array.array[int], start: float, end: float, rate: int) -> fl
 
 
 def integrated_loudness(path: Path) -> float:
-    """EBU R128 integrated loudness (LUFS) as FFmpeg's ebur128 filter measures it."""
-    report = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af", "ebur128",
-         "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    ).stderr  # fmt: skip
-    return float(report.rsplit("I:", 1)[1].split("LUFS", 1)[0])
+    """EBU R128 integrated loudness (LUFS) as the platforms measure it (``tests/media_truth.py``)."""
+    return loudness(path)[0]
 
 
 def flash_times(frames: Frames) -> list[float]:
@@ -175,13 +171,18 @@ def flash_times(frames: Frames) -> list[float]:
 def beep_onsets(path: Path) -> list[float]:
     rate, window = 48000, 48  # 1 ms windows
     samples = decode_pcm(path, rate)
+    levels = [
+        math.sqrt(sum(x * x for x in samples[start : start + window]) / window) / 32768
+        for start in range(0, len(samples) - window, window)
+    ]
+    # Relative to the loudest moment: every export is set to the platforms' loudness, whatever the source's.
+    on, off = 0.5 * max(levels, default=0), 0.25 * max(levels, default=0)
     onsets: list[float] = []
     loud = False
-    for start in range(0, len(samples) - window, window):
-        level = math.sqrt(sum(x * x for x in samples[start : start + window]) / window) / 32768
-        if level > 0.3 and not loud:
-            onsets.append(start / rate)
-        loud = level > 0.3 if not loud else level > 0.15
+    for index, level in enumerate(levels):
+        if level > on and not loud:
+            onsets.append(index * window / rate)
+        loud = level > on if not loud else level > off
     return onsets
 
 

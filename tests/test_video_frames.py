@@ -120,13 +120,18 @@ def beeps(path: Path) -> list[float]:
                "-ar", str(rate), "-f", "s16le", "-"]  # fmt: skip
     samples = array.array("h")
     samples.frombytes(subprocess.run(command, capture_output=True, check=True).stdout)
+    levels = [
+        math.sqrt(sum(x * x for x in samples[start : start + window]) / window) / 32768
+        for start in range(0, len(samples) - window, window)
+    ]
+    # Relative to the loudest moment: every export is set to the platforms' loudness, whatever the source's.
+    on, off = 0.5 * max(levels, default=0), 0.25 * max(levels, default=0)
     onsets: list[float] = []
     loud = False
-    for start in range(0, len(samples) - window, window):
-        level = math.sqrt(sum(x * x for x in samples[start : start + window]) / window) / 32768
-        if level > 0.3 and not loud:
-            onsets.append(start / rate)
-        loud = level > 0.3 if not loud else level > 0.15
+    for index, level in enumerate(levels):
+        if level > on and not loud:
+            onsets.append(index * window / rate)
+        loud = level > on if not loud else level > off
     return onsets
 
 
