@@ -206,6 +206,9 @@ class Renders:
         self.queue = queue
         # Place in the render queue of each queued job waiting for a worker, by token.
         self.queue_positions: dict[str, int] = {}
+        # Renders go into the queue in the order they were asked for: one submission at a time, taken in the
+        # order the jobs' tasks start (an asyncio lock is first come, first served).
+        self._submitting = asyncio.Lock()
 
     async def on_startup(self, app: web.Application) -> None:
         """Render again every job the last run left pending or processing, in the order they were asked."""
@@ -407,8 +410,9 @@ class Renders:
         assert queue is not None
         try:
             try:
-                shared = {url: await queue.share(path) for url, path in sources.items()}
-                await queue.submit(job.token, draft.to_wire(), shared)
+                async with self._submitting:
+                    shared = {url: await queue.share(path) for url, path in sources.items()}
+                    await queue.submit(job.token, draft.to_wire(), shared)
             except asyncio.CancelledError:
                 raise
             except Exception:

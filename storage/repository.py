@@ -494,15 +494,32 @@ async def _configure(conn: aiosqlite.Connection, path: Path) -> None:
     # busy_timeout first: switching to WAL needs a lock another process may be holding.
     await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
     await conn.execute("PRAGMA foreign_keys = ON")
-    async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
-        row = await cursor.fetchone()
-    mode = str(row[0]).lower() if row is not None else "unknown"
+    mode = await _wal(conn)
     if mode != "wal":
         # Some filesystems (network mounts) cannot do WAL; SQLite then keeps its rollback journal.
         log.warning("storage.journal_mode db=%s mode=%s wanted=wal", path, mode)
     # NORMAL is durable across application crashes in WAL mode; only a power loss may drop the
     # last commits, which is an acceptable trade for not fsyncing every progress update.
     await conn.execute("PRAGMA synchronous = NORMAL")
+
+
+async def _wal(conn: aiosqlite.Connection) -> str:
+    """Switch to WAL; the journal mode it ends in. Two processes opening a new file at once may both try the
+    switch, and SQLite answers the loser "database is locked" at once, without waiting out busy_timeout (it
+    would deadlock otherwise): it is tried again, for as long as busy_timeout allows."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
+                row = await cursor.fetchone()
+            return str(row[0]).lower() if row is not None else "unknown"
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() + pause > deadline:
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 # -- conversions ----------------------------------------------------------------------------------
