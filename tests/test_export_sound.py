@@ -23,12 +23,11 @@ from localnemo.loudness import (
     Loudness,
     corrected,
     leveling_for,
-    measurement_filter,
     needs_recheck,
-    parse_summary,
 )
 from localnemo.media import ffmpeg_exe, probe
 from localnemo.music import MUSIC_FILE, bundled_music, is_whole
+from tests.media_truth import loudness
 from tests.test_localnemo_engine import FPS, Nemo, decode_pcm, rms_db, running_nemo
 from tests.waiting import wait_for
 
@@ -41,16 +40,9 @@ def _run_ffmpeg(*args: str) -> None:
 
 
 def measured(path: Path) -> Loudness:
-    """As the platforms measure it: ``ebur128`` with the true peak, a mono sound as it plays on two speakers."""
-    mono = "mono" in subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True, check=False
-    ).stderr.split("Audio:", 1)[-1].split("\n", 1)[0]
-    report = subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0",
-         "-af", f"{measurement_filter(mono=mono)}", "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
-    ).stderr  # fmt: skip
-    return parse_summary(report)
+    """As the platforms measure it (``tests/media_truth.py``): the true peak, a mono sound on two speakers."""
+    integrated, peak = loudness(path)
+    return Loudness(integrated, peak)
 
 
 def clip(out: Path, sound: str, seconds: float = 8, *, stereo: bool = False) -> Path:

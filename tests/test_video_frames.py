@@ -7,8 +7,6 @@ recording must come out at a standard size (1920×1080, 1080×1920, 1080×1080 �
 
 from __future__ import annotations
 
-import array
-import math
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from bot.nemo.timeline_model import Draft
 from localnemo.graph import canvas_size
 from localnemo.media import ffmpeg_exe, probe
 from localnemo.render import FFmpegRenderer, RenderSettings
-from tests.test_localnemo_engine import Nemo, running_nemo
+from tests.test_localnemo_engine import Nemo, beep_onsets, running_nemo
 
 FRAME = 1 / 30
 # The variable-rate recording: 30 fps for 0–2 s, 10 fps for 2–4 s, 30 fps again for 4–6 s (so 23.3 fps on
@@ -114,27 +112,6 @@ def pictures(path: Path) -> Pictures:
     return Pictures(times, data)
 
 
-def beeps(path: Path) -> list[float]:
-    rate, window = 48000, 48  # 1 ms windows
-    command = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1",
-               "-ar", str(rate), "-f", "s16le", "-"]  # fmt: skip
-    samples = array.array("h")
-    samples.frombytes(subprocess.run(command, capture_output=True, check=True).stdout)
-    levels = [
-        math.sqrt(sum(x * x for x in samples[start : start + window]) / window) / 32768
-        for start in range(0, len(samples) - window, window)
-    ]
-    # Relative to the loudest moment: every export is set to the platforms' loudness, whatever the source's.
-    on, off = 0.5 * max(levels, default=0), 0.25 * max(levels, default=0)
-    onsets: list[float] = []
-    loud = False
-    for index, level in enumerate(levels):
-        if level > on and not loud:
-            onsets.append(index * window / rate)
-        loud = level > on if not loud else level > off
-    return onsets
-
-
 async def render(tmp_path: Path, clip: Path, start_ms: int, end_ms: int, resolution: str = "360p") -> Path:
     renderer = FFmpegRenderer(RenderSettings(default_resolution=resolution, x264_preset="ultrafast"), tmp_path)
     draft = Draft.model_validate(
@@ -182,7 +159,7 @@ async def test_every_source_frame_keeps_its_time_and_the_sound_stays_with_it(
         assert len(smooth) == 29  # every frame of the first second changes the picture
     # Picture and sound together: each flash comes with its beep, at the source's time, within a frame.
     marks = [t - start for t in MARKS if start <= t < end]
-    flashes, heard = shown.flashes(), beeps(out)
+    flashes, heard = shown.flashes(), beep_onsets(out)
     assert len(flashes) == len(heard) == len(marks)
     for flash, beep, mark in zip(flashes, heard, marks, strict=True):
         assert abs(flash - mark) < FRAME / 2
