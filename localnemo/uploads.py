@@ -458,12 +458,14 @@ async def keep_readable_part(item: Received, info: MediaInfo, lang: str) -> None
         if usable.seconds is not None:
             item.info = replace(info, duration=usable.seconds)
         return
-    if declared - end <= DAMAGE_TOLERANCE_SECONDS:
-        return
     if info.container in _ESTIMATED_LENGTH_FORMATS and not usable.problems and usable.seconds is not None:
         # A length FFmpeg estimated from the bitrate (a VBR MP3 without a Xing header), and data read to
-        # its end without a complaint: the file is whole, the pass measured its real length.
-        item.info = replace(info, duration=usable.seconds)
+        # its end without a complaint: the file is whole, the pass measured its real length (longer or shorter
+        # than the guess).
+        if abs(declared - end) > DAMAGE_TOLERANCE_SECONDS:
+            item.info = replace(info, duration=usable.seconds)
+        return
+    if declared - end <= DAMAGE_TOLERANCE_SECONDS:
         return
     usable_text, declared_text = _seconds(end), _seconds(declared)
     if end < MIN_USABLE_SECONDS:

@@ -58,12 +58,15 @@ def repeated(source: Path, out: Path, times: int) -> Path:
     return out
 
 
-def make_unindexed_mp3(out: Path) -> Path:
+def make_unindexed_mp3(out: Path, *, loud_first: bool = False) -> Path:
+    """8 s of VBR MP3 without a Xing header: 3 s of a quiet tone and 5 s of noise (or 5 s of noise, then 3 s of
+    the tone): FFmpeg guesses its length from the first frames' bitrate, too long (or too short)."""
+    quiet, loud = "sine=frequency=440:duration=3,volume=0.01", "anoisesrc=duration=5"
+    first, second = (loud, quiet) if loud_first else (quiet, loud)
     subprocess.run(
-        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
-         "-i", "sine=frequency=440:duration=3,volume=0.01", "-f", "lavfi", "-i", "anoisesrc=duration=5",
-         "-filter_complex", "[0][1]concat=n=2:v=0:a=1", "-c:a", "libmp3lame", "-q:a", "2", "-write_xing", "0",
-         str(out)],
+        [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", first, "-f", "lavfi",
+         "-i", second, "-filter_complex", "[0][1]concat=n=2:v=0:a=1", "-c:a", "libmp3lame", "-q:a", "2",
+         "-write_xing", "0", str(out)],
         check=True,
     )  # fmt: skip
     return out
@@ -209,16 +212,17 @@ async def test_a_clip_that_breaks_off_before_a_second_is_refused_plainly(
     assert message.endswith(f" s of {SECONDS:.1f} s, too little to use")
 
 
+@pytest.mark.parametrize("loud_first", [False, True], ids=["guess-too-long", "guess-too-short"])
 async def test_a_whole_mp3_whose_header_length_is_a_guess_gets_its_real_length_and_no_warning(
-    nemo: NemoClient, tmp_path: Path
+    nemo: NemoClient, tmp_path: Path, loud_first: bool
 ) -> None:
-    # A VBR MP3 without a Xing header: FFmpeg guesses its length from the first frames' bitrate (quiet
-    # first, loud later, so the guess is twice too long). Nothing is wrong with the file.
-    song = await asyncio.to_thread(make_unindexed_mp3, tmp_path / "song.mp3")
+    # A VBR MP3 without a Xing header: FFmpeg guesses its length from the first frames' bitrate (quiet first,
+    # loud later: the guess is far too long; loud first: far too short). Nothing is wrong with the file.
+    song = await asyncio.to_thread(make_unindexed_mp3, tmp_path / "song.mp3", loud_first=loud_first)
     guessed = await probe(song)
     assert guessed is not None
     assert guessed.duration is not None
-    assert guessed.duration > 10
+    assert (guessed.duration < 6) if loud_first else (guessed.duration > 10), guessed.duration
     account = nemo.account("tests:damaged")
     session_id = (await account.create_session("project", "en")).session_id
     (uploaded,) = (await account.upload_files(session_id, [UploadSource.from_path(song)])).files
