@@ -240,8 +240,10 @@ class ChatRun:
         return found
 
 
-async def run_chat(engine: Engine, run: ChatRun, clip: Path, caps: Capabilities, args: argparse.Namespace) -> None:
-    chat = ChatKey("bench", f"c{run.index}")
+async def run_chat(engine: Engine, run: ChatRun, clip: Path, caps: Capabilities, args: argparse.Namespace,
+                   platform: str = "bench") -> None:
+    """``platform``: the chat keys' (bench/scale.py uses "tg", whose exports go to the durable queue)."""
+    chat = ChatKey(platform, f"c{run.index}")
     attachment = Attachment("video", "clip.mp4", "video/mp4", clip.stat().st_size, ref=str(clip))
     messages = {
         "upload": IncomingMessage(chat, f"u{run.index}", "1", "", (attachment,), locale=args.locale),
