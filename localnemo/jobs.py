@@ -390,19 +390,7 @@ class Renders:
         if job.finished:  # cancelled meanwhile
             await asyncio.to_thread(unlink_quietly, out_path)
             return
-        try:
-            await self._write_captions(draft, out_path, result.duration)
-        except OSError:
-            # The video is done; captions that could not be written (a full disk) must not leave it unfinished.
-            log.warning("localnemo.render.captions_not_written id=%s", job.job_id, exc_info=True)
-        job.status = "completed"
-        job.progress = 100
-        job.output_path = out_path
-        job.duration = result.duration
-        job.size = result.size
-        job.completed_at_ms = _now_ms()
-        self._changed(job)
-        log.info("localnemo.render.completed id=%s size=%s", job.job_id, result.size)
+        await self._complete(job, draft, out_path, result.duration, result.size)
 
     async def _queued_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path]) -> None:
         """Queue the render for the render workers and follow its row until it is finished."""
@@ -460,19 +448,26 @@ class Renders:
         elif row.status == "failed":
             self._fail_job(job, row.error or "render failed")
         elif row.status == "completed" and row.output is not None:
-            out_path = self.folder / row.output
-            try:
-                await self._write_captions(draft, out_path, row.duration)
-            except OSError:
-                log.warning("localnemo.render.captions_not_written id=%s", job.job_id, exc_info=True)
-            job.status = "completed"
-            job.progress = 100
-            job.output_path = out_path
-            job.duration = row.duration
-            job.size = row.size
-            job.completed_at_ms = _now_ms()
-            self._changed(job)
-            log.info("localnemo.render.completed id=%s size=%s worker=%s", job.job_id, row.size, row.worker)
+            await self._complete(job, draft, self.folder / row.output, row.duration, row.size, row.worker)
+
+    async def _complete(
+        self, job: RenderJob, draft: timeline.Draft, out_path: Path, duration: float | None, size: int | None,
+        worker: str | None = None,
+    ) -> None:
+        """The result is in place: its captions beside it, and the job completed."""
+        try:
+            await self._write_captions(draft, out_path, duration)
+        except OSError:
+            # The video is done; captions that could not be written (a full disk) must not leave it unfinished.
+            log.warning("localnemo.render.captions_not_written id=%s", job.job_id, exc_info=True)
+        job.status = "completed"
+        job.progress = 100
+        job.output_path = out_path
+        job.duration = duration
+        job.size = size
+        job.completed_at_ms = _now_ms()
+        self._changed(job)
+        log.info("localnemo.render.completed id=%s size=%s worker=%s", job.job_id, size, worker or "this server")
 
     @staticmethod
     async def _write_captions(draft: timeline.Draft, out_path: Path, duration: float | None) -> None:

@@ -43,7 +43,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from localnemo.config import LocalNemoConfig
-from localnemo.jobs import span_words
+from localnemo.jobs import Changes, span_words
 from localnemo.render import Renderer, RenderError, RenderOutput
 from localnemo.timeline import Draft
 
@@ -146,20 +146,6 @@ def share_file(path: Path, shared_dir: Path) -> str:
     return name
 
 
-class _Changes:
-    """Wakes every follower when any render's row changes; each reads its own."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    def ticket(self) -> asyncio.Event:
-        return self._event
-
-
 def _row(record: dict[str, Any] | None) -> RenderRow | None:
     return None if record is None else RenderRow(**record)
 
@@ -171,7 +157,7 @@ class RenderQueue:
         self.url = url
         self.shared_dir = shared_dir
         self.app = App(connector=_connector(url))
-        self.changes = _Changes()
+        self.changes = Changes()
         self._listener: asyncio.Task[None] | None = None
         # (path, size, mtime) → its name in the shared folder: a clip exported again is not hashed again.
         self._shared: dict[tuple[str, int, int], str] = {}
