@@ -324,6 +324,15 @@ def _builder(settings: TelegramSettings) -> ApplicationBuilder[Any, Any, Any, An
     )
 
 
+def _capabilities(settings: TelegramSettings) -> Capabilities:
+    """What a Telegram chat takes: the same for the bot that receives and for a worker that only sends."""
+    return Capabilities(
+        max_upload_bytes=settings.upload_limit, max_message_length=MAX_MESSAGE,
+        max_caption_length=MAX_CAPTION, can_edit=True, edit_interval_seconds=settings.private_edit_seconds,
+        buttons=True,
+    )
+
+
 class TelegramSender:
     """Telegram's sending side alone, for ``nemobot worker``: it delivers the results of the durable job
     queue and receives nothing (one process per token may poll: the bot's)."""
@@ -340,11 +349,7 @@ class TelegramSender:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            max_upload_bytes=self.settings.upload_limit, max_message_length=MAX_MESSAGE,
-            max_caption_length=MAX_CAPTION, can_edit=True, edit_interval_seconds=self.settings.private_edit_seconds,
-            buttons=True,
-        )
+        return _capabilities(self.settings)
 
     async def start(self) -> None:
         """Check the token (getMe); a refusal or an unreachable Bot API is a ``PlatformFailure``."""
@@ -394,11 +399,7 @@ class TelegramAdapter:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            max_upload_bytes=self.settings.upload_limit, max_message_length=MAX_MESSAGE,
-            max_caption_length=MAX_CAPTION, can_edit=True, edit_interval_seconds=self.settings.private_edit_seconds,
-            buttons=True,
-        )
+        return _capabilities(self.settings)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
