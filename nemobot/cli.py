@@ -143,7 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "Run the Discord bot (slash commands /edit /export /status /credits /new /help /reel and the "
             "'Add to reel' message command). Reads DISCORD_BOT_TOKEN, DISCORD_API_BASE, DISCORD_GATEWAY_URL, "
             "DISCORD_GUILD_IDS, DISCORD_MODERATOR_ROLE_IDS, DISCORD_ALLOWED_CHANNEL_IDS, "
-            "DISCORD_COOLDOWN_SECONDS, DISCORD_MESSAGE_CONTENT, DISCORD_EDIT_SECONDS."
+            "DISCORD_COOLDOWN_SECONDS, DISCORD_MESSAGE_CONTENT, DISCORD_EDIT_SECONDS, and DISCORD_SHARD_COUNT with "
+            "DISCORD_SHARD_IDS (this process runs those shards, e.g. 2 and \"0\")."
         ),
         epilog=_SETTINGS_HELP,
     )
