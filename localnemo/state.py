@@ -324,10 +324,13 @@ class LocalNemoState:
             self.store.forget("session", session_id)
 
     def job_changed(self, job: RenderJob) -> None:
-        """A job's status changed (progress alone is not worth a write: a re-run starts it again)."""
+        """A job's status changed (progress alone is not worth a write: a re-run starts it again). A job
+        already forgotten (an export undone because it could not be saved, a pruned one) is not written
+        back: its render stopping late must not bring it back, beside the export that replaced it."""
         if job.finished:
             job.draft = None
-        self._mark("job", job.token, lambda: _job_body(job))
+        if self.jobs_by_token.get(job.token) is job:
+            self._mark("job", job.token, lambda: _job_body(job))
 
     async def sync(self) -> None:
         """Wait until every change so far is on disk."""
