@@ -343,6 +343,7 @@ class Renders:
             job.status = "processing"
             self._changed(job)
             log.info("localnemo.render.start id=%s running=%s", job.job_id, self.slots.running)
+            await asyncio.to_thread(_private_dir, self.folder)
             # Cancelling the renderer kills its FFmpeg and waits for it (localnemo.render).
             async with asyncio.timeout(self.config.render_timeout_seconds):
                 result = await self.renderer.render(draft, sources, out_path, on_progress)
@@ -351,8 +352,8 @@ class Renders:
 
     async def _render_job(self, job: RenderJob, draft: timeline.Draft, sources: dict[str, Path]) -> None:
         out_path = self.folder / f"{job.token}.mp4"
-        await asyncio.to_thread(_private_dir, self.folder)
         reported = [0.0]
+        # No wait before the render takes its place among the waiting ones: they wait in the order asked.
         work = asyncio.ensure_future(self._run_renderer(job, draft, sources, out_path, reported))
         steps = max(1, self.config.render_steps)
         try:
