@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from bot.queue import JobQueue
 from bot.sessions import SessionPolicy
 
 
@@ -19,6 +20,10 @@ class AdapterContext:
     # (bot id, update id) → True the first time any process sharing the database is handed that update, so an
     # update delivered twice (a platform's retry, a load balancer's) is handled once. None: every one is new.
     accept_update: Callable[[str, int], Awaitable[bool]] | None = None
+    # The durable queue (NEMOBOT_DB is PostgreSQL): a receiver that several processes share the updates of
+    # queues each accepted update there, and every such process handles the chat's queued ones in turn.
+    # None: updates are handled where they arrive (one process).
+    queue: JobQueue | None = None
 
 
 class PlatformFailure(Exception):

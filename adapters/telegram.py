@@ -26,10 +26,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from telegram import (
     BotCommand,
+    CallbackQuery,
+    Chat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
     Update,
+    User,
 )
 from telegram.constants import ChatAction, ChatType, FileSizeLimit, MessageEntityType, MessageLimit
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
@@ -53,6 +56,7 @@ from bot.messages import (
     Attachment,
     Button,
     Capabilities,
+    ChatKey,
     DeliveryTarget,
     IncomingMessage,
     MessageHandle,
@@ -60,6 +64,7 @@ from bot.messages import (
 )
 from bot.nemo.errors import FileTooLarge
 from bot.nemo.uploads import UploadSource, attachment_kind, spool_download
+from bot.outcome import Operation
 from bot.texts import t
 from bot.textsplit import split_text
 
@@ -420,6 +425,9 @@ class TelegramAdapter:
         self.username = me.username
         await self.app.bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
         await self.app.start()
+        if self._context.queue is not None:
+            # Before the first update comes in: this process handles its share of every receiver's updates.
+            self._context.queue.serve_updates(self.name, self._run_queued)
         assert self.app.updater is not None
         if self.settings.webhook_url:
             secret = self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
@@ -509,27 +517,105 @@ class TelegramAdapter:
         redelivers an update it saw no answer to, and a load balancer may retry one on another receiver.
         Before any handler, so a duplicate gets no answer at all, not even a refusal or a callback's ack.
         Should the database fail here, the error handler logs it and the update is handled: an answer
-        twice is better than none."""
+        twice is better than none.
+
+        With the durable queue, an accepted update is queued behind the chat's earlier ones instead, and
+        whichever receiver's worker runs it answers it (:meth:`_run_queued`)."""
         accept = self._context.accept_update
-        if accept is None:
-            return
-        if not await accept(str(self.app.bot.id), update.update_id):
+        if accept is not None and not await accept(str(self.app.bot.id), update.update_id):
             log.info("telegram.duplicate_update update=%d", update.update_id)
             raise ApplicationHandlerStop
+        queue = self._context.queue
+        chat = self._chat_of(update)
+        # /cancel is not queued: it must reach the chat's work now, not after it.
+        if queue is not None and chat is not None and not self._is_cancel(update) and await queue.defer_update(
+            chat, update.to_dict()
+        ):
+            raise ApplicationHandlerStop
+
+    def _chat_of(self, update: Update) -> ChatKey | None:
+        """The chat (session) an update belongs to, as the engine keys it; None for one it does not handle."""
+        if update.message is not None and update.message.from_user is not None:
+            user, chat = update.message.from_user, update.message.chat
+        elif update.callback_query is not None and update.callback_query.message is not None:
+            user, chat = update.callback_query.from_user, update.callback_query.message.chat
+        else:
+            return None
+        return self._key(chat, user)
+
+    def _key(self, chat: Chat, user: User) -> ChatKey:
+        return self._context.sessions.chat_key(self.name, str(chat.id), str(user.id),
+                                               is_group=chat.type != ChatType.PRIVATE)
+
+    def _is_cancel(self, update: Update) -> bool:
+        if update.callback_query is not None:
+            text = update.callback_query.data or ""
+        elif update.message is not None:
+            text = self._strip_mention(update.message.text or update.message.caption or "")
+        else:
+            return False
+        return route(text).intent is Intent.CANCEL
+
+    async def _run_queued(self, data: dict[str, Any], again: bool) -> None:
+        """The durable queue's job for one update: handle it here, and return once its work has ended (or is
+        durably handed on), so that the chat's next update starts after it, in whichever process."""
+        update = Update.de_json(data, self.app.bot)
+        if update.message is not None:
+            operation = await self._take_message(update.message, queued=True, again=again)
+        elif update.callback_query is not None:
+            operation = await self._take_callback(update.callback_query, again=again)
+        else:
+            return
+        if operation is None:
+            return
+        try:
+            await operation.wait()
+        except asyncio.CancelledError:
+            # /cancel in another process aborted this job (or this process is stopping): the work stops too.
+            self.engine.abandon(operation)
+            raise
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message
-        if message is None or message.from_user is None or message.from_user.is_bot:
-            return
+        if update.message is not None:
+            await self._take_message(update.message)
+
+    async def _take_message(self, message: Message, *, queued: bool = False, again: bool = False) -> Operation | None:
+        if message.from_user is None or message.from_user.is_bot:
+            return None
         if not self._allowed(message.from_user.id, message.chat.id):
             log.info("telegram.not_allowed chat=%s", message.chat.id)
-            return
+            return None
         if message.media_group_id:
+            if queued:
+                return await self._queued_album(message, again=again)
             self._gather_album(message)
-            return
+            return None
         if not self._addressed_to_me(message):
-            return
-        await self._dispatch([message])
+            return None
+        return await self._dispatch([message], again=again)
+
+    async def _queued_album(self, first: Message, *, again: bool) -> Operation | None:
+        """An album's first item from the durable queue: the chat's next updates wait behind this one, so the
+        rest of the album is taken out of the queue, from whichever receiver queued it, and made one request."""
+        assert self._context.queue is not None
+        await asyncio.sleep(self.settings.album_seconds)
+        group = first.media_group_id
+
+        def same_album(data: dict[str, Any]) -> bool:
+            message = data.get("message")
+            return isinstance(message, dict) and message.get("media_group_id") == group
+
+        assert first.from_user is not None
+        rest = await self._context.queue.take_queued_updates(self._key(first.chat, first.from_user), same_album)
+        messages = [first]
+        for data in rest:
+            message = Update.de_json(data, self.app.bot).message
+            if message is not None and message.from_user is not None and not message.from_user.is_bot:
+                messages.append(message)
+        messages.sort(key=lambda m: m.message_id)
+        if any(self._addressed_to_me(m) for m in messages) or first.chat.type == ChatType.PRIVATE:
+            return await self._dispatch(messages, again=again)
+        return None
 
     def _gather_album(self, message: Message) -> None:
         """An album arrives as one update per item: wait briefly for the rest, then make one request."""
@@ -548,7 +634,7 @@ class TelegramAdapter:
 
         album.flusher = asyncio.create_task(flush())
 
-    async def _dispatch(self, messages: list[Message]) -> None:
+    async def _dispatch(self, messages: list[Message], *, again: bool = False) -> Operation | None:
         first = messages[0]
         assert first.from_user is not None
         user = first.from_user
@@ -558,7 +644,7 @@ class TelegramAdapter:
         text = self._strip_mention(text)
         if self._for_another_bot(text):
             log.info("telegram.other_bots_command chat=%s", chat.id)
-            return
+            return None
         lang = detect_language(user.language_code, text)
         replies = TelegramReplies(self.app, chat.id, group=is_group, settings=self.settings,
                                   reply_to=first.message_id if is_group else None)
@@ -578,7 +664,7 @@ class TelegramAdapter:
         if refusals:
             await replies.send_text("\n\n".join(refusals))
             if not attachments and (not text or route(text).intent is Intent.UPLOAD):
-                return
+                return None
         incoming = IncomingMessage(
             chat=self._context.sessions.chat_key(self.name, str(chat.id), str(user.id), is_group=is_group),
             user_id=str(user.id),
@@ -590,17 +676,20 @@ class TelegramAdapter:
             is_group=is_group,
             target=DeliveryTarget(address=str(chat.id), group=is_group),
         )
-        await self.engine.handle(incoming, replies, self._files)
+        return await self.engine.handle(incoming, replies, self._files, again=again)
 
     async def _on_callback(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        if query is None or query.from_user is None:
-            return
+        if update.callback_query is not None:
+            await self._take_callback(update.callback_query)
+
+    async def _take_callback(self, query: CallbackQuery, *, again: bool = False) -> Operation | None:
+        if query.from_user is None:
+            return None
         with contextlib.suppress(TelegramError):
             await query.answer()
         message = query.message
         if message is None or not query.data or not self._allowed(query.from_user.id, message.chat.id):
-            return
+            return None
         chat = message.chat
         is_group = chat.type != ChatType.PRIVATE
         incoming = IncomingMessage(
@@ -613,7 +702,7 @@ class TelegramAdapter:
             target=DeliveryTarget(address=str(chat.id), group=is_group),
         )
         replies = TelegramReplies(self.app, chat.id, group=is_group, settings=self.settings)
-        await self.engine.handle(incoming, replies, self._files)
+        return await self.engine.handle(incoming, replies, self._files, again=again)
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         log.error("telegram.handler_error error=%s", type(context.error).__name__, exc_info=context.error)

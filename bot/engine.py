@@ -54,10 +54,15 @@ class Engine:
 
     # -- the adapters' entry points -------------------------------------------------------------
 
-    async def handle(self, message: IncomingMessage, replies: Replies, files: FileOpener | None = None) -> Operation:
+    async def handle(
+        self, message: IncomingMessage, replies: Replies, files: FileOpener | None = None, *, again: bool = False
+    ) -> Operation:
         """Take one incoming message. Returns as soon as it is answered or queued, with the operation whose
-        ``await operation.wait()`` tells how it ended (an export: once delivered). Adapters may ignore it."""
-        if not await self._repo.mark_processed(str(message.chat), message.message_id):
+        ``await operation.wait()`` tells how it ended (an export: once delivered). Adapters may ignore it.
+
+        ``again``: the durable queue hands the message over a second time because the process that took it
+        first died before it was done; it is handled although it is marked as seen."""
+        if not await self._repo.mark_processed(str(message.chat), message.message_id) and not again:
             log.info("engine.duplicate chat=%s message=%s", message.chat, message.message_id)
             return Operation.settled(Outcome.DUPLICATE)
         routed = route(message.text, has_files=bool(message.attachments))
@@ -98,6 +103,15 @@ class Engine:
         for each in [adapter] if adapter is not None else list(self._adapters.values()):
             count += await self._exports.resume(each)
         return count
+
+    def abandon(self, operation: Operation) -> None:
+        """Stop the chat's work that ``operation`` belongs to, as /cancel does, without a word to the user: the
+        durable queue aborted the job that waited for it (/cancel taken by another process)."""
+        for key, pending in list(self._open.items()):
+            if operation in pending:
+                self._scheduler.cancel(key)
+                self._settle_open(key, Outcome.CANCELLED)
+                return
 
     async def close(self) -> None:
         """Stop every task. Unfinished exports stay stored for the next start."""

@@ -140,11 +140,13 @@ class Exports:
         cancelled = False
         for record in await self._repo.exports_for_chat(str(chat), limit=5):
             if not record.finished and not record.delivered:
+                # Stored first: a follow in another process that sees the render stop then knows why.
+                await self._repo.update_export(record.render_id, status="cancelled")
                 with contextlib.suppress(errors.NemoError):
                     await self._sessions.account_for(record.identity_key).cancel_export(record.render_id)
-                await self._repo.update_export(record.render_id, status="cancelled")
                 cancelled = True
-        return cancelled
+        # Several processes: the chat's queued messages and export follows, wherever they run.
+        return await self._queue.cancel_chat(chat) > 0 or cancelled
 
     async def _follow(self, record: ExportRecord, replies: Replies, status: StatusMessage | None) -> Outcome:
         lang = record.language
@@ -167,6 +169,11 @@ class Exports:
         except asyncio.CancelledError:
             raise
         except errors.ExportFailed as exc:
+            current = await self._repo.get_export(record.render_id)
+            if current is not None and current.status == "cancelled":
+                # /cancel, taken by another process, stopped the render: the user was answered there.
+                log.info("engine.export.cancelled render=%s", record.render_id)
+                return Outcome.CANCELLED
             await self._repo.update_export(record.render_id, status="failed", error=exc.message)
             reason = plain_reason(exc.message, lang, self._sessions.backend)
             await status.finish(t("export_failed", lang, reason=reason),

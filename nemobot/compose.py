@@ -29,7 +29,7 @@ from bot.config import DEFAULT_NEMO_API_BASE, BotSettings, NemoSettings
 from bot.engine import Engine
 from bot.messages import Adapter
 from bot.nemo.client import NemoClient
-from bot.queue import open_job_queue
+from bot.queue import InProcessQueue, JobQueue, open_job_queue
 from bot.sessions import RepositoryIdentities, SessionPolicy
 from storage import Store, is_postgres_url, open_repository
 
@@ -138,13 +138,15 @@ async def backend(
 
 
 def adapter_context(
-    http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings, *, store: Store | None = None
+    http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings, *, store: Store | None = None,
+    queue: JobQueue | None = None,
 ) -> AdapterContext:
     """What every adapter is handed: the HTTP client, the session policy, the download limits and, given the
-    store, the way to accept each platform update once across the processes sharing it."""
+    store, the way to accept each platform update once across the processes sharing it (and, given the durable
+    queue, where accepted updates wait for whichever process handles the chat)."""
     return AdapterContext(http=http, sessions=SessionPolicy.from_settings(bot),
                           max_upload_bytes=nemo.max_upload_bytes, temp_dir=bot.temp_dir,
-                          accept_update=store.accept_update if store is not None else None)
+                          accept_update=store.accept_update if store is not None else None, queue=queue)
 
 
 @dataclass
@@ -221,7 +223,8 @@ async def runtime(
         nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)
         engine = Engine(nemo, repo, bot_settings, backend="local" if embedded else "hosted", queue=queue)
         stack.push_async_callback(engine.close)
-        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings, store=repo), stack, [])
+        durable = None if isinstance(queue, InProcessQueue) else queue
+        yield Runtime(engine, adapter_context(http, nemo_settings, bot_settings, store=repo, queue=durable), stack, [])
 
 
 def platform_adapters(

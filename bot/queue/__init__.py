@@ -11,6 +11,11 @@ Following a render and delivering its result is the bot's durable work. Two impl
   platform runs. A chat's jobs share the lock ``chat:<key>``, so they run one at a time, in order, across
   every process; a job whose worker died is run again, so jobs are idempotent (the delivery claim in storage
   makes a retried job find the export delivered, or claim it once the dead process's lease is over).
+
+The same queue carries a platform's incoming updates where several receivers share the work (Telegram's webhook
+behind a load balancer): a receiver accepts an update once (storage's ``accept_update``) and queues it with the
+lock ``messages:<chat>``, so whichever process runs it, a chat's messages are handled one at a time, in the
+order they came, and one whose process died is handled again by another.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +34,11 @@ from storage import is_postgres_url
 #: Runs one ``follow_export`` job in this process: the render id, the id of the status message already sent
 #: for it (None: none), and whether this is a second run (its first one's process died).
 FollowJob = Callable[[str, str | None, bool], Awaitable[None]]
+
+#: Handles one platform update taken from the durable queue, in this process: the update as the platform sent
+#: it, and whether this is a second run (the process that ran it first died). Returns when the message's work
+#: is finished or durably handed on (an export queued), so that the chat's next update waits for it.
+UpdateJob = Callable[[dict[str, Any], bool], Awaitable[None]]
 
 #: The platforms whose results any process can deliver (each builds the platform's sending side), so their
 #: exports go to the durable queue; the others (the terminal) are followed by the process that took them.
@@ -49,6 +59,9 @@ class QueueSettings(BaseSettings):
         30.0, gt=0, description="A worker silent for this long is dead: its jobs are run again elsewhere."
     )
     poll_seconds: float = Field(5.0, gt=0, description="Longest wait for a new job when a notification is missed.")
+    update_concurrency: int = Field(
+        32, ge=1, description="Chats whose messages one process handles at once, per platform."
+    )
 
 
 class JobQueue(Protocol):
@@ -66,6 +79,26 @@ class JobQueue(Protocol):
         """Run the platform's export jobs in this process too (its sending side is here)."""
         ...
 
+    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> bool:
+        """Queue an accepted platform update behind the chat's earlier ones: True when queued (some process
+        serving the platform's updates handles it); False when the caller handles it itself."""
+        ...
+
+    async def cancel_chat(self, chat: ChatKey) -> int:
+        """/cancel: drop the chat's queued messages and exports and stop the running ones, in whichever
+        process they run. How many jobs it reached."""
+        ...
+
+    def serve_updates(self, platform: str, run: UpdateJob) -> None:
+        """Handle the platform's queued updates in this process too (it receives that platform)."""
+        ...
+
+    async def take_queued_updates(
+        self, chat: ChatKey, match: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """Take the chat's updates still waiting in the queue that ``match`` (the rest of an album), in order."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -81,6 +114,20 @@ class InProcessQueue:
 
     def serve(self, platform: str, run: FollowJob) -> None:
         return None
+
+    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> bool:
+        return False
+
+    async def cancel_chat(self, chat: ChatKey) -> int:
+        return 0
+
+    def serve_updates(self, platform: str, run: UpdateJob) -> None:
+        return None
+
+    async def take_queued_updates(
+        self, chat: ChatKey, match: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        return []
 
     async def close(self) -> None:
         return None
@@ -103,4 +150,6 @@ async def open_job_queue(db: str, settings: QueueSettings | None = None) -> Asyn
         await queue.close()
 
 
-__all__ = ["DURABLE_PLATFORMS", "FollowJob", "InProcessQueue", "JobQueue", "QueueSettings", "open_job_queue"]
+__all__ = [
+    "DURABLE_PLATFORMS", "FollowJob", "InProcessQueue", "JobQueue", "QueueSettings", "UpdateJob", "open_job_queue",
+]

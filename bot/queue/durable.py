@@ -6,6 +6,10 @@ one at a time, in the order they were queued, whichever process runs them. Each 
 the jobs of a worker silent for ``stalled_seconds`` are run again by any live one (Procrastinate leaves
 finding them to the application: ``get_stalled_jobs`` then ``retry_job``), and a job stopped by a shutdown is
 retried by its retry strategy. Either way the job runs twice, so it is idempotent (:mod:`bot.exports`).
+
+An accepted platform update is a ``nemobot.handle_update`` job on the queue ``updates-<platform>`` with the lock
+``messages:<chat>`` (not the exports' lock: a chat is answered while its export renders). It ends when the
+message's work has ended or is durably handed on, so the chat's next message waits for it, in any process.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import procrastinate
 import psycopg
@@ -23,11 +29,12 @@ from procrastinate.job_context import JobContext
 from procrastinate.schema import SchemaManager
 
 from bot.messages import ChatKey
-from bot.queue import DURABLE_PLATFORMS, FollowJob, QueueSettings
+from bot.queue import DURABLE_PLATFORMS, FollowJob, QueueSettings, UpdateJob
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "nemobot.follow_export"
+UPDATE_TASK_NAME = "nemobot.handle_update"
 # Any constant of this application's own: it serialises the first start of several processes.
 _SCHEMA_LOCK = 0x6E656D6F
 # A job that failed by surprise (or was stopped by a shutdown) is tried again, a few seconds later.
@@ -36,6 +43,18 @@ _RETRY = procrastinate.RetryStrategy(max_attempts=20, wait=5)
 
 def queue_name(platform: str) -> str:
     return f"exports-{platform}"
+
+
+def updates_queue_name(platform: str) -> str:
+    return f"updates-{platform}"
+
+
+def messages_lock(chat: ChatKey) -> str:
+    return f"messages:{chat}"
+
+
+def exports_lock(chat: ChatKey) -> str:
+    return f"chat:{chat}"
 
 
 async def apply_schema(url: str) -> bool:
@@ -59,6 +78,7 @@ class ProcrastinateQueue:
         self._app = app
         self._settings = settings
         self._runners: dict[str, FollowJob] = {}
+        self._update_runners: dict[str, UpdateJob] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._name = f"{socket.gethostname()}-{os.getpid()}"
@@ -72,11 +92,20 @@ class ProcrastinateQueue:
 
         self._task = app.task(name=TASK_NAME, pass_context=True, retry=_RETRY)(follow_export)
 
+        async def handle_update(context: JobContext, platform: str, update: dict[str, Any]) -> None:
+            run = self._update_runners.get(platform)
+            if run is None:
+                raise RuntimeError(f"no receiving side for {platform} in this process")
+            await run(update, context.job.attempts > 0)
+
+        # Retried only when stopped by a shutdown (or found stalled): a handler's own failure was answered.
+        self._update_task = app.task(name=UPDATE_TASK_NAME, pass_context=True, retry=_RETRY)(handle_update)
+
     @classmethod
     async def connect(cls, url: str, settings: QueueSettings) -> ProcrastinateQueue:
         await apply_schema(url)
         # A pool of its own: a worker's listener holds one connection for as long as it runs.
-        connector = procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=4 + 2 * len(DURABLE_PLATFORMS),
+        connector = procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=4 + 4 * len(DURABLE_PLATFORMS),
                                                    name="nemobot-queue")
         app = procrastinate.App(connector=connector)
         await app.open_async()
@@ -99,7 +128,7 @@ class ProcrastinateQueue:
             log.info("queue.already_queued render=%s", render_id)
             return True
         deferrer = self._task.configure(
-            lock=f"chat:{chat}", queueing_lock=queueing_lock, queue=queue_name(chat.platform)
+            lock=exports_lock(chat), queueing_lock=queueing_lock, queue=queue_name(chat.platform)
         )
         try:
             job_id = await deferrer.defer_async(platform=chat.platform, render_id=render_id, status_id=status_id)
@@ -113,9 +142,59 @@ class ProcrastinateQueue:
         if platform not in DURABLE_PLATFORMS or platform in self._workers:
             return
         self._runners[platform] = run
+        self._run_worker(platform, queue_name(platform), self._settings.concurrency)
+
+    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> bool:
+        deferrer = self._update_task.configure(lock=messages_lock(chat), queue=updates_queue_name(chat.platform))
+        job_id = await deferrer.defer_async(platform=chat.platform, update=update)
+        log.info("queue.update_deferred job=%d chat=%s", job_id, chat)
+        return True
+
+    async def cancel_chat(self, chat: ChatKey) -> int:
+        rows = await self._app.connector.execute_query_all_async(
+            "SELECT id, status FROM procrastinate_jobs WHERE lock IN (%(messages)s, %(exports)s) "
+            "AND status IN ('todo', 'doing') ORDER BY id", messages=messages_lock(chat), exports=exports_lock(chat),
+        )
+        reached = 0
+        manager = self._app.job_manager
+        for row in rows:
+            # A job still to do is dropped; a running one is aborted: Procrastinate cancels its asyncio task in the
+            # process that runs it (at once on the notification, or at the next abort poll).
+            running = row["status"] == "doing"
+            if await manager.cancel_job_by_id_async(row["id"], abort=running, delete_job=not running):
+                reached += 1
+        log.info("queue.chat_cancelled chat=%s jobs=%d", chat, reached)
+        return reached
+
+    def serve_updates(self, platform: str, run: UpdateJob) -> None:
+        key = f"updates-{platform}"
+        if key in self._workers:
+            return
+        self._update_runners[platform] = run
+        self._run_worker(key, updates_queue_name(platform), self._settings.update_concurrency)
+
+    async def take_queued_updates(
+        self, chat: ChatKey, match: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """Take out of the queue the chat's updates still waiting there that ``match`` (the rest of an album
+        whose first item is being handled), in the order they came; each is taken by one process only."""
+        rows = await self._app.connector.execute_query_all_async(
+            "SELECT id, args FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'todo' "
+            "AND task_name = %(task)s ORDER BY id", lock=messages_lock(chat), task=UPDATE_TASK_NAME,
+        )
+        taken: list[dict[str, Any]] = []
+        for row in rows:
+            update = row["args"].get("update")
+            if isinstance(update, dict) and match(update):
+                # Cancelling a job still to do succeeds once: whoever cancels it has it.
+                if await self._app.job_manager.cancel_job_by_id_async(row["id"], delete_job=True):
+                    taken.append(update)
+        return taken
+
+    def _run_worker(self, key: str, queue: str, concurrency: int) -> None:
         settings = self._settings
-        self._workers[platform] = asyncio.create_task(self._app.run_worker_async(
-            queues=[queue_name(platform)], name=f"{self._name}-{platform}", concurrency=settings.concurrency,
+        self._workers[key] = asyncio.create_task(self._app.run_worker_async(
+            queues=[queue], name=f"{self._name}-{key}", concurrency=concurrency,
             install_signal_handlers=False, delete_jobs="successful",
             fetch_job_polling_interval=settings.poll_seconds, abort_job_polling_interval=settings.poll_seconds,
             update_heartbeat_interval=settings.heartbeat_seconds, stalled_worker_timeout=settings.stalled_seconds,
@@ -125,7 +204,7 @@ class ProcrastinateQueue:
         ))
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._retry_stalled())
-        log.info("queue.serving platform=%s concurrency=%d", platform, settings.concurrency)
+        log.info("queue.serving queue=%s concurrency=%d", queue, concurrency)
 
     async def retry_stalled(self) -> int:
         """Queue again the jobs of workers that stopped saying they are alive; how many."""
