@@ -773,3 +773,50 @@ class DiscordCommands:
             return
         count = adapter.picks.add(message.channel.id, message)
         await interaction.response.send_message(t("discord_picked", lang, count=count), ephemeral=True)
+
+
+class DiscordSender:
+    """Discord's sending side alone, for ``nemobot worker``: logged in to the REST API, never connected to the
+    gateway (the shards are the bot processes'), it delivers the results of the durable job queue in the
+    channels where they were asked for, as a restarted bot does (:class:`ChannelReplies`)."""
+
+    def __init__(self, settings: DiscordSettings) -> None:
+        if settings.bot_token is None:
+            raise ValueError("DISCORD_BOT_TOKEN is not set")
+        self.settings = settings
+        self._hosts = DiscordHosts(settings.api_base, settings.gateway_url)
+        # No gateway, so no intent is used; discord.py warns about state without the guilds one.
+        self.client = discord.Client(intents=discord.Intents(guilds=True))
+
+    @property
+    def name(self) -> str:
+        return "dc"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_upload_bytes=DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
+                            max_caption_length=MAX_MESSAGE, can_edit=True,
+                            edit_interval_seconds=self.settings.edit_seconds)
+
+    async def start(self) -> None:
+        """Check the token (a login over REST); a refusal or an unreachable Discord is a ``PlatformFailure``."""
+        assert self.settings.bot_token is not None
+        self._hosts.apply()
+        try:
+            await self.client.login(self.settings.bot_token.get_secret_value())
+        except Exception as exc:
+            failure = _failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+        log.info("discord.sender_started user=%s", self.client.user)
+
+    async def stop(self) -> None:
+        try:
+            await self.client.close()
+        finally:
+            self._hosts.restore()
+
+    def replies_for(self, target: DeliveryTarget) -> ChannelReplies:
+        return ChannelReplies(self.client, int(target.address), int(target.mention) if target.mention else None,
+                              edit_seconds=self.settings.edit_seconds)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -378,7 +378,8 @@ def _add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
             "Run export jobs only: follow renders and deliver the results, for bot processes sharing the "
             "PostgreSQL database that NEMOBOT_DB names (postgresql://...). Receives nothing from the platform. "
             "Delivers to Telegram (TELEGRAM_BOT_TOKEN, TELEGRAM_API_BASE, TELEGRAM_FILE_API_BASE, "
-            "TELEGRAM_LOCAL_MODE); Discord's exports are run by the Discord bot processes. Reads "
+            "TELEGRAM_LOCAL_MODE) and to Discord (DISCORD_BOT_TOKEN, DISCORD_API_BASE; over its REST API, "
+            "without a gateway connection), to each platform whose token is set. Reads "
             "NEMOBOT_QUEUE_CONCURRENCY, NEMOBOT_QUEUE_CLAIM_LEASE_SECONDS, NEMOBOT_QUEUE_HEARTBEAT_SECONDS, "
             "NEMOBOT_QUEUE_STALLED_SECONDS, NEMOBOT_QUEUE_POLL_SECONDS and NEMO_API_BASE."
         ),
@@ -388,8 +389,10 @@ def _add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 async def _worker(args: argparse.Namespace) -> int:
     from adapters.common import PlatformFailure, PlatformRejected, PlatformUnreachable
+    from adapters.discord import DiscordSender, DiscordSettings
     from adapters.telegram import TelegramSender, TelegramSettings
     from bot.config import BotSettings
+    from bot.messages import Adapter
     from storage import is_postgres_url
 
     if not is_postgres_url(BotSettings().db):
@@ -397,11 +400,17 @@ async def _worker(args: argparse.Namespace) -> int:
               "jobs.", file=sys.stderr)
         return 2
     telegram_settings = TelegramSettings()
-    if telegram_settings.bot_token is None:
-        print("nemobot worker: TELEGRAM_BOT_TOKEN is not set (Telegram is the platform a worker delivers to).",
-              file=sys.stderr)
+    discord_settings = DiscordSettings()
+    senders: list[Callable[[], Adapter]] = []
+    if telegram_settings.bot_token is not None:
+        os.environ.setdefault("PTB_TIMEDELTA", "true")  # as compose.platform_adapters, for the same reason
+        senders.append(lambda: TelegramSender(telegram_settings))
+    if discord_settings.bot_token is not None:
+        senders.append(lambda: DiscordSender(discord_settings))
+    if not senders:
+        print("nemobot worker: set TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN (or both): the platforms whose "
+              "results this worker delivers.", file=sys.stderr)
         return 2
-    os.environ.setdefault("PTB_TIMEDELTA", "true")  # as compose.platform_adapters, for the same reason
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -410,12 +419,14 @@ async def _worker(args: argparse.Namespace) -> int:
     try:
         # The backend is the configured one: an embedded localnemo would be this process's alone.
         async with runtime(remote=True, notify=_say) as run:
-            starting = run.start_retrying(lambda: TelegramSender(telegram_settings), StartSettings(),
-                                          lambda line: _say(f"nemobot worker: {line}"))
-            if await until_stopped(starting, stop):
-                sender = run.adapters[-1]
-                resumed = await run.engine.resume(sender)
-                log.info("nemobot.worker.started platform=%s resumed_exports=%d", sender.name, resumed)
+            async def start_all() -> None:
+                for make in senders:
+                    sender = await run.start_retrying(make, StartSettings(),
+                                                      lambda line: _say(f"nemobot worker: {line}"))
+                    resumed = await run.engine.resume(sender)
+                    log.info("nemobot.worker.started platform=%s resumed_exports=%d", sender.name, resumed)
+
+            if await until_stopped(start_all(), stop):
                 await stop.wait()
             log.info("nemobot.stopping")
     except PlatformFailure as failure:

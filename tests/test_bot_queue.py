@@ -6,6 +6,7 @@ in the order they were asked for. The SQLite path is the rest of the suite, unch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,10 +14,11 @@ import httpx
 import pytest
 
 from adapters.console import ConsoleFiles, parse_line
+from adapters.discord import DiscordSender, DiscordSettings
 from adapters.telegram import TelegramSender, TelegramSettings
 from bot.config import BotSettings
 from bot.engine import Engine
-from bot.messages import ChatKey, IncomingMessage
+from bot.messages import ChatKey, DeliveryTarget, IncomingMessage
 from bot.nemo.client import NemoClient
 from bot.outcome import Outcome
 from bot.queue import QueueSettings
@@ -27,6 +29,7 @@ from localnemo.media import probe
 from localnemo.testing import TestLocalNemo
 from storage.postgres import PostgresRepository
 from tests.conftest import bot_process, fast_localnemo_config, fast_settings, wait_for
+from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
 from tests.test_kill_restart import GatedRenderer
 
@@ -50,7 +53,7 @@ def queue_environment(url: str, server: TestLocalNemo, fake: FakeTelegram) -> di
 
 
 @contextlib.asynccontextmanager
-async def receiving_process(url: str, server: TestLocalNemo, fake: FakeTelegram) -> AsyncIterator[Engine]:
+async def receiving_process(url: str, server: TestLocalNemo, fake: FakeTelegram | None) -> AsyncIterator[Engine]:
     """What a bot process that takes messages does, without running jobs itself: its engine over the shared
     database and queue, answering through Telegram's sending side."""
     settings = fast_settings(server.base_url)
@@ -123,3 +126,44 @@ async def test_two_workers_one_killed_deliver_every_export_in_order(
             assert sorted(heights) == heights, heights
             assert set(heights) == set(HEIGHTS), heights
         assert duplicates <= kills
+
+
+async def test_a_worker_with_only_the_discord_token_delivers_a_discord_export_in_its_channel(
+    tmp_path: Path, sample_video: Path, postgres_url: str
+) -> None:
+    config = fast_localnemo_config(tmp_path / "localnemo")
+    async with (TestLocalNemo(config) as server, FakeDiscord(tmp_dir=tmp_path / "discord") as fake):
+        dc = DiscordSettings(_env_file=None, bot_token=fake.token, api_base=fake.api_base, edit_seconds=0.05)
+        sender = DiscordSender(dc)
+        await sender.start()
+        try:
+            # A Discord bot process took the messages (its shard received them) and stopped before the export
+            # was followed: the export waits in the queue for a process that can speak on Discord.
+            async with receiving_process(postgres_url, server, None) as engine:
+                chat = ChatKey("dc", str(fake.channel.id), user=str(fake.user.id))
+                target = DeliveryTarget(address=str(fake.channel.id), mention=str(fake.user.id), group=True)
+                replies = sender.replies_for(target)
+                upload = parse_line(f"/upload {sample_video}", chat)
+                assert not isinstance(upload, str)
+                upload = dataclasses.replace(upload, target=target)
+                assert await (await engine.handle(upload, replies, ConsoleFiles())).wait() is Outcome.DONE
+                export = IncomingMessage(chat=chat, user_id=str(fake.user.id), message_id="e1", text="export",
+                                         target=target, is_group=True)
+                assert await (await engine.handle(export, replies)).wait() is Outcome.QUEUED
+        finally:
+            await sender.stop()
+        env = {"NEMOBOT_DB": postgres_url, "NEMO_API_BASE": server.base_url, "NEMO_POLL_SECONDS": "0.1",
+               "NEMO_SKILL_PLATFORM": "tests", "DISCORD_BOT_TOKEN": fake.token, "DISCORD_API_BASE": fake.api_base,
+               "DISCORD_EDIT_SECONDS": "0.05", "NEMOBOT_QUEUE_POLL_SECONDS": "0.5", "NEMOBOT_LOG_LEVEL": "INFO"}
+        async with bot_process("worker", tmp_path, env) as worker:
+            posted = await wait_for(
+                lambda: next((m for m in fake.channel_messages(fake.channel)
+                              if m.author.id == fake.bot_user_id and m.attachments), None),
+                within=60, what="the video in the channel", details=lambda: worker.output[-3000:])
+            assert f"<@{fake.user.id}>" in posted.content or any(
+                f"<@{fake.user.id}>" in m.content for m in fake.channel_messages(fake.channel))
+            await wait_for(lambda: "engine.export.delivered" in worker.output, what="the delivery logged")
+            assert "platform=dc" in worker.output
+        videos = [m for m in fake.channel_messages(fake.channel) if m.author.id == fake.bot_user_id and m.attachments]
+        assert len(videos) == 1
+        assert fake.token not in worker.output
