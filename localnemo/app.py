@@ -133,7 +133,7 @@ def create_app(
     app[RUNTIME_KEY] = runtime
     app.on_shutdown.append(runtime.on_shutdown)
     # First: it removes the partial files a killed run left, before any render starts again.
-    app.on_startup.append(Housekeeping(runtime).on_startup)
+    app.on_startup.append(Housekeeping(runtime, queue).on_startup)
     if queue is not None:
         app.on_startup.append(queue.on_startup)
         app.on_cleanup.append(queue.on_cleanup)

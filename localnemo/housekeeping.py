@@ -1,6 +1,7 @@
 """Forgetting what nobody can use any more, at start and then every ``prune_interval_seconds``: finished export
 jobs older than their result link's lifetime (with their result files), expired tokens, and the partial files
-of renders a killed server left behind (at start only, before any render runs).
+of renders a killed server left behind (at start only, before any render runs), and, with render workers, the
+shared sources that no waiting or running render needs and that nobody exported for an hour.
 
 Cheap on purpose: one pass over the jobs and tokens in memory; the store writes what was forgotten in its
 next batch.
@@ -13,13 +14,21 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from localnemo.quota import unlink_quietly
 from localnemo.runtime import Runtime
 
+if TYPE_CHECKING:
+    from localnemo.renderqueue import RenderQueue
+
 log = logging.getLogger(__name__)
+
+#: A shared source no render needs is kept this long after it was last shared: an export asked again soon
+#: (another size, a retry) finds it there.
+MEDIA_UNUSED_SECONDS = 3600.0
 
 
 def _stale_partials(folder: Path) -> list[Path]:
@@ -39,8 +48,9 @@ def _remove(path: Path) -> None:
 class Housekeeping:
     """Prunes the runtime's store; ``on_startup`` prunes once and starts the periodic pass."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, queue: RenderQueue | None = None) -> None:
         self.runtime = runtime
+        self.queue = queue
         self.config = runtime.config
         self.state = runtime.state
 
@@ -58,6 +68,8 @@ class Housekeeping:
             await asyncio.sleep(self.config.prune_interval_seconds)
             try:
                 await self.prune()
+                if self.queue is not None:
+                    await self.queue.prune_media(MEDIA_UNUSED_SECONDS)
             except Exception:
                 log.exception("localnemo.prune.failed")
 

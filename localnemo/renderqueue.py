@@ -31,6 +31,7 @@ import re
 import secrets
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -146,6 +147,34 @@ def share_file(path: Path, shared_dir: Path) -> str:
     return name
 
 
+def _touched(path: Path) -> bool:
+    """Give the file the time of now; False when it is not there."""
+    try:
+        os.utime(path)
+    except OSError:
+        return False
+    return path.is_file()
+
+
+def _prune_media(shared_dir: Path, needed: set[str], before: float) -> int:
+    removed = 0
+    try:
+        entries = list((shared_dir / "media").iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        name = f"media/{entry.name}"
+        try:
+            # A partial file (".…partial") is another server's copy on its way in: never touched here.
+            if entry.name.startswith(".") or name in needed or entry.stat().st_mtime >= before:
+                continue
+            entry.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 def _row(record: dict[str, Any] | None) -> RenderRow | None:
     return None if record is None else RenderRow(**record)
 
@@ -196,9 +225,26 @@ class RenderQueue:
         status = await asyncio.to_thread(path.stat)
         key = (str(path), status.st_size, status.st_mtime_ns)
         name = self._shared.get(key)
-        if name is None or not await asyncio.to_thread((self.shared_dir / name).is_file):
+        # Used now: its time is new, so pruning (which spares what was used lately) leaves it for the render.
+        if name is None or not await asyncio.to_thread(_touched, self.shared_dir / name):
             name = self._shared[key] = await asyncio.to_thread(share_file, path, self.shared_dir)
+            await asyncio.to_thread(_touched, self.shared_dir / name)
         return name
+
+    async def prune_media(self, unused_for_seconds: float) -> int:
+        """Remove the shared sources that no waiting or running render names and that were not shared for
+        ``unused_for_seconds``: the shared folder holds every clip ever exported otherwise. How many."""
+        async with self.app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            cursor = await conn.execute(
+                "SELECT DISTINCT value FROM procrastinate_jobs, jsonb_each_text(args->'sources') "
+                "WHERE task_name = %s AND status IN ('todo', 'doing')",
+                (TASK,),
+            )
+            needed = {str(found[0]) for found in await cursor.fetchall()}
+        removed = await asyncio.to_thread(_prune_media, self.shared_dir, needed, time.time() - unused_for_seconds)
+        if removed:
+            log.info("localnemo.queue.pruned_media files=%d", removed)
+        return removed
 
     async def submit(self, token: str, draft: dict[str, Any], sources: dict[str, str]) -> None:
         """Queue the render unless it is queued, running or finished already (a restarted server asks again)."""

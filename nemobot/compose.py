@@ -137,6 +137,28 @@ async def backend(
         yield Backend(settings.model_copy(update={"api_base": server.base_url, "token": None}), key)
 
 
+#: How often a running bot forgets the message and update ids nothing can redeliver any more.
+PRUNE_INTERVAL_SECONDS = 6 * 3600.0
+
+
+async def prune_seen(repo: Store) -> None:
+    """Forget the ids kept to drop redeliveries, once no redelivery can come: message ids after 30 days (a
+    platform redelivers within minutes), accepted Telegram updates after 2 days (Telegram keeps an
+    undelivered update for 24 hours at most)."""
+    await repo.prune_processed(timedelta(days=30))
+    await repo.prune_accepted_updates(timedelta(days=2))
+
+
+async def keep_pruning(repo: Store, interval: float) -> None:
+    """:func:`prune_seen` every ``interval`` seconds for as long as the bot runs (it runs for months)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await prune_seen(repo)
+        except Exception as exc:
+            log.warning("nemobot.prune_failed error=%s", type(exc).__name__)
+
+
 def adapter_context(
     http: httpx.AsyncClient, nemo: NemoSettings, bot: BotSettings, *, store: Store | None = None,
     queue: JobQueue | None = None,
@@ -214,10 +236,9 @@ async def runtime(
             httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         )
         repo = await stack.enter_async_context(open_repository(bot_settings.db))
-        # Message ids are kept to drop platform redeliveries, which come within minutes, not weeks.
-        await repo.prune_processed(timedelta(days=30))
-        # Telegram keeps an undelivered update for 24 hours at most, so none older can come again.
-        await repo.prune_accepted_updates(timedelta(days=2))
+        await prune_seen(repo)
+        pruning = asyncio.create_task(keep_pruning(repo, PRUNE_INTERVAL_SECONDS), name="nemobot-prune")
+        stack.callback(pruning.cancel)
         # Where exports are followed: this process (SQLite), or Procrastinate's jobs in the same PostgreSQL.
         queue = await stack.enter_async_context(open_job_queue(bot_settings.db))
         nemo = NemoClient(http, nemo_settings, RepositoryIdentities(repo), local_files_key=chosen.local_files_key)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from localnemo.testing import TestLocalNemo
-from tests.conftest import fast_localnemo_config
+from tests.conftest import fast_localnemo_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,3 +243,21 @@ async def test_serve_local_keeps_its_data_in_a_folder_that_outlives_it(tmp_path:
     lines = await serve_local_until_serving(tmp_path, LOCALNEMO_DATA_DIR=str(chosen))
     assert any(f"path={chosen} from=LOCALNEMO_DATA_DIR" in line for line in lines)
     assert (chosen / "state.sqlite3").is_file()
+
+
+async def test_a_running_bot_keeps_forgetting_updates_nothing_can_redeliver(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from nemobot.compose import keep_pruning
+    from storage import open_repository
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    async with open_repository(tmp_path / "bot.sqlite3", clock=lambda: now[0]) as repo:
+        assert await repo.accept_update("1", 10) is True
+        now[0] += timedelta(days=3)  # Telegram gives up on an update after a day: this one cannot come again
+        pruning = asyncio.create_task(keep_pruning(repo, 0.01))
+        try:
+            # Accepted again only once the task has forgotten it (a refused accept changes nothing).
+            await wait_for(lambda: repo.accept_update("1", 10), what="the old update to be forgotten")
+        finally:
+            pruning.cancel()

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import pytest
 
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
+from localnemo.housekeeping import MEDIA_UNUSED_SECONDS
+from localnemo.renderqueue import RenderQueue
 from tests.conftest import ROOT, assert_video, bot_process, fast_localnemo_config, ffmpeg_exe, wait_for
 from tests.test_localnemo_jobs import RENDER, export, finished, job, user_with_clip
 from tests.test_localnemo_server import auth
@@ -200,3 +203,38 @@ async def test_queued_renders_wait_in_order_and_a_cancelled_one_leaves_the_queue
         await wait_for(moved_up, within=30, what="the other export to move up")
     statuses = {row["status"] for row in queue_jobs(postgres_url)}
     assert statuses == {"cancelled", "todo"}
+
+
+async def test_shared_sources_that_no_render_needs_are_removed_once_unused_for_an_hour(
+    tmp_path: Path, postgres_url: str, sample_video: Path
+) -> None:
+    # No worker runs: the export waits in the queue, naming its source in the shared folder.
+    async with (
+        LocalNemo(server_config(tmp_path, postgres_url)) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as http,
+    ):
+        token, sid, draft = await user_with_clip(http, "alice", sample_video)
+        assert (await export(http, token, sid, draft, "render_0")).status_code == 200
+        await wait_for(lambda: queue_jobs(postgres_url), within=30, what="the render to be queued")
+        media = tmp_path / "shared" / "media"
+        (needed,) = list(media.iterdir())
+        two_hours_ago = time.time() - 7200
+        os.utime(needed, (two_hours_ago, two_hours_ago))
+        stale = media / f"{'0' * 64}.mp4"  # a source of renders long finished
+        stale.write_bytes(b"old clip")
+        os.utime(stale, (two_hours_ago, two_hours_ago))
+        recent = media / f"{'1' * 64}.mp4"  # shared a moment ago, for an export on its way in
+        recent.write_bytes(b"new clip")
+        queue = RenderQueue(postgres_url, tmp_path / "shared")
+        await queue.on_startup(None)
+        try:
+            assert await queue.prune_media(MEDIA_UNUSED_SECONDS) == 1
+            assert sorted(media.iterdir()) == sorted([needed, recent])
+            # Once the render is not wanted, its source goes too.
+            assert (await http.post(f"{RENDER}/render_0/cancel", headers=auth(token))).status_code == 200
+            await wait_for(lambda: not any(j["status"] in ("todo", "doing") for j in queue_jobs(postgres_url)),
+                           within=30, what="the render to leave the queue")
+            assert await queue.prune_media(MEDIA_UNUSED_SECONDS) == 1
+            assert list(media.iterdir()) == [recent]
+        finally:
+            await queue.on_cleanup(None)
