@@ -712,23 +712,23 @@ class PlannerAgent:
 
     async def _words(
         self, session: SessionRecord, src: str, path: Path, language: str, reply: _Reply, share: tuple[int, int]
-    ) -> list[Word]:
-        """The recognised words of one clip (source ms), remembered with the session's analyses."""
+    ) -> tuple[list[Word], str]:
+        """The recognised words of one clip (source ms), remembered with the session's analyses, and the name of
+        the engine that heard them."""
         key = SPEECH_KEY + src
         cached = session.video_analyses.get(key)
         if isinstance(cached, dict) and cached.get("language") == language:
-            return [Word(str(w), int(a), int(b)) for w, a, b in cached["words"]]
+            return [Word(str(w), int(a), int(b)) for w, a, b in cached["words"]], str(cached.get("engine"))
         done, total = share
 
         def progress(fraction: float) -> None:
             reply.progress((done + fraction) / total)
 
-        words = await self.speech.transcribe(path, language, progress)
-        engine = await self.speech.engine()
+        words, engine = await self.speech.recognise(path, language, progress)
         session.video_analyses[key] = {
-            "language": language, "engine": engine.name, "words": [[w.text, w.start_ms, w.end_ms] for w in words],
+            "language": language, "engine": engine, "words": [[w.text, w.start_ms, w.end_ms] for w in words],
         }  # fmt: skip
-        return words
+        return words, engine
 
     async def _listen(self, session: SessionRecord, reply: _Reply) -> None:
         """Recognise the clips' words ahead of an edit that uses them; a failure is answered by the captions
@@ -749,9 +749,10 @@ class PlannerAgent:
         language = "zh" if reply.lang == "zh" else "en"
         offsets = timeline.origins(session.video_infos)
         cues: list[CaptionCue] = []
+        engine = ""
         try:
             for index, (src, path) in enumerate(clips):
-                words = await self._words(session, src, path, language, reply, (index, len(clips)))
+                words, engine = await self._words(session, src, path, language, reply, (index, len(clips)))
                 origin = round(offsets.get(src, 0.0))
                 shifted = [Word(w.text, w.start_ms + origin, w.end_ms + origin) for w in words]
                 cues.extend(cues_from_words(shifted))
@@ -766,7 +767,6 @@ class PlannerAgent:
         if not cues:
             reply.say("no_speech_heard")
             return None
-        engine = (await self.speech.engine()).name
         return self._place_spoken(session, cues, reply, "captions_made", engine)
 
     async def _captions_from_script(self, session: SessionRecord, script: str, reply: _Reply) -> Edit | None:

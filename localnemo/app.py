@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 RUNTIME_KEY = web.AppKey("localnemo_runtime", Runtime)
 
 
-def default_agent(config: LocalNemoConfig) -> Agent:
+def default_agent(config: LocalNemoConfig, speech: Speech | None = None) -> Agent:
+    """The planner agent with the configured pause rules and speech recogniser (``speech``: another one, such
+    as the render workers' :class:`localnemo.renderqueue.QueuedSpeech`)."""
     pauses = PauseSettings(
         threshold_db=config.silence_threshold_db,
         min_silence_ms=config.silence_min_ms,
@@ -49,7 +51,7 @@ def default_agent(config: LocalNemoConfig) -> Agent:
         min_end_ms=config.min_end_ms,
         min_speech_ms=config.min_speech_ms,
     )
-    speech = Speech(config.stt_engine, config.whisper_model)
+    speech = speech or Speech(config.stt_engine, config.whisper_model)
     return PlannerAgent(pauses=pauses, default_resolution=config.default_resolution, speech=speech)
 
 
@@ -119,15 +121,18 @@ def create_app(
     config.data_dir.chmod(0o700)
     runtime = Runtime(config)
     quota = DiskQuota(config, runtime.state)
-    api = Api(runtime, agent if agent is not None else default_agent(config))
-    uploads = Uploads(runtime, quota)
     renderer = renderer if renderer is not None else default_renderer(config)
     queue = None
+    speech = None
     if config.queue_db is not None:
         # Imported only here: a server without render workers never loads the queue's libraries.
-        from localnemo.renderqueue import RenderQueue
+        from localnemo.renderqueue import QueuedSpeech, RenderQueue
 
         queue = RenderQueue(config.queue_db, config.shared_dir or config.data_dir)
+        # The render workers recognise speech too: it is as heavy as a render.
+        speech = QueuedSpeech(queue, config.stt_engine, config.whisper_model)
+    api = Api(runtime, agent if agent is not None else default_agent(config, speech))
+    uploads = Uploads(runtime, quota)
     renders = Renders(runtime, renderer, quota, queue)
     app = web.Application(middlewares=[errors_middleware, session_saver(runtime.state)])
     app[RUNTIME_KEY] = runtime

@@ -14,6 +14,11 @@ idempotent: a render whose row says it is finished is not rendered again; each a
 (``<token>-<attempt>.mp4``, through a private partial name, localnemo.render) and only the attempt the row
 names as the current one may finish it, so a late or cancelled attempt removes its own file and nothing else.
 
+Speech is recognised there too (task ``localnemo.transcribe``, same queue, ahead of renders: someone is waiting
+for the reply to an edit): one row per clip's content and language in ``localnemo_transcripts``, so a clip is
+transcribed once whoever asks. A transcription that no worker has taken after ``TRANSCRIBE_WAIT_SECONDS`` (every
+worker busy rendering, or none running) is taken back and done by the server itself.
+
 A worker killed with SIGKILL stops sending its heartbeat; the other workers find its job stalled after
 ``stalled_seconds`` and put it back in the queue (Procrastinate 3's retry of stalled jobs, by heartbeat:
 docs/howto/production/retry_stalled_jobs.md). Its FFmpeg dies with it (localnemo.processes). SIGTERM (or
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -46,12 +52,18 @@ from psycopg.rows import dict_row
 from localnemo.config import LocalNemoConfig
 from localnemo.jobs import Changes, span_words
 from localnemo.render import Renderer, RenderError, RenderOutput
+from localnemo.speech import EngineName, LanguageNotAvailable, Progress, Speech, SpeechError, Word
 from localnemo.timeline import Draft
 
 log = logging.getLogger(__name__)
 
 QUEUE: Final = "renders"
 TASK: Final = "localnemo.render"
+TRANSCRIBE_TASK: Final = "localnemo.transcribe"
+# Workers fetch by priority first: a transcription someone's edit waits for goes before queued renders.
+_TRANSCRIBE_PRIORITY: Final = 10
+#: How long the server waits for a worker to take a transcription before it does it itself.
+TRANSCRIBE_WAIT_SECONDS = 30.0
 CHANNEL: Final = "localnemo_renders"
 _SCHEMA_LOCK: Final = 0x6C6E7271  # "lnrq": one process at a time creates the tables
 _MEDIA_NAME_RE = re.compile(r"^media/[0-9a-f]{64}(\.[a-z0-9]{1,10})?$")
@@ -71,6 +83,20 @@ CREATE TABLE IF NOT EXISTS localnemo_render_results (
     duration double precision,
     size bigint,
     error text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+_TRANSCRIPTS_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS localnemo_transcripts (
+    key text PRIMARY KEY,
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+    progress integer NOT NULL DEFAULT 0,
+    engine text,
+    words jsonb,
+    language_missing boolean NOT NULL DEFAULT false,
+    error text,
+    worker text,
     updated_at timestamptz NOT NULL DEFAULT now()
 )"""
 
@@ -119,6 +145,7 @@ async def ensure_schema(url: str) -> None:
             await conn.execute(SchemaManager.get_schema())
             log.info("localnemo.queue.schema_created db=%s", describe_url(url))
         await conn.execute(_RESULTS_TABLE)
+        await conn.execute(_TRANSCRIPTS_TABLE)
 
 
 def share_file(path: Path, shared_dir: Path) -> str:
@@ -237,8 +264,10 @@ class RenderQueue:
         async with self.app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
             cursor = await conn.execute(
                 "SELECT DISTINCT value FROM procrastinate_jobs, jsonb_each_text(args->'sources') "
-                "WHERE task_name = %s AND status IN ('todo', 'doing')",
-                (TASK,),
+                "WHERE task_name = %s AND status IN ('todo', 'doing') "
+                "UNION SELECT args->>'source' FROM procrastinate_jobs WHERE task_name = %s "
+                "AND status IN ('todo', 'doing')",
+                (TASK, TRANSCRIBE_TASK),
             )
             needed = {str(found[0]) for found in await cursor.fetchall()}
         removed = await asyncio.to_thread(_prune_media, self.shared_dir, needed, time.time() - unused_for_seconds)
@@ -290,6 +319,57 @@ class RenderQueue:
             return None
         return int(found[0])
 
+    # -- speech -------------------------------------------------------------------------------------------
+
+    async def ask_transcript(self, key: str, source: str, language: str) -> dict[str, Any]:
+        """The transcript row of ``key`` (a shared source and a language), made if missing and asked again if it
+        failed before; a job for the workers is queued unless one waits already or it is being done."""
+        async with self.app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            await conn.execute(
+                "INSERT INTO localnemo_transcripts (key) VALUES (%s) ON CONFLICT (key) DO UPDATE SET "
+                "status = 'pending', progress = 0, error = NULL, language_missing = false, updated_at = now() "
+                "WHERE localnemo_transcripts.status = 'failed'",
+                (key,),
+            )
+        row = await self.transcript(key)
+        assert row is not None
+        if row["status"] == "pending":
+            deferrer = self.app.configure_task(
+                TRANSCRIBE_TASK, queue=QUEUE, queueing_lock=f"transcribe:{key}", priority=_TRANSCRIBE_PRIORITY
+            )
+            with contextlib.suppress(AlreadyEnqueued):
+                await deferrer.defer_async(key=key, source=source, language=language)
+                log.info("localnemo.queue.transcription_deferred language=%s", language)
+        return row
+
+    async def transcript(self, key: str) -> dict[str, Any] | None:
+        async with self.app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                "SELECT status, progress, engine, words, language_missing, error FROM localnemo_transcripts "
+                "WHERE key = %s",
+                (key,),
+            )
+            found: dict[str, Any] | None = await cursor.fetchone()
+            return found
+
+    async def take_back_transcription(self, key: str) -> bool:
+        """Take the transcription's waiting job out of the queue, so that the server does it: True when taken
+        (no worker has it, and none will)."""
+        async with self.app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+            cursor = await conn.execute(
+                "SELECT id FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo'",
+                (f"transcribe:{key}",),
+            )
+            ids = [int(found[0]) for found in await cursor.fetchall()]
+        taken = False
+        for job_id in ids:
+            taken = await self.app.job_manager.cancel_job_by_id_async(job_id, delete_job=True) or taken
+        return taken
+
+    async def store_transcript(self, key: str, words: list[Word], engine: str, by: str) -> None:
+        await _store_transcript(self.app, key, words, engine, by)
+
     async def cancel(self, token: str) -> None:
         """The render is not wanted any more: its row says so, and a worker rendering it stops."""
         async with self.app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
@@ -307,6 +387,66 @@ class RenderQueue:
             ids = [int(found["id"]) for found in await cursor.fetchall()]
         for job_id in ids:
             await self.app.job_manager.cancel_job_by_id_async(job_id, abort=True)
+
+
+async def _write_transcript(app: App, key: str, query: str, params: tuple[Any, ...]) -> bool:
+    """Run an UPDATE … RETURNING on the transcript's row and announce it; True when a row changed."""
+    async with app.connector.pool.connection() as conn, conn.transaction():  # type: ignore[attr-defined]
+        found = await (await conn.execute(query, params)).fetchone()
+        if found is not None:
+            await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key[:32]))
+        return found is not None
+
+
+async def _store_transcript(app: App, key: str, words: list[Word], engine: str, by: str) -> None:
+    heard = json.dumps([[w.text, w.start_ms, w.end_ms] for w in words])
+    await _write_transcript(
+        app, key,
+        "UPDATE localnemo_transcripts SET status = 'completed', progress = 100, words = %s::jsonb, engine = %s, "
+        "worker = %s, updated_at = now() WHERE key = %s AND status <> 'completed' RETURNING key",
+        (heard, engine, by, key),
+    )  # fmt: skip
+
+
+class QueuedSpeech(Speech):
+    """The server's speech recogniser when render workers run: a clip's words are recognised by a worker (once
+    per content and language, whoever asks), and by the server itself when no worker takes the job within
+    ``wait_seconds``. Forced alignment of a script stays here: it is quick."""
+
+    def __init__(self, queue: RenderQueue, preference: EngineName = "auto", whisper_model: str | None = None,
+                 *, wait_seconds: float = TRANSCRIBE_WAIT_SECONDS) -> None:  # fmt: skip
+        super().__init__(preference, whisper_model)
+        self.queue = queue
+        self.wait_seconds = wait_seconds
+
+    async def recognise(
+        self, audio_path: Path, language: str, progress: Progress | None = None
+    ) -> tuple[list[Word], str]:
+        source = await self.queue.share(audio_path)
+        key = f"{source}:{language}"
+        row = await self.queue.ask_transcript(key, source, language)
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            ticket = self.queue.ticket()
+            found = await self.queue.transcript(key)
+            row = found if found is not None else row
+            if row["status"] == "completed":
+                return [Word(str(w), int(a), int(b)) for w, a, b in row["words"] or []], str(row["engine"])
+            if row["status"] == "failed":
+                if row["language_missing"]:
+                    raise LanguageNotAvailable(language)
+                raise SpeechError(row["error"] or "speech recognition failed")
+            if progress is not None and row["progress"]:
+                progress(min(row["progress"], 100) / 100)
+            if row["status"] == "pending" and time.monotonic() >= deadline and await self.queue.take_back_transcription(
+                key
+            ):
+                log.info("localnemo.speech.no_worker_took_it waited_s=%.0f: recognised here", self.wait_seconds)
+                words, engine = await super().recognise(audio_path, language, progress)
+                await self.queue.store_transcript(key, words, engine, "server")
+                return words, engine
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ticket.wait(), _RECHECK_SECONDS)
 
 
 def _remove_leftovers(folder: Path, output: str) -> None:
@@ -336,6 +476,8 @@ class RenderWorker:
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.app = App(connector=_connector(self.url))
         self.app.task(name=TASK, queue=QUEUE, pass_context=True)(self._render)
+        self.app.task(name=TRANSCRIBE_TASK, queue=QUEUE, pass_context=True)(self._transcribe)
+        self.speech = Speech(config.stt_engine, config.whisper_model)
 
     async def run(self) -> None:
         """Work until SIGTERM or SIGINT (Procrastinate's handlers), then finish the renders under way."""
@@ -442,6 +584,62 @@ class RenderWorker:
             log.info("localnemo.worker.superseded token_prefix=%s attempt=%s", token[:6], attempt)
             return
         log.info("localnemo.worker.completed token_prefix=%s attempt=%s size=%s", token[:6], attempt, result.size)
+
+    async def _transcribe(self, context: JobContext, key: str, source: str, language: str) -> None:
+        claimed = await _write_transcript(
+            self.app, key,
+            "UPDATE localnemo_transcripts SET status = 'processing', progress = 0, worker = %s, updated_at = now() "
+            "WHERE key = %s AND status IN ('pending', 'processing') RETURNING key",
+            (self.name, key),
+        )  # fmt: skip
+        if not claimed:
+            log.info("localnemo.worker.already_transcribed job=%s", context.job.id)
+            return
+        log.info("localnemo.worker.transcribe job=%s language=%s", context.job.id, language)
+        reported = [0.0]
+        written = [0]
+
+        def on_progress(fraction: float) -> None:
+            reported[0] = max(reported[0], min(1.0, fraction))
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(_PROGRESS_SECONDS)
+                percent = min(99, int(100 * reported[0]))
+                if percent > written[0]:
+                    written[0] = percent
+                    with contextlib.suppress(psycopg.Error):
+                        await _write_transcript(
+                            self.app, key,
+                            "UPDATE localnemo_transcripts SET progress = %s, updated_at = now() "
+                            "WHERE key = %s AND status = 'processing' RETURNING key",
+                            (percent, key),
+                        )  # fmt: skip
+
+        failed = "UPDATE localnemo_transcripts SET status = 'failed', language_missing = %s, error = %s, " \
+            "updated_at = now() WHERE key = %s AND status = 'processing' RETURNING key"
+        reporter = asyncio.create_task(report())
+        try:
+            if not _MEDIA_NAME_RE.match(source):
+                raise SpeechError("the clip is not in the shared folder")
+            words, engine = await self.speech.recognise(self.shared_dir / source, language, on_progress)
+        except LanguageNotAvailable:
+            await _write_transcript(self.app, key, failed, (True, None, key))
+            log.info("localnemo.worker.transcribe_failed language=%s reason=no_model", language)
+            return
+        except SpeechError as exc:
+            await _write_transcript(self.app, key, failed, (False, str(exc), key))
+            log.info("localnemo.worker.transcribe_failed language=%s reason=%s", language, exc)
+            return
+        except Exception:
+            log.exception("localnemo.worker.transcribe_crashed")
+            await _write_transcript(self.app, key, failed, (False, "speech recognition failed", key))
+            return
+        finally:
+            reporter.cancel()
+            await asyncio.gather(reporter, return_exceptions=True)
+        await _store_transcript(self.app, key, words, engine, self.name)
+        log.info("localnemo.worker.transcribed job=%s words=%d engine=%s", context.job.id, len(words), engine)
 
     async def _run_renderer(
         self, token: str, attempt: int, draft: dict[str, Any], sources: dict[str, str], out_path: Path

@@ -431,6 +431,13 @@ class Speech:
             return []
         return await asyncio.to_thread(engine.transcribe, pcm, language, progress)
 
+    async def recognise(
+        self, audio_path: Path, language: str, progress: Progress | None = None
+    ) -> tuple[list[Word], str]:
+        """The words heard in the file and the name of the engine that heard them."""
+        words = await self.transcribe(audio_path, language, progress)
+        return words, (await self.engine()).name
+
     async def align(self, audio_path: Path, text: str) -> list[Word]:
         engine = await self.engine()
         pcm = await load_pcm(audio_path)

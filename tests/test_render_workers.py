@@ -18,8 +18,11 @@ import pytest
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from localnemo.housekeeping import MEDIA_UNUSED_SECONDS
-from localnemo.renderqueue import RenderQueue
+from localnemo.renderqueue import QueuedSpeech, RenderQueue, ensure_schema
+from localnemo.speech import LanguageNotAvailable
 from tests.conftest import ROOT, assert_video, bot_process, fast_localnemo_config, ffmpeg_exe, wait_for
+from tests.test_captions_speech import LIBRIVOX, make_speech_clip
+from tests.test_localnemo_engine import running_nemo
 from tests.test_localnemo_jobs import RENDER, export, finished, job, user_with_clip
 from tests.test_localnemo_server import auth
 
@@ -238,3 +241,65 @@ async def test_shared_sources_that_no_render_needs_are_removed_once_unused_for_a
             assert list(media.iterdir()) == [recent]
         finally:
             await queue.on_cleanup(None)
+
+
+# -- speech, recognised by the render workers -------------------------------------------------------------
+
+needs_speech = pytest.mark.skipif(
+    not (LIBRIVOX / "transcription").is_file(), reason="needs pocketsphinx-testdata (bash .ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def reading(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_speech_clip(tmp_path_factory.mktemp("reading"))
+
+
+def transcripts(queue_db: str) -> list[dict[str, Any]]:
+    with psycopg.connect(queue_db) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        cursor.execute("SELECT key, status, engine, worker FROM localnemo_transcripts")
+        return cursor.fetchall()
+
+
+@needs_speech
+async def test_captions_from_speech_are_recognised_by_a_render_worker(
+    tmp_path: Path, postgres_url: str, reading: Path
+) -> None:
+    options = {"queue_db": postgres_url, "shared_dir": tmp_path / "shared"}
+    async with (running_nemo(tmp_path / "server", "speech-workers", **options) as nemo,
+                bot_process("render-worker", tmp_path, worker_env(tmp_path, postgres_url, "worker")) as worker):
+        await wait_for(lambda: "localnemo.worker.started" in worker.output, within=60, what="the worker",
+                       details=lambda: worker.output[-2000:])
+        assert (await nemo.upload(reading)).status_code == 200
+        reply = await nemo.say("generate captions")
+        assert "Captions from the speech" in reply, reply
+        assert "pocketsphinx" in reply
+        # The worker logs it just after it wrote the words.
+        await wait_for(lambda: "localnemo.worker.transcribed" in worker.output, what="the worker's log line")
+        (row,) = transcripts(postgres_url)
+        assert (row["status"], row["engine"]) == ("completed", "pocketsphinx")
+        assert row["worker"] not in (None, "server")
+        assert worker.output.count("localnemo.worker.transcribe ") == 1
+
+
+@needs_speech
+async def test_a_transcription_no_worker_takes_is_done_by_the_server(
+    tmp_path: Path, postgres_url: str, reading: Path
+) -> None:
+    await ensure_schema(postgres_url)
+    queue = RenderQueue(postgres_url, tmp_path / "shared")
+    await queue.on_startup(None)
+    try:
+        speech = QueuedSpeech(queue, "pocketsphinx", wait_seconds=0.3)
+        words, engine = await speech.recognise(reading, "en")
+        assert engine == "pocketsphinx"
+        assert len(words) > 20
+        (row,) = transcripts(postgres_url)
+        assert (row["status"], row["worker"]) == ("completed", "server")
+        # Its job left the queue: no worker will do it again later.
+        assert not [j for j in queue_jobs(postgres_url) if j["status"] == "todo"]
+        # A language nobody here can recognise says so, as without workers.
+        with pytest.raises(LanguageNotAvailable):
+            await speech.recognise(reading, "zh")
+    finally:
+        await queue.on_cleanup(None)
