@@ -50,7 +50,7 @@ from telegram.ext import (
 from adapters.common import AdapterContext, FatalCallback, PlatformFailure, PlatformRejected, PlatformUnreachable
 from bot.config import IdList
 from bot.engine import Engine
-from bot.intents import Intent, route
+from bot.intents import Intent, changes_project, route
 from bot.lang import detect_language
 from bot.messages import (
     Attachment,
@@ -527,11 +527,25 @@ class TelegramAdapter:
             raise ApplicationHandlerStop
         queue = self._context.queue
         chat = self._chat_of(update)
-        # /cancel is not queued: it must reach the chat's work now, not after it.
-        if queue is not None and chat is not None and not self._is_cancel(update) and await queue.defer_update(
-            chat, update.to_dict()
-        ):
-            raise ApplicationHandlerStop
+        # Reads and /cancel are not queued: they are answered at once, beside the chat's work, as in one
+        # process (/cancel must reach that work now, not after it).
+        if queue is None or chat is None or not self._changes_project(update):
+            return
+        if update.callback_query is not None:
+            # Now, not when the chat's turn comes: Telegram shows the button as busy until it is answered.
+            with contextlib.suppress(TelegramError):
+                await update.callback_query.answer()
+        ahead = await queue.defer_update(chat, update.to_dict())
+        if ahead is None:
+            return
+        if ahead and update.effective_chat is not None and update.effective_user is not None:
+            # As one process says it: this message is next, after the one being worked on.
+            replies = TelegramReplies(self.app, update.effective_chat.id, settings=self.settings,
+                                      group=update.effective_chat.type != ChatType.PRIVATE)
+            with contextlib.suppress(TelegramError):
+                await replies.send_text(t("queued", detect_language(update.effective_user.language_code,
+                                                                    self._text_of(update))))
+        raise ApplicationHandlerStop
 
     def _chat_of(self, update: Update) -> ChatKey | None:
         """The chat (session) an update belongs to, as the engine keys it; None for one it does not handle."""
@@ -547,14 +561,16 @@ class TelegramAdapter:
         return self._context.sessions.chat_key(self.name, str(chat.id), str(user.id),
                                                is_group=chat.type != ChatType.PRIVATE)
 
-    def _is_cancel(self, update: Update) -> bool:
+    def _text_of(self, update: Update) -> str:
         if update.callback_query is not None:
-            text = update.callback_query.data or ""
-        elif update.message is not None:
-            text = self._strip_mention(update.message.text or update.message.caption or "")
-        else:
-            return False
-        return route(text).intent is Intent.CANCEL
+            return update.callback_query.data or ""
+        if update.message is not None:
+            return self._strip_mention(update.message.text or update.message.caption or "")
+        return ""
+
+    def _changes_project(self, update: Update) -> bool:
+        has_files = update.message is not None and _attachment(update.message) is not None
+        return changes_project(route(self._text_of(update), has_files=has_files), has_files=has_files)
 
     async def _run_queued(self, data: dict[str, Any], again: bool) -> None:
         """The durable queue's job for one update: handle it here, and return once its work has ended (or is
@@ -563,7 +579,7 @@ class TelegramAdapter:
         if update.message is not None:
             operation = await self._take_message(update.message, queued=True, again=again)
         elif update.callback_query is not None:
-            operation = await self._take_callback(update.callback_query, again=again)
+            operation = await self._take_callback(update.callback_query, answered=True, again=again)
         else:
             return
         if operation is None:
@@ -682,11 +698,14 @@ class TelegramAdapter:
         if update.callback_query is not None:
             await self._take_callback(update.callback_query)
 
-    async def _take_callback(self, query: CallbackQuery, *, again: bool = False) -> Operation | None:
+    async def _take_callback(
+        self, query: CallbackQuery, *, answered: bool = False, again: bool = False
+    ) -> Operation | None:
         if query.from_user is None:
             return None
-        with contextlib.suppress(TelegramError):
-            await query.answer()
+        if not answered:
+            with contextlib.suppress(TelegramError):
+                await query.answer()
         message = query.message
         if message is None or not query.data or not self._allowed(query.from_user.id, message.chat.id):
             return None

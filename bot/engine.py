@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Iterable
 from bot.config import BotSettings
 from bot.exports import Exports
 from bot.flows import Flows, Job
-from bot.intents import Intent, route
+from bot.intents import Intent, changes_project, route
 from bot.lang import detect_language
 from bot.messages import Adapter, ChatKey, FileOpener, IncomingMessage, Replies
 from bot.nemo import errors
@@ -30,8 +30,6 @@ from bot.texts import Backend, t
 from storage import Store
 
 log = logging.getLogger(__name__)
-
-_MUTATING = {Intent.UPLOAD, Intent.EDIT, Intent.EXPORT, Intent.NEW}
 
 
 class Engine:
@@ -75,7 +73,7 @@ class Engine:
             await self._cancel(job)
             return Operation.settled(Outcome.DONE)
         operation = self._track(key, Operation())
-        if routed.intent not in _MUTATING and not (routed.intent is Intent.HELP and message.attachments):
+        if not changes_project(routed, has_files=bool(message.attachments)):
             self._scheduler.read(key, self._guarded(self._read(job), replies, lang, operation))
             return operation
         await self._scheduler.submit(key, lambda: self._guarded(self._run(job, operation), replies, lang, operation),

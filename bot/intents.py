@@ -149,5 +149,15 @@ def route(text: str, *, has_files: bool = False) -> Routed:
     return Routed(Intent.EDIT, stripped)
 
 
+#: What changes the chat's project: run one after another per chat, in arrival order.
+MUTATING = frozenset({Intent.UPLOAD, Intent.EDIT, Intent.EXPORT, Intent.NEW})
+
+
+def changes_project(routed: Routed, *, has_files: bool) -> bool:
+    """True for a message that changes the project (files with a question change it too: they are uploaded);
+    False for reads (/status, /credits, /help) and /cancel, which are answered at once, beside the queue."""
+    return routed.intent in MUTATING or (routed.intent is Intent.HELP and has_files)
+
+
 def links_in(text: str) -> list[str]:
     return [m.rstrip(".,;:!?)]}'\"") for m in URL.findall(text)]

@@ -79,9 +79,10 @@ class JobQueue(Protocol):
         """Run the platform's export jobs in this process too (its sending side is here)."""
         ...
 
-    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> bool:
-        """Queue an accepted platform update behind the chat's earlier ones: True when queued (some process
-        serving the platform's updates handles it); False when the caller handles it itself."""
+    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> int | None:
+        """Queue an accepted platform update behind the chat's earlier ones (some process serving the platform's
+        updates handles it): how many of them are still waiting or running ahead of it. None: not queued, the
+        caller handles it itself."""
         ...
 
     async def cancel_chat(self, chat: ChatKey) -> int:
@@ -115,8 +116,8 @@ class InProcessQueue:
     def serve(self, platform: str, run: FollowJob) -> None:
         return None
 
-    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> bool:
-        return False
+    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> int | None:
+        return None
 
     async def cancel_chat(self, chat: ChatKey) -> int:
         return 0

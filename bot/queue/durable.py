@@ -144,11 +144,17 @@ class ProcrastinateQueue:
         self._runners[platform] = run
         self._run_worker(platform, queue_name(platform), self._settings.concurrency)
 
-    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> bool:
-        deferrer = self._update_task.configure(lock=messages_lock(chat), queue=updates_queue_name(chat.platform))
+    async def defer_update(self, chat: ChatKey, update: dict[str, Any]) -> int | None:
+        lock = messages_lock(chat)
+        deferrer = self._update_task.configure(lock=lock, queue=updates_queue_name(chat.platform))
         job_id = await deferrer.defer_async(platform=chat.platform, update=update)
-        log.info("queue.update_deferred job=%d chat=%s", job_id, chat)
-        return True
+        found = await self._app.connector.execute_query_one_async(
+            "SELECT count(*) AS n FROM procrastinate_jobs WHERE lock = %(lock)s AND status IN ('todo', 'doing') "
+            "AND id < %(id)s", lock=lock, id=job_id,
+        )
+        ahead = int(found["n"])
+        log.info("queue.update_deferred job=%d chat=%s ahead=%d", job_id, chat, ahead)
+        return ahead
 
     async def cancel_chat(self, chat: ChatKey) -> int:
         rows = await self._app.connector.execute_query_all_async(
