@@ -529,7 +529,7 @@ class TelegramAdapter:
         chat = self._chat_of(update)
         # Reads and /cancel are not queued: they are answered at once, beside the chat's work, as in one
         # process (/cancel must reach that work now, not after it).
-        if queue is None or chat is None or not self._changes_project(update):
+        if queue is None or chat is None or not self._for_me(update) or not self._changes_project(update):
             return
         if update.callback_query is not None:
             # Now, not when the chat's turn comes: Telegram shows the button as busy until it is answered.
@@ -560,6 +560,19 @@ class TelegramAdapter:
     def _key(self, chat: Chat, user: User) -> ChatKey:
         return self._context.sessions.chat_key(self.name, str(chat.id), str(user.id),
                                                is_group=chat.type != ChatType.PRIVATE)
+
+    def _for_me(self, update: Update) -> bool:
+        """Whether the handlers would take the update (an allowed user's message to the bot, or button): the
+        rest is left to them, which drop it, so that nobody is told a message of theirs is queued."""
+        if update.callback_query is not None:
+            message = update.callback_query.message
+            return message is not None and self._allowed(update.callback_query.from_user.id, message.chat.id)
+        message = update.message
+        if message is None or message.from_user is None or message.from_user.is_bot:
+            return False
+        if not self._allowed(message.from_user.id, message.chat.id):
+            return False
+        return bool(message.media_group_id) or self._addressed_to_me(message)
 
     def _text_of(self, update: Update) -> str:
         if update.callback_query is not None:
