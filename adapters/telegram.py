@@ -64,7 +64,7 @@ from bot.messages import (
 )
 from bot.nemo.errors import FileTooLarge
 from bot.nemo.uploads import UploadSource, attachment_kind, spool_download
-from bot.outcome import Operation
+from bot.outcome import Operation, Outcome
 from bot.texts import t
 from bot.textsplit import split_text
 
@@ -598,11 +598,15 @@ class TelegramAdapter:
         if operation is None:
             return
         try:
-            await operation.wait()
+            outcome = await operation.wait()
         except asyncio.CancelledError:
             # /cancel in another process aborted this job (or this process is stopping): the work stops too.
             self.engine.abandon(operation)
             raise
+        if outcome is Outcome.CANCELLED and self.engine.closing:
+            # Stopped by this process's shutdown, not by the user: the job fails, so that it is run again, by
+            # another receiver or by this one once it is back.
+            raise RuntimeError("the bot stopped before this message was handled")
 
     async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.message is not None:

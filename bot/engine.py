@@ -49,6 +49,7 @@ class Engine:
         self._adapters: dict[str, Adapter] = {}
         # Operations not settled yet, per chat: /cancel and close settle the ones whose work never ran.
         self._open: dict[str, set[Operation]] = {}
+        self._closing = False
 
     # -- the adapters' entry points -------------------------------------------------------------
 
@@ -111,8 +112,14 @@ class Engine:
                 self._settle_open(key, Outcome.CANCELLED)
                 return
 
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began: an operation cancelled now was stopped by the shutdown, not by /cancel."""
+        return self._closing
+
     async def close(self) -> None:
         """Stop every task. Unfinished exports stay stored for the next start."""
+        self._closing = True
         await self._scheduler.close()
         for key in list(self._open):
             self._settle_open(key, Outcome.CANCELLED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,8 +19,10 @@ import httpx
 import psycopg
 import pytest
 
-from localnemo.app import default_renderer
+from localnemo.agent import Agent, AgentEvent
+from localnemo.app import default_agent, default_renderer
 from localnemo.media import probe
+from localnemo.state import SessionRecord
 from localnemo.testing import TestLocalNemo
 from tests.conftest import BotProcess, bot_process, fast_localnemo_config, wait_for
 from tests.fakes.round_robin import RoundRobin
@@ -248,3 +251,65 @@ async def test_cancel_taken_by_either_receiver_stops_an_export_followed_by_the_o
 
 def texts_of(fake: FakeTelegram, chat: int) -> list[str]:
     return [m.text or "" for m in shown(fake, chat)]
+
+
+class HeldAgent:
+    """localnemo's agent, holding an edit (once armed) until the test lets it go: a message still being worked
+    on when its receiver stops."""
+
+    def __init__(self, inner: Agent) -> None:
+        self.inner = inner
+        self.armed = False
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def run(self, session: SessionRecord, message: str) -> AsyncIterator[AgentEvent]:
+        if self.armed:
+            self.entered.set()
+            await self.gate.wait()
+        async for event in self.inner.run(session, message):
+            yield event
+
+
+def running_update_job(process: BotProcess) -> int:
+    """The highest update job the process started (Procrastinate logs each start)."""
+    started = re.findall(r"Starting job nemobot\.handle_update\[(\d+)\]", process.output)
+    return max((int(n) for n in started), default=0)
+
+
+async def test_a_message_under_way_when_its_receiver_stops_is_handled_by_the_other(
+    tmp_path: Path, sample_video: Path, postgres_url: str
+) -> None:
+    config = fast_localnemo_config(tmp_path / "localnemo")
+    agent = HeldAgent(default_agent(config))
+    async with (TestLocalNemo(config, agent=agent) as server, FakeTelegram(tmp_dir=tmp_path / "tg") as fake,
+                httpx.AsyncClient(timeout=30) as http,
+                receivers(postgres_url, server, fake, tmp_path) as (procs, hook)):
+        chat = CHATS[0]
+        fake.add_chat(chat)
+        fake.user_video(chat, content=sample_video)
+        await deliver_twice(http, hook, fake.updates[-1])
+        await wait_for(lambda: index_of(shown(fake, chat), "Got video"), within=60, what="the upload",
+                       details=lambda: str(texts_of(fake, chat)))
+        agent.armed = True
+        fake.user_text(chat, "add background music")
+        await deliver_twice(http, hook, fake.updates[-1])
+        await wait_for(agent.entered.is_set, within=30, what="the edit to reach the agent")
+        # The receiver working on it is stopped as a deploy stops it (SIGTERM), while the edit is held.
+        victim = max(procs, key=running_update_job)
+        survivor = procs[1] if victim is procs[0] else procs[0]
+        victim.process.terminate()
+        assert await victim.ended() == 0
+        agent.armed = False
+        agent.gate.set()
+        # The edit is handled again by the other receiver, once its job is found stopped. localnemo went on
+        # with the first try after its asker left, so the second finds the music there already and says so.
+        finals = ("I added", "Nothing changed")
+        await wait_for(lambda: any(f in text for f in finals for text in texts_of(fake, chat)), within=60,
+                       what="the edit answered by the other receiver",
+                       details=lambda: str(texts_of(fake, chat)) + survivor.output[-3000:])
+        assert "intent=edit" in survivor.output
+        # Answered once, and the music is on the timeline.
+        assert sum(f in text for f in finals for text in texts_of(fake, chat)) == 1, texts_of(fake, chat)
+        (session,) = server.state.sessions.values()
+        assert any(s.m.role == "music" for track in session.draft.t for s in track.sg)
