@@ -472,9 +472,7 @@ class DiscordAdapter:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_upload_bytes=DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
-                            max_caption_length=MAX_MESSAGE, can_edit=True,
-                            edit_interval_seconds=self.settings.edit_seconds)
+        return _capabilities(self.settings)
 
     async def start(self) -> None:
         """Log in and connect to the gateway until READY; a refusal or an unreachable Discord is a
@@ -681,6 +679,11 @@ def _since(text: str | None) -> discord.abc.Snowflake | dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def _capabilities(settings: DiscordSettings) -> Capabilities:
+    return Capabilities(max_upload_bytes=DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
+                        max_caption_length=MAX_MESSAGE, can_edit=True, edit_interval_seconds=settings.edit_seconds)
+
+
 def _failure(error: BaseException) -> PlatformFailure | None:
     """The operator's plain line for a login or gateway error (None: not one of those)."""
     if isinstance(error, PlatformFailure):
@@ -794,9 +797,7 @@ class DiscordSender:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_upload_bytes=DEFAULT_UPLOAD_LIMIT, max_message_length=MAX_MESSAGE,
-                            max_caption_length=MAX_MESSAGE, can_edit=True,
-                            edit_interval_seconds=self.settings.edit_seconds)
+        return _capabilities(self.settings)
 
     async def start(self) -> None:
         """Check the token (a login over REST); a refusal or an unreachable Discord is a ``PlatformFailure``."""

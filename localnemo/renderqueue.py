@@ -38,6 +38,7 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -596,33 +597,22 @@ class RenderWorker:
             log.info("localnemo.worker.already_transcribed job=%s", context.job.id)
             return
         log.info("localnemo.worker.transcribe job=%s language=%s", context.job.id, language)
-        reported = [0.0]
-        written = [0]
 
-        def on_progress(fraction: float) -> None:
-            reported[0] = max(reported[0], min(1.0, fraction))
-
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(_PROGRESS_SECONDS)
-                percent = min(99, int(100 * reported[0]))
-                if percent > written[0]:
-                    written[0] = percent
-                    with contextlib.suppress(psycopg.Error):
-                        await _write_transcript(
-                            self.app, key,
-                            "UPDATE localnemo_transcripts SET progress = %s, updated_at = now() "
-                            "WHERE key = %s AND status = 'processing' RETURNING key",
-                            (percent, key),
-                        )  # fmt: skip
+        async def write(percent: int) -> None:
+            await _write_transcript(
+                self.app, key,
+                "UPDATE localnemo_transcripts SET progress = %s, updated_at = now() "
+                "WHERE key = %s AND status = 'processing' RETURNING key",
+                (percent, key),
+            )  # fmt: skip
 
         failed = "UPDATE localnemo_transcripts SET status = 'failed', language_missing = %s, error = %s, " \
             "updated_at = now() WHERE key = %s AND status = 'processing' RETURNING key"
-        reporter = asyncio.create_task(report())
         try:
             if not _MEDIA_NAME_RE.match(source):
                 raise SpeechError("the clip is not in the shared folder")
-            words, engine = await self.speech.recognise(self.shared_dir / source, language, on_progress)
+            async with _reporting(write) as on_progress:
+                words, engine = await self.speech.recognise(self.shared_dir / source, language, on_progress)
         except LanguageNotAvailable:
             await _write_transcript(self.app, key, failed, (True, None, key))
             log.info("localnemo.worker.transcribe_failed language=%s reason=no_model", language)
@@ -635,9 +625,6 @@ class RenderWorker:
             log.exception("localnemo.worker.transcribe_crashed")
             await _write_transcript(self.app, key, failed, (False, "speech recognition failed", key))
             return
-        finally:
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
         await _store_transcript(self.app, key, words, engine, self.name)
         log.info("localnemo.worker.transcribed job=%s words=%d engine=%s", context.job.id, len(words), engine)
 
@@ -649,36 +636,46 @@ class RenderWorker:
             if not _MEDIA_NAME_RE.match(name):
                 raise RenderError("render failed: a source of this export is not in the shared folder")
             paths[url] = self.shared_dir / name
-        reported = [0.0]
-        written = [0]
 
-        def on_progress(fraction: float) -> None:
-            # May be called from a worker thread: only store the number.
-            reported[0] = max(reported[0], min(1.0, fraction))
+        async def write(percent: int) -> None:
+            await self._write(
+                token,
+                "UPDATE localnemo_render_results SET progress = %s, updated_at = now() "
+                "WHERE token = %s AND attempts = %s AND status = 'processing' RETURNING token",
+                (percent, token, attempt),
+            )
 
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(_PROGRESS_SECONDS)
-                percent = min(99, int(100 * reported[0]))
-                if percent > written[0]:
-                    written[0] = percent
-                    with contextlib.suppress(psycopg.Error):
-                        await self._write(
-                            token,
-                            "UPDATE localnemo_render_results SET progress = %s, updated_at = now() "
-                            "WHERE token = %s AND attempts = %s AND status = 'processing' RETURNING token",
-                            (percent, token, attempt),
-                        )
+        async with _reporting(write) as on_progress, asyncio.timeout(self.config.render_timeout_seconds):
+            result = await self.renderer.render(Draft.model_validate(draft), paths, out_path, on_progress)
+        await asyncio.to_thread(os.chmod, out_path, 0o600)
+        return result
 
-        reporter = asyncio.create_task(report())
-        try:
-            async with asyncio.timeout(self.config.render_timeout_seconds):
-                result = await self.renderer.render(Draft.model_validate(draft), paths, out_path, on_progress)
-            await asyncio.to_thread(os.chmod, out_path, 0o600)
-            return result
-        finally:
-            reporter.cancel()
-            await asyncio.gather(reporter, return_exceptions=True)
+
+@contextlib.asynccontextmanager
+async def _reporting(write: Callable[[int], Awaitable[None]]) -> AsyncIterator[Callable[[float], None]]:
+    """A progress callback (safe to call from a worker thread: it only stores the number) whose value is written
+    with ``write`` as a whole percent below 100, at most every ``_PROGRESS_SECONDS`` and only when it grew."""
+    reported = [0.0]
+
+    def on_progress(fraction: float) -> None:
+        reported[0] = max(reported[0], min(1.0, fraction))
+
+    async def report() -> None:
+        written = 0
+        while True:
+            await asyncio.sleep(_PROGRESS_SECONDS)
+            percent = min(99, int(100 * reported[0]))
+            if percent > written:
+                written = percent
+                with contextlib.suppress(psycopg.Error):
+                    await write(percent)
+
+    reporter = asyncio.create_task(report())
+    try:
+        yield on_progress
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
 
 
 async def run_render_worker(config: LocalNemoConfig) -> None:

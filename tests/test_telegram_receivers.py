@@ -12,6 +12,7 @@ import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ import pytest
 
 from localnemo.agent import Agent, AgentEvent
 from localnemo.app import default_agent, default_renderer
+from localnemo.config import LocalNemoConfig
 from localnemo.media import probe
+from localnemo.render import Renderer
 from localnemo.state import SessionRecord
 from localnemo.testing import TestLocalNemo
 from tests.conftest import BotProcess, bot_process, fast_localnemo_config, wait_for
@@ -76,6 +79,27 @@ async def receivers(url: str, server: TestLocalNemo, fake: FakeTelegram, tmp_pat
         yield processes, f"{base}/tg-hook"
 
 
+@dataclass
+class Scene:
+    server: TestLocalNemo
+    fake: FakeTelegram
+    http: httpx.AsyncClient
+    procs: list[BotProcess]
+    hook: str
+
+
+@contextlib.asynccontextmanager
+async def scene(tmp_path: Path, url: str, *, renderer: Renderer | None = None, agent: Agent | None = None,
+                config: LocalNemoConfig | None = None) -> AsyncIterator[Scene]:
+    """localnemo (with the given renderer or agent), the Bot API stand-in, and two receivers behind the
+    balancer."""
+    config = config or fast_localnemo_config(tmp_path / "localnemo")
+    async with (TestLocalNemo(config, renderer=renderer, agent=agent) as server,
+                FakeTelegram(tmp_dir=tmp_path / "tg") as fake, httpx.AsyncClient(timeout=30) as http,
+                receivers(url, server, fake, tmp_path) as (procs, hook)):
+        yield Scene(server, fake, http, procs, hook)
+
+
 async def deliver_twice(http: httpx.AsyncClient, hook: str, update: dict[str, Any]) -> None:
     """Telegram's retry of an update it saw no answer to, at the same moment as the first try: the balancer
     hands one copy to each receiver."""
@@ -108,9 +132,8 @@ async def test_two_receivers_one_killed_answer_every_update_once_in_order(
 ) -> None:
     config = fast_localnemo_config(tmp_path / "localnemo")
     renderer = GatedRenderer(default_renderer(config))
-    async with (TestLocalNemo(config, renderer=renderer) as server, FakeTelegram(tmp_dir=tmp_path / "tg") as fake,
-                httpx.AsyncClient(timeout=30) as http,
-                receivers(postgres_url, server, fake, tmp_path) as (procs, hook)):
+    async with scene(tmp_path, postgres_url, renderer=renderer, config=config) as on:
+        fake, http, procs, hook = on.fake, on.http, on.procs, on.hook
         for chat in CHATS:
             fake.add_chat(chat)
 
@@ -182,9 +205,8 @@ async def test_two_receivers_one_killed_answer_every_update_once_in_order(
 async def test_an_album_split_across_two_receivers_is_one_upload_and_a_button_is_answered_once(
     tmp_path: Path, sample_video: Path, postgres_url: str
 ) -> None:
-    config = fast_localnemo_config(tmp_path / "localnemo")
-    async with (TestLocalNemo(config) as server, FakeTelegram(tmp_dir=tmp_path / "tg") as fake,
-                httpx.AsyncClient(timeout=30) as http, receivers(postgres_url, server, fake, tmp_path) as (_, hook)):
+    async with scene(tmp_path, postgres_url) as on:
+        server, fake, http, hook = on.server, on.fake, on.http, on.hook
         chat = CHATS[0]
         fake.add_chat(chat)
         # One update at a time to each receiver in turn (no copies): the album's items land on both.
@@ -217,9 +239,8 @@ async def test_cancel_taken_by_either_receiver_stops_an_export_followed_by_the_o
 ) -> None:
     config = fast_localnemo_config(tmp_path / "localnemo")
     renderer = GatedRenderer(default_renderer(config))
-    async with (TestLocalNemo(config, renderer=renderer) as server, FakeTelegram(tmp_dir=tmp_path / "tg") as fake,
-                httpx.AsyncClient(timeout=30) as http,
-                receivers(postgres_url, server, fake, tmp_path) as (procs, hook)):
+    async with scene(tmp_path, postgres_url, renderer=renderer, config=config) as on:
+        fake, http, procs, hook = on.fake, on.http, on.procs, on.hook
         chat = CHATS[0]
         fake.add_chat(chat)
 
@@ -282,9 +303,8 @@ async def test_a_message_under_way_when_its_receiver_stops_is_handled_by_the_oth
 ) -> None:
     config = fast_localnemo_config(tmp_path / "localnemo")
     agent = HeldAgent(default_agent(config))
-    async with (TestLocalNemo(config, agent=agent) as server, FakeTelegram(tmp_dir=tmp_path / "tg") as fake,
-                httpx.AsyncClient(timeout=30) as http,
-                receivers(postgres_url, server, fake, tmp_path) as (procs, hook)):
+    async with scene(tmp_path, postgres_url, agent=agent, config=config) as on:
+        server, fake, http, procs, hook = on.server, on.fake, on.http, on.procs, on.hook
         chat = CHATS[0]
         fake.add_chat(chat)
         fake.user_video(chat, content=sample_video)
