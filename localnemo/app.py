@@ -11,7 +11,9 @@ editor. This module builds the application (routes, the error middleware) and ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Self
@@ -225,7 +227,15 @@ class LocalNemo:
 
 
 async def serve_forever(host: str, port: int, config: LocalNemoConfig) -> None:
-    """Run localnemo until cancelled (``nemobot serve-local``)."""
+    """Run localnemo until SIGINT or SIGTERM (``nemobot serve-local``), then stop as a restart expects: the
+    store written, the renders under way left for the next start. SIGTERM is how a service manager or
+    ``docker compose stop`` asks; without a handler it would end the process on the spot."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # not on Windows' event loop
+            loop.add_signal_handler(signum, stop.set)
     async with LocalNemo(config, host=host, port=port) as server:
         log.info("localnemo.serving base_url=%s", server.base_url)
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("localnemo.stopping")

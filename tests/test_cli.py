@@ -209,8 +209,11 @@ def test_sample_chat_keeps_the_users_input(tmp_path: Path) -> None:
     assert len(list((tmp_path / "v").glob("*.mp4"))) == 1
 
 
-async def serve_local_until_serving(cwd: Path, **environment: str) -> list[str]:
-    """Start ``nemobot serve-local --port 0``, read its log until it serves, stop it; the lines it logged."""
+async def serve_local_until_serving(
+    cwd: Path, *, stop: signal.Signals = signal.SIGINT, **environment: str
+) -> list[str]:
+    """Start ``nemobot serve-local --port 0``, read its log until it serves, stop it with ``stop``; the lines it
+    logged, to the end."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "nemobot", "serve-local", "--port", "0", cwd=cwd,
         env=cli_environment(NEMOBOT_LOG_LEVEL="INFO", **environment),
@@ -224,8 +227,10 @@ async def serve_local_until_serving(cwd: Path, **environment: str) -> list[str]:
             assert line, f"serve-local ended: {lines}"
             lines.append(line.decode(errors="replace").rstrip())
     finally:
-        process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 30)
+        process.send_signal(stop)
+        _, rest = await asyncio.wait_for(process.communicate(), 30)
+    lines += rest.decode(errors="replace").splitlines() if rest else []
+    assert process.returncode == 0, lines
     return lines
 
 
@@ -261,3 +266,8 @@ async def test_a_running_bot_keeps_forgetting_updates_nothing_can_redeliver(tmp_
             await wait_for(lambda: repo.accept_update("1", 10), what="the old update to be forgotten")
         finally:
             pruning.cancel()
+
+
+async def test_serve_local_stops_cleanly_on_sigterm_as_a_service_manager_asks(tmp_path: Path) -> None:
+    lines = await serve_local_until_serving(tmp_path, stop=signal.SIGTERM)
+    assert any("localnemo.stopping" in line for line in lines), lines
