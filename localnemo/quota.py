@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,11 @@ log = logging.getLogger(__name__)
 # A streaming upload re-measures the data folder at least once per this many bytes it writes, so that files
 # written meanwhile by others (renders, other uploads) are seen.
 _RESCAN_BYTES = 64 * 1024 * 1024
+# Below this share of the limit, a measure younger than _RESCAN_SECONDS (plus what uploads wrote since) stands in
+# for walking the folder again: with a thousand sessions, a walk per upload and per export was most of the
+# server's work. Near the limit, and for whatever renders wrote meanwhile, the folder is measured again.
+_HEADROOM = 0.9
+_RESCAN_SECONDS = 5.0
 
 
 class DiskQuota:
@@ -32,6 +38,7 @@ class DiskQuota:
         self.state = state
         # The folder's size at the last measure, and what streaming uploads wrote since.
         self._measured: int | None = None
+        self._measured_at = 0.0
         self._written_since = 0
         # Sessions an upload is streaming into: never idle, whatever their jobs say.
         self._uploading: Counter[str] = Counter()
@@ -67,8 +74,14 @@ class DiskQuota:
         limit = self.config.max_disk_mb * 1024 * 1024
         if limit <= 0:
             return
+        if (
+            self._measured is not None
+            and time.monotonic() - self._measured_at < _RESCAN_SECONDS
+            and self._measured + self._written_since + needed <= _HEADROOM * limit
+        ):
+            return
         used = await asyncio.to_thread(folder_size, self.config.data_dir)
-        self._measured, self._written_since = used, 0
+        self._measured, self._written_since, self._measured_at = used, 0, time.monotonic()
         if used + needed <= limit:
             return
         for session in sorted(self.state.sessions.values(), key=lambda s: s.last_active):

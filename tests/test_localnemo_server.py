@@ -19,6 +19,7 @@ import pytest
 from localnemo.agent import AgentEvent, AgentText, SimpleAgent
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
+from localnemo.envelope import ApiError
 from localnemo.media import ffmpeg_exe, probe
 from localnemo.state import SessionRecord
 from localnemo.testing import MAX_CALLS, Call, FaultPlan, TestLocalNemo
@@ -725,3 +726,40 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.setenv("LOCALNEMO_DIALECT", "xml")
     with pytest.raises(ValueError, match="LOCALNEMO_DIALECT"):
         LocalNemoConfig.from_env()
+
+
+async def test_the_disk_quota_walks_the_data_folder_again_only_near_the_limit_or_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localnemo import quota as quota_module
+    from localnemo.quota import DiskQuota
+    from localnemo.state import LocalNemoState
+
+    walks: list[Path] = []
+    real = quota_module.folder_size
+
+    def counted(folder: Path) -> int:
+        walks.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(quota_module, "folder_size", counted)
+    config = LocalNemoConfig(data_dir=tmp_path, max_disk_mb=1)
+    quota = DiskQuota(config, LocalNemoState(tmp_path, initial_credits=1, token_ttl_seconds=60))
+    # Far under the limit: one walk serves a burst of exports and small uploads.
+    for _ in range(20):
+        await quota.make_room(0)
+    await quota.make_room(10_000)
+    assert len(walks) == 1
+    # A file written meanwhile by someone else (a render) is seen at the next walk, not before.
+    (tmp_path / "big").write_bytes(b"x" * 950_000)
+    await quota.make_room(0)
+    assert len(walks) == 1
+    # Near the limit it looks again, and refuses what does not fit.
+    with pytest.raises(ApiError):
+        await quota.make_room(1_000_000)
+    assert len(walks) == 2
+    # And a measure grown old is taken again, whatever it said.
+    (tmp_path / "big").unlink()
+    quota._measured_at -= 10  # as if the last walk were 10 s old
+    await quota.make_room(0)
+    assert len(walks) == 3
