@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -663,3 +664,17 @@ async def test_a_client_beside_its_embedded_localnemo_names_local_files_by_path(
         streamed = await account.upload_files(
             session_id, [UploadSource.from_stream("clip.mp4", chunks(), content_type="video/mp4")])
         assert streamed.files[0].filename == "clip.mp4"
+
+
+def test_render_ids_of_two_processes_in_the_same_millisecond_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several bot processes share one exports table, keyed by the render id: at 1,000 chats over two Telegram
+    # receivers, `render_<ms>` alone collided 1 to 3 times per run.
+    from bot.nemo import client as client_module
+
+    monkeypatch.setattr(time, "time", lambda: 1796237551.914)
+    made = set()
+    for _ in range(50):
+        monkeypatch.setattr(client_module, "_last_render_ms", 0)  # each a fresh process
+        made.add(client_module.new_render_id())
+    assert len(made) == 50
+    assert all(re.fullmatch(r"render_1796237551914_[0-9a-f]{8}", render_id) for render_id in made)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -67,10 +68,12 @@ _last_render_ms = 0
 
 
 def new_render_id() -> str:
-    """``render_<ms>``, as the doc shows; never the same twice in one process, however many chats export."""
+    """``render_<ms>_<random>``: the doc's ``render_<ts>`` (its examples also use other names), never the same
+    twice in one process, and with a random part so that several bot processes sharing one database never
+    make the same id in the same millisecond (the exports table is keyed by it)."""
     global _last_render_ms
     _last_render_ms = max(int(time.time() * 1000), _last_render_ms + 1)
-    return f"render_{_last_render_ms}"
+    return f"render_{_last_render_ms}_{secrets.token_hex(4)}"
 
 
 @dataclass
