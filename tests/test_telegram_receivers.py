@@ -47,7 +47,9 @@ def free_port() -> int:
         return int(probe_socket.getsockname()[1])
 
 
-def receiver_environment(url: str, server: TestLocalNemo, fake: FakeTelegram, port: int) -> dict[str, str]:
+def receiver_environment(
+    url: str, server: TestLocalNemo, fake: FakeTelegram, port: int, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     return {
         "NEMOBOT_DB": url, "NEMO_API_BASE": server.base_url, "NEMO_POLL_SECONDS": "0.1",
         "NEMO_SKILL_PLATFORM": "tests", "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base,
@@ -57,18 +59,19 @@ def receiver_environment(url: str, server: TestLocalNemo, fake: FakeTelegram, po
         "NEMOBOT_QUEUE_HEARTBEAT_SECONDS": "0.5", "NEMOBOT_QUEUE_STALLED_SECONDS": "2",
         "NEMOBOT_QUEUE_POLL_SECONDS": "0.5", "NEMOBOT_QUEUE_CLAIM_LEASE_SECONDS": "3",
         "NEMOBOT_LOG_LEVEL": "INFO",
-    }
+    } | (extra or {})
 
 
 @contextlib.asynccontextmanager
-async def receivers(url: str, server: TestLocalNemo, fake: FakeTelegram, tmp_path: Path
-                    ) -> AsyncIterator[tuple[list[BotProcess], str]]:
+async def receivers(url: str, server: TestLocalNemo, fake: FakeTelegram, tmp_path: Path,
+                    env: dict[str, str] | None = None
+                    ) -> AsyncIterator[tuple[list[BotProcess], str, RoundRobin]]:
     """Two receivers and the balancer in front of them; yields the processes and the webhook's URL."""
     ports = [free_port(), free_port()]
     async with contextlib.AsyncExitStack() as stack:
         processes = [
             await stack.enter_async_context(
-                bot_process("telegram", tmp_path, receiver_environment(url, server, fake, port))
+                bot_process("telegram", tmp_path, receiver_environment(url, server, fake, port, env))
             )
             for port in ports
         ]
@@ -76,7 +79,7 @@ async def receivers(url: str, server: TestLocalNemo, fake: FakeTelegram, tmp_pat
                        what="both receivers to start", details=lambda: "".join(p.output[-3000:] for p in processes))
         balancer = RoundRobin([f"http://127.0.0.1:{port}" for port in ports])
         base = await stack.enter_async_context(balancer.running())
-        yield processes, f"{base}/tg-hook"
+        yield processes, f"{base}/tg-hook", balancer
 
 
 @dataclass
@@ -86,18 +89,19 @@ class Scene:
     http: httpx.AsyncClient
     procs: list[BotProcess]
     hook: str
+    balancer: RoundRobin
 
 
 @contextlib.asynccontextmanager
 async def scene(tmp_path: Path, url: str, *, renderer: Renderer | None = None, agent: Agent | None = None,
-                config: LocalNemoConfig | None = None) -> AsyncIterator[Scene]:
+                config: LocalNemoConfig | None = None, env: dict[str, str] | None = None) -> AsyncIterator[Scene]:
     """localnemo (with the given renderer or agent), the Bot API stand-in, and two receivers behind the
     balancer."""
     config = config or fast_localnemo_config(tmp_path / "localnemo")
     async with (TestLocalNemo(config, renderer=renderer, agent=agent) as server,
                 FakeTelegram(tmp_dir=tmp_path / "tg") as fake, httpx.AsyncClient(timeout=30) as http,
-                receivers(url, server, fake, tmp_path) as (procs, hook)):
-        yield Scene(server, fake, http, procs, hook)
+                receivers(url, server, fake, tmp_path, env) as (procs, hook, balancer)):
+        yield Scene(server, fake, http, procs, hook, balancer)
 
 
 async def deliver_twice(http: httpx.AsyncClient, hook: str, update: dict[str, Any]) -> None:
@@ -121,6 +125,11 @@ async def unfinished_update_jobs(url: str) -> int:
 
 def shown(fake: FakeTelegram, chat: int) -> list[ShownMessage]:
     return fake.chat_messages(chat)
+
+
+def exports_answered(fake: FakeTelegram, chat: int) -> int:
+    """How many of the chat's messages answer an export (its status message, as first sent)."""
+    return sum((m.history[0] or "").startswith(EXPORT_ANSWERS) for m in shown(fake, chat))
 
 
 def index_of(messages: list[ShownMessage], words: str) -> list[int]:
@@ -151,7 +160,7 @@ async def test_two_receivers_one_killed_answer_every_update_once_in_order(
             update(fake.user_video(chat, content=sample_video, caption="add background music")),
             update(fake.user_text(chat, "export")),
         ) for chat in CHATS))
-        await wait_for(lambda: all(index_of(shown(fake, c), "Exporting") for c in CHATS), within=90,
+        await wait_for(lambda: all(exports_answered(fake, c) for c in CHATS), within=90,
                        what="every chat's export to start",
                        details=lambda: "\n".join(f"{c}: {[m.text for m in shown(fake, c)]}" for c in CHATS)
                        + procs[0].output[-2000:] + procs[1].output[-2000:])
@@ -159,7 +168,10 @@ async def test_two_receivers_one_killed_answer_every_update_once_in_order(
         while await unfinished_update_jobs(postgres_url):
             assert asyncio.get_running_loop().time() < deadline, "updates still queued"
             await asyncio.sleep(0.1)
-        # Both receivers took messages; the one that follows an export is killed in the middle of it.
+        # Every update so far reached both receivers (one copy each); both took messages; the one that follows an
+        # export is killed in the middle of it.
+        assert len(on.balancer.receivers_of) == 3 * len(CHATS)
+        assert all(len(got) == 2 for got in on.balancer.receivers_of.values())
         assert all("engine.message" in p.output for p in procs), [p.output[-2000:] for p in procs]
         victim = next((p for p in procs if "follow_export" in p.output), procs[0])
         survivor = procs[1] if victim is procs[0] else procs[0]
@@ -168,8 +180,7 @@ async def test_two_receivers_one_killed_answer_every_update_once_in_order(
 
         # A second export each, through the balancer, which now finds one receiver down.
         await asyncio.gather(*(say(chat, update(fake.user_text(chat, "export 720p"))) for chat in CHATS))
-        await wait_for(lambda: all(sum((m.history[0] or "").startswith(EXPORT_ANSWERS) for m in shown(fake, c)) >= 2
-                                   for c in CHATS), within=60,
+        await wait_for(lambda: all(exports_answered(fake, c) >= 2 for c in CHATS), within=60,
                        what="every chat's second export to be taken",
                        details=lambda: "\n".join(f"{c}: {[m.text for m in shown(fake, c)]}" for c in CHATS))
         renderer.gate.set()
@@ -333,3 +344,22 @@ async def test_a_message_under_way_when_its_receiver_stops_is_handled_by_the_oth
         assert sum(f in text for f in finals for text in texts_of(fake, chat)) == 1, texts_of(fake, chat)
         (session,) = server.state.sessions.values()
         assert any(s.m.role == "music" for track in session.draft.t for s in track.sg)
+
+
+async def test_a_chats_next_message_starts_when_the_one_before_ends_not_at_the_next_poll(
+    tmp_path: Path, sample_video: Path, postgres_url: str
+) -> None:
+    # Procrastinate wakes its workers for a new job only; a chat's next message, queued while the one before ran,
+    # would start at the next poll: a minute here, so that only the wake-up can pass the deadline.
+    async with scene(tmp_path, postgres_url, env={"NEMOBOT_QUEUE_POLL_SECONDS": "60"}) as on:
+        chat = CHATS[0]
+        on.fake.add_chat(chat)
+        on.fake.user_video(chat, content=sample_video)
+        upload = on.fake.updates[-1]
+        on.fake.user_text(chat, "add background music")
+        edit = on.fake.updates[-1]
+        on.fake.user_text(chat, "export")
+        for update in (upload, edit, on.fake.updates[-1]):
+            await deliver_twice(on.http, on.hook, update)
+        await wait_for(lambda: on.fake.sent_videos(chat), within=30, what="the video, three messages later",
+                       details=lambda: str(texts_of(on.fake, chat)))

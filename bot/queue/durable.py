@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -37,6 +38,9 @@ TASK_NAME = "nemobot.follow_export"
 UPDATE_TASK_NAME = "nemobot.handle_update"
 # Any constant of this application's own: it serialises the first start of several processes.
 _SCHEMA_LOCK = 0x6E656D6F
+# How often, and how many times, a finished job is looked at until its end is recorded (_wake_next).
+_WAKE_LOOK_SECONDS = 0.02
+_WAKE_LOOKS = 100
 # A job that failed by surprise (or was stopped by a shutdown) is tried again, a few seconds later.
 _RETRY = procrastinate.RetryStrategy(max_attempts=20, wait=5)
 
@@ -81,6 +85,7 @@ class ProcrastinateQueue:
         self._update_runners: dict[str, UpdateJob] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._waking: set[asyncio.Task[None]] = set()
         self._name = f"{socket.gethostname()}-{os.getpid()}"
 
         async def follow_export(context: JobContext, platform: str, render_id: str, status_id: str | None) -> None:
@@ -88,7 +93,10 @@ class ProcrastinateQueue:
             if run is None:
                 # Not reached: a process listens only to the queues of the platforms it serves.
                 raise RuntimeError(f"no sending side for {platform} in this process")
-            await run(render_id, status_id, context.job.attempts > 0)
+            try:
+                await run(render_id, status_id, context.job.attempts > 0)
+            finally:
+                self._wake_next(context)
 
         self._task = app.task(name=TASK_NAME, pass_context=True, retry=_RETRY)(follow_export)
 
@@ -96,7 +104,10 @@ class ProcrastinateQueue:
             run = self._update_runners.get(platform)
             if run is None:
                 raise RuntimeError(f"no receiving side for {platform} in this process")
-            await run(update, context.job.attempts > 0)
+            try:
+                await run(update, context.job.attempts > 0)
+            finally:
+                self._wake_next(context)
 
         # Retried only when stopped by a shutdown (or found stalled): a handler's own failure was answered.
         self._update_task = app.task(name=UPDATE_TASK_NAME, pass_context=True, retry=_RETRY)(handle_update)
@@ -197,6 +208,42 @@ class ProcrastinateQueue:
                     taken.append(update)
         return taken
 
+    def _wake_next(self, context: JobContext) -> None:
+        """Procrastinate wakes its workers when a job is inserted, not when a finished job lets a waiting one of
+        the same lock run: the chat's next message would wait for the next poll (``poll_seconds``). Once this
+        job is recorded finished, the workers of its queue are told as for a new job."""
+        job = context.job
+        if job.lock is None or job.id is None:
+            return
+        task = asyncio.create_task(self._wake_when_finished(job.id, job.lock, job.queue))
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+
+    async def _wake_when_finished(self, job_id: int, lock: str, queue: str) -> None:
+        connector = self._app.connector
+        try:
+            waiting = await connector.execute_query_one_async(
+                "SELECT count(*) AS n FROM procrastinate_jobs WHERE lock = %(lock)s AND status = 'todo'", lock=lock
+            )
+            if not waiting["n"]:
+                return
+            for _ in range(_WAKE_LOOKS):
+                # The worker records the job's end just after the task returns.
+                await asyncio.sleep(_WAKE_LOOK_SECONDS)
+                found = await connector.execute_query_one_async(
+                    "SELECT count(*) AS n FROM procrastinate_jobs WHERE id = %(id)s AND status = 'doing'", id=job_id
+                )
+                if not found["n"]:
+                    break
+            payload = json.dumps({"type": "job_inserted", "job_id": job_id})
+            await connector.execute_query_async(
+                "SELECT pg_notify(%(channel)s, %(payload)s)", channel=f"procrastinate_queue_v1#{queue}",
+                payload=payload,
+            )
+        except Exception as exc:
+            # The poll still finds it.
+            log.debug("queue.wake_failed error=%s", type(exc).__name__)
+
     def _run_worker(self, key: str, queue: str, concurrency: int) -> None:
         settings = self._settings
         self._workers[key] = asyncio.create_task(self._app.run_worker_async(
@@ -236,7 +283,7 @@ class ProcrastinateQueue:
                 log.warning("queue.retry_stalled.failed", exc_info=True)
 
     async def close(self) -> None:
-        tasks = [*self._workers.values(), *([self._watcher] if self._watcher is not None else [])]
+        tasks = [*self._workers.values(), *([self._watcher] if self._watcher is not None else []), *self._waking]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -1,6 +1,8 @@
-"""A small round-robin load balancer for webhook receivers: each request goes to the next receiver in turn; one
-that cannot be reached is skipped for the next (as nginx's ``proxy_next_upstream error``), so a killed receiver
-loses no update while another is up."""
+"""A small round-robin load balancer for webhook receivers: each update goes to the next receiver in turn, and a
+copy of an update it has passed on already (Telegram's retry) to the receiver after the one that had it, so an
+update sent twice reaches both of two receivers, whatever else comes between. One that cannot be reached is
+skipped for the next (as nginx's ``proxy_next_upstream error``), so a killed receiver loses no update while
+another is up."""
 
 from __future__ import annotations
 
@@ -21,8 +23,11 @@ class RoundRobin:
     def __init__(self, backends: list[str]) -> None:
         self.backends = backends
         self._turn = itertools.cycle(range(len(backends)))
+        # Each body seen: the receiver its first copy went to, and how many copies came.
+        self._copies: dict[bytes, tuple[int, int]] = {}
         self.served: list[str] = []  # the backend that answered each request, in order
         self.skipped = 0  # tries that found a backend down
+        self.receivers_of: dict[bytes, set[str]] = {}  # each body: the backends that answered a copy of it
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[str]:
@@ -35,7 +40,9 @@ class RoundRobin:
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
         headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
-        first = next(self._turn)
+        start, seen = self._copies[body] if body in self._copies else (next(self._turn), 0)
+        self._copies[body] = (start, seen + 1)
+        first = start + seen
         for step in range(len(self.backends)):
             backend = self.backends[(first + step) % len(self.backends)]
             try:
@@ -44,6 +51,7 @@ class RoundRobin:
                 self.skipped += 1
                 continue
             self.served.append(backend)
+            self.receivers_of.setdefault(body, set()).add(backend)
             return web.Response(status=answer.status_code, body=answer.content,
                                 content_type=answer.headers.get("content-type", "text/plain").split(";")[0])
         return web.Response(status=502, text="no receiver is up")
