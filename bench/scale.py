@@ -1,4 +1,4 @@
-"""Scale-out benchmark, in two parts.
+"""Scale-out benchmark, in three parts.
 
 Renders part: throughput of localnemo's render queue with one ``nemobot render-worker``
 and with two, side by side.
@@ -22,8 +22,30 @@ subprocess (``nemobot serve-local``, instant "copy" renders: the renders part me
 until every chat's message was handled and the job queue is empty, then prints messages per second, errors,
 lost replies and peak RSS per process: this one (the bot), localnemo, PostgreSQL's backends (sampled).
 
-    nice -n 19 .venv/bin/python bench/scale.py [--renders-only | --bot-only] [--renders 6] [--seconds 10]
-        [--no-pin] [--chats 1000] [--deadline 1200] [--db URL]
+Receivers part: several bot processes. Two real ``nemobot telegram`` processes in webhook mode (subprocesses,
+NEMOBOT_DB the PostgreSQL URL, so each accepts an update once and queues it as a ``nemobot.handle_update`` job
+with the chat's lock, and runs a worker for those jobs and for the exports' ``nemobot.follow_export``), behind
+the tests' round-robin balancer (tests/fakes/round_robin.py), with the tests' Bot API stand-in
+(tests/fakes/telegram_server.py) in this process and localnemo as a subprocess (copy renders). N chats at
+once; each sends /start, a 2-second clip captioned "add background music", then "export", each message as
+soon as the post of the one before was answered (not its reply), and every update is posted twice at the same
+moment, as Telegram retrying it (``--once``: once); the balancer passes each copy to the next receiver in turn,
+so about half the updates reach both. At most ``--webhook-connections`` posts are in flight (Telegram's
+default webhook max_connections, 40). Waits, with ``--deadline``, until every chat got its greeting, the
+reply to its clip with the edit's result and one video (or showed an error) and the job queue is empty, then
+prints: posts and duplicates dropped per receiver, updates accepted (table accepted_updates), messages per
+second (updates accepted / wall time), when the chats got each answer, CPU seconds and peak RSS (VmHWM) of
+each receiver, localnemo, this process and PostgreSQL's backends, errors (error replies such as "went wrong"
+or "failed", ERROR lines in the receivers' and localnemo's logs, failed posts) and lost replies (a chat
+missing an answer, or with one twice, or a second video). The receivers run with the product's defaults
+but for short NemoVideo polls and status edits; ``--receiver-env NAME=VALUE`` (repeatable) sets more, e.g.
+NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS. ``--keep`` keeps their logs.
+
+Each part exits non-zero on an error or a lost reply; with no part flag, all three run.
+
+    nice -n 19 .venv/bin/python bench/scale.py [--renders-only | --bot-only | --receivers-only] [--renders 6]
+        [--seconds 10] [--no-pin] [--chats 1000] [--deadline 1200] [--db URL] [--once]
+        [--webhook-connections 40] [--receiver-env NAME=VALUE ...] [--keep]
 """
 
 from __future__ import annotations
@@ -501,22 +523,22 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process, of its children it has waited for, and of its live children (PostgreSQL's
-    postmaster and its backends, a receiver and its FFmpeg runs)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process itself, and of its children: those it has waited for and the live ones
+    (PostgreSQL's backends; localnemo's FFmpeg runs)."""
     def fields_of(one: int | str) -> list[str]:
         return Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
 
     tick = os.sysconf("SC_CLK_TCK")
     own = fields_of(pid)
-    total = sum(int(own[n]) for n in (11, 12, 13, 14))
+    children = int(own[13]) + int(own[14])
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 child = fields_of(entry.name)
                 if int(child[1]) == pid:
-                    total += int(child[11]) + int(child[12])
-    return total / tick
+                    children += int(child[11]) + int(child[12])
+    return (int(own[11]) + int(own[12])) / tick, children / tick
 
 
 def postmaster_pid(url: str) -> int | None:
@@ -526,7 +548,7 @@ def postmaster_pid(url: str) -> int | None:
             row = conn.execute("SELECT pg_backend_pid()").fetchone()
             assert row is not None
             parent = int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        tree_cpu_seconds(parent)
+        cpu_seconds(parent)
         return parent
     except (OSError, psycopg.Error):
         return None
@@ -673,30 +695,49 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
                     fake.user_text(chat, "export")
                     await deliver(fake.updates[-1])
 
-                cpu = {"bench": time.process_time(), "localnemo": tree_cpu_seconds(server_pid),
-                       **{f"receiver {n}": tree_cpu_seconds(r.process.pid) for n, r in enumerate(receivers, 1)},
-                       **({"PostgreSQL": tree_cpu_seconds(postmaster)} if postmaster is not None else {})}
                 post_seconds: list[float] = []
-                chat_seconds: list[float] = []  # each chat's first post to its video (found every 0.5 s)
                 first_post: dict[int, float] = {}
-                pending = set(chat_ids)
+                # When each chat was first seen to have each answer (looked at every 0.5 s), from its first post.
+                stage_seconds: dict[str, list[float]] = {"greeting": [], "edit reply": [], "video": []}
+                seen: dict[int, set[str]] = collections.defaultdict(set)
+                pending, failed = set(chat_ids), set()
+
+                async def send_all() -> float:
+                    await asyncio.gather(*(converse(chat) for chat in chat_ids))
+                    return time.perf_counter() - started
+
+                async def watch() -> float:
+                    """Until every chat got its video, or the rest showed an error and the queue is empty."""
+                    while True:
+                        if any(r.process.returncode is not None for r in receivers):
+                            raise SystemExit("a receiver ended:\n" + "".join(r.output()[-3000:] for r in receivers))
+                        await asyncio.sleep(0.5)
+                        now = time.perf_counter()
+                        for chat in [chat for chat in pending if chat in first_post]:
+                            found = tally(fake, chat)
+                            for stage, there in (("greeting", found.greetings), ("edit reply", found.edited),
+                                                 ("video", found.videos)):  # fmt: skip
+                                if there and stage not in seen[chat]:
+                                    seen[chat].add(stage)
+                                    stage_seconds[stage].append(now - first_post[chat])
+                            if found.complete:
+                                pending.discard(chat)
+                            elif found.errors:
+                                failed.add(chat)
+                        failed.intersection_update(pending)
+                        if sending.done() and pending <= failed and not (pending and await jobs_left(url)):
+                            return now - started
+
+                cpu = {"bench": (time.process_time(), 0.0), "localnemo": cpu_seconds(server_pid),
+                       **{f"receiver {n}": cpu_seconds(r.process.pid) for n, r in enumerate(receivers, 1)},
+                       **({"PostgreSQL": cpu_seconds(postmaster)} if postmaster is not None else {})}
                 started = time.perf_counter()
-                sending = asyncio.gather(*(converse(chat) for chat in chat_ids))
-                posted_in = 0.0
+                sending = asyncio.create_task(send_all())
+                posted_in = answered_in = 0.0
                 try:
                     async with asyncio.timeout(deadline):
-                        await sending
-                        posted_in = time.perf_counter() - started
-                        while pending:
-                            if any(r.process.returncode is not None for r in receivers):
-                                raise SystemExit("a receiver ended:\n" + "".join(r.output()[-3000:]
-                                                                               for r in receivers))
-                            await asyncio.sleep(0.5)
-                            now = time.perf_counter()
-                            for chat in [chat for chat in pending if tally(fake, chat).complete]:
-                                pending.discard(chat)
-                                chat_seconds.append(now - first_post[chat])
-                        answered_in = time.perf_counter() - started
+                        answered_in = await watch()
+                        posted_in = await sending
                         while await jobs_left(url):
                             await asyncio.sleep(0.2)
                 except TimeoutError:
@@ -708,10 +749,10 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
                 wall = answered_in
                 accepted = await accepted_updates(url)
                 left = await jobs_left(url)
-                used = {"bench": time.process_time() - cpu["bench"], "localnemo": tree_cpu_seconds(server_pid),
-                        **{f"receiver {n}": tree_cpu_seconds(r.process.pid) for n, r in enumerate(receivers, 1)},
-                        **({"PostgreSQL": tree_cpu_seconds(postmaster)} if postmaster is not None else {})}
-                used.update({name: used[name] - cpu[name] for name in used if name != "bench"})
+                now_cpu = {"bench": (time.process_time(), 0.0), "localnemo": cpu_seconds(server_pid),
+                           **{f"receiver {n}": cpu_seconds(r.process.pid) for n, r in enumerate(receivers, 1)},
+                           **({"PostgreSQL": cpu_seconds(postmaster)} if postmaster is not None else {})}
+                used = {name: (now_cpu[name][0] - cpu[name][0], now_cpu[name][1] - cpu[name][1]) for name in cpu}
                 rss = {f"receiver {n} (pid {r.process.pid})": status_kb("VmHWM", r.process.pid) / 1024
                        for n, r in enumerate(receivers, 1)}
                 rss[f"localnemo (pid {server_pid})"] = status_kb("VmHWM", server_pid) / 1024
@@ -753,12 +794,15 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
                                               for n, text in enumerate(logs, 1)))
     print(f"  all posted in:      {posted_in:.1f} s" if posted_in else "  all posted in:      (not all)")
     print(f"  post answered in:   {spread(post_seconds)} (balancer and receiver; its handling comes later)")
-    print(f"  chat done in:       {spread(chat_seconds)} (its first post to its video)")
-    print(f"  wall time:          {wall:.1f} s (first post to the last chat's video)"
+    for stage, seconds in stage_seconds.items():
+        print(f"  {stage + ' in:':<20}{spread(seconds)} (from the chat's first post; {len(seconds)} chats)")
+    print(f"  wall time:          {wall:.1f} s (first post to the last chat's video, or its error)"
           + ("  (DEADLINE REACHED)" if timed_out else ""))
     print(f"  messages per second: {accepted / wall:.1f} (updates accepted / wall time)")
     print(f"  jobs left in queue: {left}")
-    print("  CPU seconds:        " + ", ".join(f"{name} {seconds:.1f}" for name, seconds in used.items()))
+    print("  CPU seconds:        " + ", ".join(
+        f"{name} {own + children:.1f}" + (f" (its children {children:.1f})" if name == "localnemo" else "")
+        for name, (own, children) in used.items()))
     print("  Bot API calls:      " + ", ".join(f"{method} {n}" for method, n in api_calls.most_common()))
     print("  peak RSS (VmHWM):")
     for name, peak in rss.items():
@@ -797,8 +841,9 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
 
 
 def bench_receivers(db: str | None, chats: int, deadline: float, copies: int, connections: int,
-                    extra: dict[str, str]) -> bool:
-    """N chats through two receivers over PostgreSQL (a schema of its own); prints the figures."""
+                    extra: dict[str, str], keep: bool = False) -> bool:
+    """N chats through two receivers over PostgreSQL (a schema of its own); prints the figures. ``keep``: leave
+    the work folder (the receivers' and localnemo's logs) and say where."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     raise_fd_limit()
     work = Path(tempfile.mkdtemp(prefix="nemobot-bench-scale-receivers-"))
@@ -808,7 +853,10 @@ def bench_receivers(db: str | None, chats: int, deadline: float, copies: int, co
             return asyncio.run(timed_receivers(new_schema(url, "bench_scale_receivers"), work, chats, deadline,
                                                copies, connections, extra))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            print(f"  logs kept in:       {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
@@ -829,6 +877,7 @@ def main() -> None:
                         help="receivers part: posts at once (Telegram's default webhook max_connections, 40)")
     parser.add_argument("--receiver-env", action="append", default=[], metavar="NAME=VALUE",
                         help="receivers part: a setting for both receivers, e.g. NEMOBOT_QUEUE_CONCURRENCY=32")
+    parser.add_argument("--keep", action="store_true", help="receivers part: keep the logs and say where")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.receiver_env)
     everything = not (args.renders_only or args.bot_only or args.receivers_only)
@@ -839,7 +888,7 @@ def main() -> None:
         ok = bench_bot(args.db, args.chats, args.deadline) and ok
     if everything or args.receivers_only:
         ok = bench_receivers(args.db, args.chats, args.deadline, 1 if args.once else 2, args.webhook_connections,
-                             extra) and ok
+                             extra, keep=args.keep) and ok
     if not ok:
         sys.exit(1)
 
