@@ -39,13 +39,16 @@ each receiver, localnemo, this process and PostgreSQL's backends, errors (error 
 or "failed", ERROR lines in the receivers' and localnemo's logs, failed posts) and lost replies (a chat
 missing an answer, or with one twice, or a second video). The receivers run with the product's defaults
 but for short NemoVideo polls and status edits; ``--receiver-env NAME=VALUE`` (repeatable) sets more, e.g.
-NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS. ``--keep`` keeps their logs.
+NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS. localnemo runs without its disk quota
+(LOCALNEMO_MAX_DISK_MB=0: the quota measures the whole data folder on every upload and export request, which
+at 1,000 chats keeps its one process busy and the renders waiting); ``--localnemo-env NAME=VALUE`` sets its
+settings. ``--keep`` keeps the logs and localnemo's data.
 
 Each part exits non-zero on an error or a lost reply; with no part flag, all three run.
 
     nice -n 19 .venv/bin/python bench/scale.py [--renders-only | --bot-only | --receivers-only] [--renders 6]
         [--seconds 10] [--no-pin] [--chats 1000] [--deadline 1200] [--db URL] [--once]
-        [--webhook-connections 40] [--receiver-env NAME=VALUE ...] [--keep]
+        [--webhook-connections 40] [--receiver-env NAME=VALUE ...] [--localnemo-env NAME=VALUE ...] [--keep]
 """
 
 from __future__ import annotations
@@ -632,7 +635,7 @@ async def accepted_updates(url: str) -> int:
 
 
 async def timed_receivers(url: str, work: Path, chats: int, deadline: float, copies: int, connections: int,
-                          extra: dict[str, str]) -> bool:
+                          extra: dict[str, str], nemo_extra: dict[str, str]) -> bool:
     """N chats through two webhook receivers behind a balancer; prints the figures. True when every chat got
     every answer once and nothing went wrong."""
     counter = LogCounter()
@@ -649,7 +652,8 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
     failed_posts: collections.Counter[str] = collections.Counter()
     timed_out = False
     receivers: list[Receiver] = []
-    async with localnemo(args, work) as (nemo_base, _, server_pid), FakeTelegram(tmp_dir=work / "tg") as fake:
+    async with (localnemo(args, work, nemo_extra) as (nemo_base, _, server_pid),
+                FakeTelegram(tmp_dir=work / "tg") as fake):
         try:
             for number in (1, 2):
                 receivers.append(await start_receiver(number, url, nemo_base, fake, work, extra))
@@ -784,6 +788,8 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
           f"(pid {server_pid}), copy renders")
     if extra:
         print(f"  receivers' settings: {' '.join(f'{k}={v}' for k, v in sorted(extra.items()))}")
+    if nemo_extra:
+        print(f"  localnemo's settings: {' '.join(f'{k}={v}' for k, v in sorted(nemo_extra.items()))}")
     print(f"  posts answered:     {sum(served.values())} "
           + ", ".join(f"receiver {n}: {served[f'http://127.0.0.1:{r.port}']}" for n, r in enumerate(receivers, 1))
           + f"; updates reaching both receivers {both} of {len(balancer.reached)}")
@@ -841,7 +847,7 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
 
 
 def bench_receivers(db: str | None, chats: int, deadline: float, copies: int, connections: int,
-                    extra: dict[str, str], keep: bool = False) -> bool:
+                    extra: dict[str, str], nemo_extra: dict[str, str], keep: bool = False) -> bool:
     """N chats through two receivers over PostgreSQL (a schema of its own); prints the figures. ``keep``: leave
     the work folder (the receivers' and localnemo's logs) and say where."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -851,7 +857,7 @@ def bench_receivers(db: str | None, chats: int, deadline: float, copies: int, co
         with contextlib.ExitStack() as stack:
             url = db if db is not None else stack.enter_context(throwaway_postgres())
             return asyncio.run(timed_receivers(new_schema(url, "bench_scale_receivers"), work, chats, deadline,
-                                               copies, connections, extra))
+                                               copies, connections, extra, nemo_extra))
     finally:
         if keep:
             print(f"  logs kept in:       {work}")
@@ -878,8 +884,14 @@ def main() -> None:
     parser.add_argument("--receiver-env", action="append", default=[], metavar="NAME=VALUE",
                         help="receivers part: a setting for both receivers, e.g. NEMOBOT_QUEUE_CONCURRENCY=32")
     parser.add_argument("--keep", action="store_true", help="receivers part: keep the logs and say where")
+    parser.add_argument("--localnemo-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="receivers part: a setting for localnemo (default LOCALNEMO_MAX_DISK_MB=0)")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.receiver_env)
+    # localnemo's disk quota measures its whole data folder on every upload and export request: at 1,000 chats
+    # that walk (thousands of files, each time) holds its one process and the renders wait behind it. Off
+    # here, where the bot processes are measured; --localnemo-env LOCALNEMO_MAX_DISK_MB=20480 puts it back.
+    nemo_extra = {"LOCALNEMO_MAX_DISK_MB": "0", **dict(item.split("=", 1) for item in args.localnemo_env)}
     everything = not (args.renders_only or args.bot_only or args.receivers_only)
     ok = True
     if everything or args.renders_only:
@@ -888,7 +900,7 @@ def main() -> None:
         ok = bench_bot(args.db, args.chats, args.deadline) and ok
     if everything or args.receivers_only:
         ok = bench_receivers(args.db, args.chats, args.deadline, 1 if args.once else 2, args.webhook_connections,
-                             extra, keep=args.keep) and ok
+                             extra, nemo_extra, keep=args.keep) and ok
     if not ok:
         sys.exit(1)
 
