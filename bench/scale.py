@@ -44,7 +44,8 @@ NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS. localnemo runs w
 at 1,000 chats keeps its one process busy and the renders waiting); ``--localnemo-env NAME=VALUE`` sets its
 settings. ``--keep`` keeps the logs and localnemo's data.
 
-Each part exits non-zero on an error or a lost reply; with no part flag, all three run.
+The exit status is non-zero when the bot or the receivers part saw an error or a lost reply (a failed render
+stops the renders part); with no part flag, all three run.
 
     nice -n 19 .venv/bin/python bench/scale.py [--renders-only | --bot-only | --receivers-only] [--renders 6]
         [--seconds 10] [--no-pin] [--chats 1000] [--deadline 1200] [--db URL] [--once]
