@@ -283,8 +283,9 @@ async def run_chat(engine: Engine, run: ChatRun, clip: Path, caps: Capabilities,
 
 
 @contextlib.asynccontextmanager
-async def localnemo(args: argparse.Namespace, work: Path) -> Any:
-    """Yields (base URL, description, pid of a subprocess server or None)."""
+async def localnemo(args: argparse.Namespace, work: Path, settings: dict[str, str] | None = None) -> Any:
+    """Yields (base URL, description, pid of a subprocess server or None). ``settings``: more LOCALNEMO_*
+    variables for a subprocess server."""
     # Silent edits are a quirk of the hosted agent that only the test server imitates (the product's agent
     # always answers): with --silent-every N the server is localnemo.testing's, else the product's.
     if args.in_process:
@@ -307,6 +308,7 @@ async def localnemo(args: argparse.Namespace, work: Path) -> Any:
         "LOCALNEMO_CREDITS": "1000",
         "LOCALNEMO_RENDERER": args.renderer,
         "NEMOBOT_LOG_LEVEL": "WARNING",
+        **(settings or {}),
     }
     command: tuple[str, ...] = ("-m", "nemobot", "serve-local")
     if args.silent_every:

@@ -1,4 +1,4 @@
-"""Scale-out benchmark, in two parts.
+"""Scale-out benchmark, in three parts.
 
 Renders part: throughput of localnemo's render queue with one ``nemobot render-worker``
 and with two, side by side.
@@ -22,8 +22,34 @@ subprocess (``nemobot serve-local``, instant "copy" renders: the renders part me
 until every chat's message was handled and the job queue is empty, then prints messages per second, errors,
 lost replies and peak RSS per process: this one (the bot), localnemo, PostgreSQL's backends (sampled).
 
-    nice -n 19 .venv/bin/python bench/scale.py [--renders-only | --bot-only] [--renders 6] [--seconds 10]
-        [--no-pin] [--chats 1000] [--deadline 1200] [--db URL]
+Receivers part: several bot processes. Two real ``nemobot telegram`` processes in webhook mode (subprocesses,
+NEMOBOT_DB the PostgreSQL URL, so each accepts an update once and queues it as a ``nemobot.handle_update`` job
+with the chat's lock, and runs a worker for those jobs and for the exports' ``nemobot.follow_export``), behind
+the tests' round-robin balancer (tests/fakes/round_robin.py), with the tests' Bot API stand-in
+(tests/fakes/telegram_server.py) in this process and localnemo as a subprocess (copy renders). N chats at
+once; each sends /start, a 2-second clip captioned "add background music", then "export", each message as
+soon as the post of the one before was answered (not its reply), and every update is posted twice at the same
+moment, as Telegram retrying it (``--once``: once); the balancer passes each copy to the next receiver in turn,
+so about half the updates reach both. At most ``--webhook-connections`` posts are in flight (Telegram's
+default webhook max_connections, 40). Waits, with ``--deadline``, until every chat got its greeting, the
+reply to its clip with the edit's result and one video (or showed an error) and the job queue is empty, then
+prints: posts and duplicates dropped per receiver, updates accepted (table accepted_updates), messages per
+second (updates accepted / wall time), when the chats got each answer, CPU seconds and peak RSS (VmHWM) of
+each receiver, localnemo, this process and PostgreSQL's backends, errors (error replies such as "went wrong"
+or "failed", ERROR lines in the receivers' and localnemo's logs, failed posts) and lost replies (a chat
+missing an answer, or with one twice, or a second video). The receivers run with the product's defaults
+but for short NemoVideo polls and status edits; ``--receiver-env NAME=VALUE`` (repeatable) sets more, e.g.
+NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS. localnemo runs without its disk quota
+(LOCALNEMO_MAX_DISK_MB=0: the quota measures the whole data folder on every upload and export request, which
+at 1,000 chats keeps its one process busy and the renders waiting); ``--localnemo-env NAME=VALUE`` sets its
+settings. ``--keep`` keeps the logs and localnemo's data.
+
+The exit status is non-zero when the bot or the receivers part saw an error or a lost reply (a failed render
+stops the renders part); with no part flag, all three run.
+
+    nice -n 19 .venv/bin/python bench/scale.py [--renders-only | --bot-only | --receivers-only] [--renders 6]
+        [--seconds 10] [--no-pin] [--chats 1000] [--deadline 1200] [--db URL] [--once]
+        [--webhook-connections 40] [--receiver-env NAME=VALUE ...] [--localnemo-env NAME=VALUE ...] [--keep]
 """
 
 from __future__ import annotations
@@ -32,10 +58,12 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,11 +71,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import concurrency
 import httpx
 import psycopg
+from aiohttp import web
 from concurrency import (
+    ERROR_PREFIXES,
+    UPLOADED_PREFIX,
+    VIDEO_READY_PREFIX,
     ChatRun,
     LogCounter,
     MemoryReplies,
@@ -66,10 +99,13 @@ from bot.messages import Button, Capabilities, DeliveryTarget, MessageHandle, Re
 from bot.nemo.client import NemoClient
 from bot.queue import QueueSettings, open_job_queue
 from bot.sessions import RepositoryIdentities
+from bot.texts import t
 from localnemo.app import LocalNemo
 from localnemo.config import LocalNemoConfig
 from localnemo.media import ffmpeg_exe
 from storage import open_repository
+from tests.fakes.round_robin import RoundRobin
+from tests.fakes.telegram_server import FakeTelegram
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDER = "/api/render/proxy/lambda"
@@ -406,23 +442,468 @@ def bench_bot(db: str | None, chats: int, deadline: float) -> bool:
         shutil.rmtree(work, ignore_errors=True)
 
 
+
+# -- the receivers part ----------------------------------------------------------------------------------------
+
+HOOK_URL = "https://bot.example.test/tg-hook"  # what setWebhook is told; the balancer is posted to instead
+HOOK_SECRET = "bench-hook-s3cret"
+FIRST_CHAT = 7_000_000
+CAPTION = "add background music"
+GREETING = t("start", "en").split("\n", 1)[0]  # "👋 Hi! I edit videos for you."
+UPLOADED_SHORT = t("uploaded_short", "en", names="\x00").split("\x00")[0]  # "✅ Uploaded "
+EXPORT_STATUS = ("🎬 Exporting", "🎬 Queued for export")
+FAILURE_WORDS = ("went wrong", "failed")
+
+
+class NotingRoundRobin(RoundRobin):
+    """The tests' round-robin balancer, noting which receivers each update reached (two copies of one update
+    posted at once are two turns of the balancer, but other chats' posts may come between them)."""
+
+    def __init__(self, backends: list[str]) -> None:
+        super().__init__(backends)
+        self.reached: dict[int, set[str]] = collections.defaultdict(set)
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()  # aiohttp keeps it: the balancer reads it again
+        answer = await super()._forward(request)
+        # RoundRobin notes the receiver that answered and returns without waiting again: it is this request's.
+        if answer.status == 200 and self.served:
+            self.reached[int(json.loads(body)["update_id"])].add(self.served[-1])
+        return answer
+
+
+@dataclass
+class Receiver:
+    """One ``nemobot telegram`` process in webhook mode; its log (INFO) goes to a file."""
+
+    port: int
+    log: Path
+    process: asyncio.subprocess.Process
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+async def start_receiver(number: int, url: str, nemo_base: str, fake: FakeTelegram, work: Path,
+                         extra: dict[str, str]) -> Receiver:
+    folder = work / f"receiver-{number}"
+    (folder / "tmp").mkdir(parents=True)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEMO_", "NEMOBOT_", "TELEGRAM_", "DISCORD_",
+                                                                    "LOCALNEMO_"))}
+    env.update({
+        "PYTHONPATH": str(ROOT), "PTB_TIMEDELTA": "true", "NEMOBOT_LOG_LEVEL": "INFO",
+        "NEMOBOT_DB": url, "NEMOBOT_TEMP_DIR": str(folder / "tmp"),
+        "NEMO_API_BASE": nemo_base, "NEMO_SKILL_PLATFORM": "bench", "NEMO_POLL_SECONDS": "0.2",
+        "NEMO_RETRY_SECONDS": "0.05", "NEMO_BACKOFF_SECONDS": "0.05",
+        "TELEGRAM_BOT_TOKEN": fake.token, "TELEGRAM_API_BASE": fake.api_base, "TELEGRAM_FILE_API_BASE": fake.file_base,
+        "TELEGRAM_PRIVATE_EDIT_SECONDS": "0.05", "TELEGRAM_WEBHOOK_URL": HOOK_URL,
+        "TELEGRAM_WEBHOOK_LISTEN": "127.0.0.1", "TELEGRAM_WEBHOOK_PORT": str(port),
+        "TELEGRAM_WEBHOOK_SECRET": HOOK_SECRET,
+    })  # fmt: skip
+    env.update(extra)
+    log = folder / "log"
+    with log.open("wb") as output:
+        # cwd: a folder of its own, so no .env of the developer's is read.
+        process = await asyncio.create_subprocess_exec(sys.executable, "-m", "nemobot", "telegram", cwd=folder,
+                                                       env=env, stdout=output, stderr=output)  # fmt: skip
+    return Receiver(port, log, process)
+
+
+async def stop_receiver(receiver: Receiver) -> None:
+    if receiver.process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            receiver.process.terminate()
+        try:
+            await asyncio.wait_for(receiver.process.wait(), 30)
+        except TimeoutError:
+            receiver.process.kill()
+            await receiver.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process itself, and of its children: those it has waited for and the live ones
+    (PostgreSQL's backends; localnemo's FFmpeg runs)."""
+    def fields_of(one: int | str) -> list[str]:
+        return Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+
+    tick = os.sysconf("SC_CLK_TCK")
+    own = fields_of(pid)
+    children = int(own[13]) + int(own[14])
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                child = fields_of(entry.name)
+                if int(child[1]) == pid:
+                    children += int(child[11]) + int(child[12])
+    return (int(own[11]) + int(own[12])) / tick, children / tick
+
+
+def postmaster_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process, when it runs on this machine and /proc shows it."""
+    try:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
+            parent = int(Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        cpu_seconds(parent)
+        return parent
+    except (OSError, psycopg.Error):
+        return None
+
+
+@dataclass
+class ChatTally:
+    """What the bot showed in one chat, by kind of answer."""
+
+    greetings: int = 0
+    uploads: int = 0  # the reply to the video (its upload, then the caption's edit)
+    edited: int = 0  # of which finished with the edit's result
+    exports: int = 0  # export status messages
+    ready: int = 0  # "Your video is ready" messages
+    videos: int = 0
+    messages: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.greetings and self.edited and self.exports and self.ready and self.videos)
+
+    def problems(self) -> list[str]:
+        found = []
+        for what, count in (("greeting", self.greetings), ("upload reply", self.uploads),
+                            ("export status", self.exports), ("'video is ready'", self.ready),
+                            ("video", self.videos)):  # fmt: skip
+            if count != 1:
+                found.append(f"{count} x {what}")
+        if self.uploads and not self.edited:
+            found.append("the upload reply never showed the edit's result")
+        return found
+
+
+def tally(fake: FakeTelegram, chat: int) -> ChatTally:
+    found = ChatTally()
+    for message in fake.chat_messages(chat):
+        found.messages += 1
+        history = [text or "" for text in message.history]
+        first, last = history[0], history[-1]
+        if message.kind == "video":
+            found.videos += 1
+        elif first.startswith(GREETING):
+            found.greetings += 1
+        elif first.startswith(EXPORT_STATUS):
+            found.exports += 1
+        elif any(text.startswith((UPLOADED_PREFIX, UPLOADED_SHORT, "📤")) for text in history):
+            found.uploads += 1
+            # Its last version has the agent's answer after the upload's line (not a "✏️ Editing…" label), and
+            # the buttons that come with the answer.
+            answer = last.partition("\n\n")[2].strip()
+            found.edited += bool(answer) and not answer.endswith("…") and bool(message.reply_markup)
+        found.ready += any(text.startswith(VIDEO_READY_PREFIX) for text in history)
+        found.errors += [text for text in history
+                         if text.startswith(ERROR_PREFIXES) or any(w in text.lower() for w in FAILURE_WORDS)]
+    return found
+
+
+def log_lines(text: str, level: str) -> list[str]:
+    """The log's lines of one level, each cut to its logger and message (no time, no numbers' noise)."""
+    found = []
+    for line in text.splitlines():
+        parts = line.split(" ", 4)
+        if len(parts) == 5 and parts[2] == level:
+            found.append(f"{parts[3]}: {parts[4][:150]}")
+    return found
+
+
+def spread(seconds: list[float]) -> str:
+    if not seconds:
+        return "-"
+    ordered = sorted(seconds)
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    return f"median {statistics.median(ordered):.2f} s, 95th percentile {p95:.2f} s, max {ordered[-1]:.2f} s"
+
+
+async def accepted_updates(url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (await conn.execute("SELECT count(*) FROM accepted_updates")).fetchone()
+        return int(row[0]) if row is not None else 0
+
+
+async def timed_receivers(url: str, work: Path, chats: int, deadline: float, copies: int, connections: int,
+                          extra: dict[str, str], nemo_extra: dict[str, str]) -> bool:
+    """N chats through two webhook receivers behind a balancer; prints the figures. True when every chat got
+    every answer once and nothing went wrong."""
+    counter = LogCounter()
+    logging.getLogger().addHandler(counter)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    clip = work / "clip.mp4"
+    concurrency.make_clip(clip)
+    args = argparse.Namespace(in_process=False, render_step_seconds=0.05, heartbeat_seconds=1.0, silent_every=0,
+                              renderer="copy")  # fmt: skip
+    chat_ids = [FIRST_CHAT + n for n in range(chats)]
+    peaks = BackendPeaks()
+    sampler = asyncio.create_task(sample_backends(url, peaks))
+    postmaster = postmaster_pid(url)
+    failed_posts: collections.Counter[str] = collections.Counter()
+    timed_out = False
+    receivers: list[Receiver] = []
+    async with (localnemo(args, work, nemo_extra) as (nemo_base, _, server_pid),
+                FakeTelegram(tmp_dir=work / "tg") as fake):
+        try:
+            for number in (1, 2):
+                receivers.append(await start_receiver(number, url, nemo_base, fake, work, extra))
+            start_by = time.monotonic() + 120
+            while not all("telegram.started" in r.output() for r in receivers):
+                ended = [r for r in receivers if r.process.returncode is not None]
+                if ended or time.monotonic() > start_by:
+                    raise SystemExit("a receiver did not start:\n" + "".join(r.output()[-3000:] for r in receivers))
+                await asyncio.sleep(0.2)
+            for chat in chat_ids:
+                fake.add_chat(chat)
+            balancer = NotingRoundRobin([f"http://127.0.0.1:{r.port}" for r in receivers])
+            slots = asyncio.Semaphore(connections)
+            limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+            async with balancer.running() as balancer_base, httpx.AsyncClient(timeout=60, limits=limits) as http:
+                hook = f"{balancer_base}/{HOOK_URL.rsplit('/', 1)[1]}"
+
+                async def post(update: dict[str, Any]) -> None:
+                    async with slots:
+                        sent = time.perf_counter()
+                        try:
+                            answer = await http.post(hook, json=update,
+                                                     headers={"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET})
+                        except httpx.HTTPError as error:
+                            failed_posts[type(error).__name__] += 1
+                            return
+                        post_seconds.append(time.perf_counter() - sent)
+                    if answer.status_code != 200:
+                        failed_posts[f"HTTP {answer.status_code}"] += 1
+
+                async def deliver(update: dict[str, Any]) -> None:
+                    await asyncio.gather(*(post(update) for _ in range(copies)))
+
+                async def converse(chat: int) -> None:
+                    # Each message as soon as the previous one's post was answered, not its reply: the
+                    # receivers queue them, and a chat's messages are handled one at a time, in order.
+                    fake.user_text(chat, "/start")
+                    first_post[chat] = time.perf_counter()
+                    await deliver(fake.updates[-1])
+                    fake.user_video(chat, content=clip, caption=CAPTION, duration=2, width=160, height=120,
+                                    file_name="clip.mp4")
+                    await deliver(fake.updates[-1])
+                    fake.user_text(chat, "export")
+                    await deliver(fake.updates[-1])
+
+                post_seconds: list[float] = []
+                first_post: dict[int, float] = {}
+                # When each chat was first seen to have each answer (looked at every 0.5 s), from its first post.
+                stage_seconds: dict[str, list[float]] = {"greeting": [], "edit reply": [], "video": []}
+                seen: dict[int, set[str]] = collections.defaultdict(set)
+                pending, failed = set(chat_ids), set()
+
+                async def send_all() -> float:
+                    await asyncio.gather(*(converse(chat) for chat in chat_ids))
+                    return time.perf_counter() - started
+
+                async def watch() -> float:
+                    """Until every chat got its video, or the rest showed an error and the queue is empty."""
+                    while True:
+                        if any(r.process.returncode is not None for r in receivers):
+                            raise SystemExit("a receiver ended:\n" + "".join(r.output()[-3000:] for r in receivers))
+                        await asyncio.sleep(0.5)
+                        now = time.perf_counter()
+                        for chat in [chat for chat in pending if chat in first_post]:
+                            found = tally(fake, chat)
+                            for stage, there in (("greeting", found.greetings), ("edit reply", found.edited),
+                                                 ("video", found.videos)):  # fmt: skip
+                                if there and stage not in seen[chat]:
+                                    seen[chat].add(stage)
+                                    stage_seconds[stage].append(now - first_post[chat])
+                            if found.complete:
+                                pending.discard(chat)
+                            elif found.errors:
+                                failed.add(chat)
+                        failed.intersection_update(pending)
+                        if sending.done() and pending <= failed and not (pending and await jobs_left(url)):
+                            return now - started
+
+                cpu = {"bench": (time.process_time(), 0.0), "localnemo": cpu_seconds(server_pid),
+                       **{f"receiver {n}": cpu_seconds(r.process.pid) for n, r in enumerate(receivers, 1)},
+                       **({"PostgreSQL": cpu_seconds(postmaster)} if postmaster is not None else {})}
+                started = time.perf_counter()
+                sending = asyncio.create_task(send_all())
+                posted_in = answered_in = 0.0
+                try:
+                    async with asyncio.timeout(deadline):
+                        answered_in = await watch()
+                        posted_in = await sending
+                        while await jobs_left(url):
+                            await asyncio.sleep(0.2)
+                except TimeoutError:
+                    timed_out = True
+                    sending.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sending
+                    answered_in = time.perf_counter() - started
+                wall = answered_in
+                accepted = await accepted_updates(url)
+                left = await jobs_left(url)
+                now_cpu = {"bench": (time.process_time(), 0.0), "localnemo": cpu_seconds(server_pid),
+                           **{f"receiver {n}": cpu_seconds(r.process.pid) for n, r in enumerate(receivers, 1)},
+                           **({"PostgreSQL": cpu_seconds(postmaster)} if postmaster is not None else {})}
+                used = {name: (now_cpu[name][0] - cpu[name][0], now_cpu[name][1] - cpu[name][1]) for name in cpu}
+                rss = {f"receiver {n} (pid {r.process.pid})": status_kb("VmHWM", r.process.pid) / 1024
+                       for n, r in enumerate(receivers, 1)}
+                rss[f"localnemo (pid {server_pid})"] = status_kb("VmHWM", server_pid) / 1024
+                rss["this process (Bot API stand-in, balancer)"] = status_kb("VmHWM") / 1024
+        finally:
+            for receiver in receivers:
+                await stop_receiver(receiver)
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        tallies = {chat: tally(fake, chat) for chat in chat_ids}
+        lost_example = next(([m.history for m in fake.chat_messages(chat)] for chat, found in tallies.items()
+                             if found.problems()), None)
+        api_calls = collections.Counter(call.method for call in fake.calls)
+    localnemo_errors = log_lines((work / "localnemo.log").read_text(errors="replace"), "ERROR")
+
+    logs = [r.output() for r in receivers]
+    error_lines = [line for text in logs for line in log_lines(text, "ERROR")] + localnemo_errors
+    warning_lines = [line for text in logs for line in log_lines(text, "WARNING")]
+    error_replies = [text for found in tallies.values() for text in found.errors]
+    lost = {chat: found.problems() for chat, found in tallies.items() if found.problems()}
+    errors = len(error_replies) + len(error_lines) + counter.errors + sum(failed_posts.values())
+    both = sum(len(backends) > 1 for backends in balancer.reached.values())
+    served = collections.Counter(balancer.served)
+    print(f"receivers: {chats} Telegram chats through two `nemobot telegram` webhook receivers behind a round-robin "
+          f"balancer, one PostgreSQL; every update posted {copies} time{'s' if copies > 1 else ''} "
+          f"({connections} posts at most at once, as Telegram's webhook max_connections)")
+    print("  each chat: /start, a 2 s clip captioned 'add background music', 'export'; localnemo subprocess "
+          f"(pid {server_pid}), copy renders")
+    if extra:
+        print(f"  receivers' settings: {' '.join(f'{k}={v}' for k, v in sorted(extra.items()))}")
+    if nemo_extra:
+        print(f"  localnemo's settings: {' '.join(f'{k}={v}' for k, v in sorted(nemo_extra.items()))}")
+    print(f"  posts answered:     {sum(served.values())} "
+          + ", ".join(f"receiver {n}: {served[f'http://127.0.0.1:{r.port}']}" for n, r in enumerate(receivers, 1))
+          + f"; updates reaching both receivers {both} of {len(balancer.reached)}")
+    print(f"  updates accepted:   {accepted} of {3 * chats} (table accepted_updates); duplicates dropped "
+          + ", ".join(f"receiver {n}: {text.count('telegram.duplicate_update')}" for n, text in enumerate(logs, 1)))
+    print("  handled by:         " + ", ".join(f"receiver {n}: {text.count('engine.message ')} messages, "
+                                              f"{text.count('engine.export.delivered')} exports delivered"
+                                              for n, text in enumerate(logs, 1)))
+    print(f"  all posted in:      {posted_in:.1f} s" if posted_in else "  all posted in:      (not all)")
+    print(f"  post answered in:   {spread(post_seconds)} (balancer and receiver; its handling comes later)")
+    for stage, seconds in stage_seconds.items():
+        print(f"  {stage + ' in:':<20}{spread(seconds)} (from the chat's first post; {len(seconds)} chats)")
+    print(f"  wall time:          {wall:.1f} s (first post to the last chat's video, or its error)"
+          + ("  (DEADLINE REACHED)" if timed_out else ""))
+    print(f"  messages per second: {accepted / wall:.1f} (updates accepted / wall time)")
+    print(f"  jobs left in queue: {left}")
+    print("  CPU seconds:        " + ", ".join(
+        f"{name} {own + children:.1f}" + (f" (its children {children:.1f})" if name == "localnemo" else "")
+        for name, (own, children) in used.items()))
+    print("  Bot API calls:      " + ", ".join(f"{method} {n}" for method, n in api_calls.most_common()))
+    print("  peak RSS (VmHWM):")
+    for name, peak in rss.items():
+        print(f"    {name:<44} {peak:6.1f} MB")
+    if peaks.samples:
+        print(f"    PostgreSQL, largest of each kind (counts the shared buffers a process touched; "
+              f"up to {peaks.most_clients} client backends at once):")
+        for kind, peak in sorted(peaks.by_kind.items()):
+            print(f"      {kind:<42} {peak:6.1f} MB")
+    else:
+        print("    PostgreSQL: not on this machine (its processes were not readable)")
+    print(f"  errors:             {errors} ({len(error_replies)} error replies, {len(error_lines)} ERROR log lines "
+          f"(receivers, localnemo), {counter.errors} logged here, {sum(failed_posts.values())} failed posts)")
+    for text, n in collections.Counter(text[:140] for text in error_replies).most_common(5):
+        print(f"      {n} x reply {text!r}")
+    for line, n in collections.Counter(error_lines).most_common(8):
+        print(f"      {n} x {line}")
+    for line, n in counter.counts.most_common(5):
+        print(f"      {n} x {line}")
+    for reason, n in failed_posts.most_common():
+        print(f"      {n} x post {reason}")
+    if warning_lines:
+        print(f"  warnings:           {len(warning_lines)} WARNING lines in the receivers' logs")
+        for line, n in collections.Counter(warning_lines).most_common(5):
+            print(f"      {n} x {line}")
+    print(f"  lost replies:       {len(lost)} chats"
+          + (f" (messages per chat: {dict(sorted(collections.Counter(f.messages for f in tallies.values()).items()))})"
+             if lost else ""))
+    for reason, n in collections.Counter(p for problems in lost.values() for p in problems).most_common():
+        print(f"      {n} x {reason}")
+    if lost_example is not None:
+        print("      the first such chat's messages, each with its edits:")
+        for history in lost_example:
+            print(f"        {[(text or '')[:70] for text in history]}")
+    return errors == 0 and not lost and not timed_out and accepted == 3 * chats and left == 0
+
+
+def bench_receivers(db: str | None, chats: int, deadline: float, copies: int, connections: int,
+                    extra: dict[str, str], nemo_extra: dict[str, str], keep: bool = False) -> bool:
+    """N chats through two receivers over PostgreSQL (a schema of its own); prints the figures. ``keep``: leave
+    the work folder (the receivers' and localnemo's logs) and say where."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    raise_fd_limit()
+    work = Path(tempfile.mkdtemp(prefix="nemobot-bench-scale-receivers-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            url = db if db is not None else stack.enter_context(throwaway_postgres())
+            return asyncio.run(timed_receivers(new_schema(url, "bench_scale_receivers"), work, chats, deadline,
+                                               copies, connections, extra, nemo_extra))
+    finally:
+        if keep:
+            print(f"  logs kept in:       {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = parser.add_mutually_exclusive_group()
     parts.add_argument("--renders-only", action="store_true", help="only the render workers' part")
     parts.add_argument("--bot-only", action="store_true", help="only the bot's part")
+    parts.add_argument("--receivers-only", action="store_true", help="only the webhook receivers' part")
     parser.add_argument("--renders", type=int, default=6, help="exports per run (default 6)")
     parser.add_argument("--seconds", type=int, default=10, help="length of the generated clip (default 10)")
     parser.add_argument("--no-pin", action="store_true", help="let every worker use every core")
-    parser.add_argument("--chats", type=int, default=1000, help="simulated chats at once (default 1000)")
-    parser.add_argument("--deadline", type=float, default=1200.0, help="bot part: give up after this many seconds")
+    parser.add_argument("--chats", type=int, default=1000, help="chats at once (default 1000)")
+    parser.add_argument("--deadline", type=float, default=1200.0,
+                        help="bot and receivers parts: give up after this many seconds")
     parser.add_argument("--db", help="a postgresql:// URL to use instead of a throwaway server")
+    parser.add_argument("--once", action="store_true", help="receivers part: post each update once, not twice")
+    parser.add_argument("--webhook-connections", type=int, default=40,
+                        help="receivers part: posts at once (Telegram's default webhook max_connections, 40)")
+    parser.add_argument("--receiver-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="receivers part: a setting for both receivers, e.g. NEMOBOT_QUEUE_CONCURRENCY=32")
+    parser.add_argument("--keep", action="store_true", help="receivers part: keep the logs and say where")
+    parser.add_argument("--localnemo-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="receivers part: a setting for localnemo (default LOCALNEMO_MAX_DISK_MB=0)")
     args = parser.parse_args()
-    if not args.bot_only:
+    extra = dict(item.split("=", 1) for item in args.receiver_env)
+    # localnemo's disk quota measures its whole data folder on every upload and export request: at 1,000 chats
+    # that walk (thousands of files, each time) holds its one process and the renders wait behind it. Off
+    # here, where the bot processes are measured; --localnemo-env LOCALNEMO_MAX_DISK_MB=20480 puts it back.
+    nemo_extra = {"LOCALNEMO_MAX_DISK_MB": "0", **dict(item.split("=", 1) for item in args.localnemo_env)}
+    everything = not (args.renders_only or args.bot_only or args.receivers_only)
+    ok = True
+    if everything or args.renders_only:
         bench_renders(args.db, args.renders, args.seconds, pin=not args.no_pin)
-    if not args.renders_only and not bench_bot(args.db, args.chats, args.deadline):
+    if everything or args.bot_only:
+        ok = bench_bot(args.db, args.chats, args.deadline) and ok
+    if everything or args.receivers_only:
+        ok = bench_receivers(args.db, args.chats, args.deadline, 1 if args.once else 2, args.webhook_connections,
+                             extra, nemo_extra, keep=args.keep) and ok
+    if not ok:
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()
