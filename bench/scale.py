@@ -39,10 +39,8 @@ each receiver, localnemo, this process and PostgreSQL's backends, errors (error 
 or "failed", ERROR lines in the receivers' and localnemo's logs, failed posts) and lost replies (a chat
 missing an answer, or with one twice, or a second video). The receivers run with the product's defaults
 but for short NemoVideo polls and status edits; ``--receiver-env NAME=VALUE`` (repeatable) sets more, e.g.
-NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS. localnemo runs without its disk quota
-(LOCALNEMO_MAX_DISK_MB=0: the quota measures the whole data folder on every upload and export request, which
-at 1,000 chats keeps its one process busy and the renders waiting); ``--localnemo-env NAME=VALUE`` sets its
-settings. ``--keep`` keeps the logs and localnemo's data.
+NEMOBOT_QUEUE_UPDATE_CONCURRENCY or NEMOBOT_QUEUE_POLL_SECONDS; ``--localnemo-env NAME=VALUE`` sets
+localnemo's (it runs with its defaults, disk quota included). ``--keep`` keeps the logs and localnemo's data.
 
 The exit status is non-zero when the bot or the receivers part saw an error or a lost reply (a failed render
 stops the renders part); with no part flag, all three run.
@@ -886,13 +884,10 @@ def main() -> None:
                         help="receivers part: a setting for both receivers, e.g. NEMOBOT_QUEUE_CONCURRENCY=32")
     parser.add_argument("--keep", action="store_true", help="receivers part: keep the logs and say where")
     parser.add_argument("--localnemo-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="receivers part: a setting for localnemo (default LOCALNEMO_MAX_DISK_MB=0)")
+                        help="receivers part: a setting for localnemo, e.g. LOCALNEMO_MAX_DISK_MB=0")
     args = parser.parse_args()
     extra = dict(item.split("=", 1) for item in args.receiver_env)
-    # localnemo's disk quota measures its whole data folder on every upload and export request: at 1,000 chats
-    # that walk (thousands of files, each time) holds its one process and the renders wait behind it. Off
-    # here, where the bot processes are measured; --localnemo-env LOCALNEMO_MAX_DISK_MB=20480 puts it back.
-    nemo_extra = {"LOCALNEMO_MAX_DISK_MB": "0", **dict(item.split("=", 1) for item in args.localnemo_env)}
+    nemo_extra = dict(item.split("=", 1) for item in args.localnemo_env)
     everything = not (args.renders_only or args.bot_only or args.receivers_only)
     ok = True
     if everything or args.renders_only:
