@@ -309,6 +309,16 @@ class BackendPeaks:
     most_clients: int = 0
     samples: int = 0
 
+    def report(self, width: int) -> None:
+        """The peaks as the benchmark's report lines (``width``: the column of the kinds' names)."""
+        if not self.samples:
+            print("    PostgreSQL: not on this machine (its processes were not readable)")
+            return
+        print(f"    PostgreSQL, largest of each kind (counts the shared buffers a process touched; "
+              f"up to {self.most_clients} client backends at once):")
+        for kind, peak in sorted(self.by_kind.items()):
+            print(f"      {kind:<{width}} {peak:6.1f} MB")
+
 
 async def sample_backends(url: str, peaks: BackendPeaks) -> None:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -406,13 +416,7 @@ async def timed_chats(url: str, work: Path, chats: int, deadline: float) -> bool
     print("  peak RSS (VmHWM):")
     print(f"    bot process (engine, PostgreSQL pools, export worker): {bot_peak:6.1f} MB")
     print(f"    localnemo subprocess:                                  {server_peak:6.1f} MB")
-    if peaks.samples:
-        print(f"    PostgreSQL, largest of each kind (counts the shared buffers a process touched; "
-              f"up to {peaks.most_clients} client backends at once):")
-        for kind, peak in sorted(peaks.by_kind.items()):
-            print(f"      {kind:<28} {peak:6.1f} MB")
-    else:
-        print("    PostgreSQL: not on this machine (its processes were not readable)")
+    peaks.report(width=28)
     print(f"  errors:             {errors} ({len(error_texts)} error replies, {len(exceptions)} exceptions, "
           f"{counter.errors} logged errors)")
     for text, n in collections.Counter(text[:140] for text in error_texts).most_common(5):
@@ -812,13 +816,7 @@ async def timed_receivers(url: str, work: Path, chats: int, deadline: float, cop
     print("  peak RSS (VmHWM):")
     for name, peak in rss.items():
         print(f"    {name:<44} {peak:6.1f} MB")
-    if peaks.samples:
-        print(f"    PostgreSQL, largest of each kind (counts the shared buffers a process touched; "
-              f"up to {peaks.most_clients} client backends at once):")
-        for kind, peak in sorted(peaks.by_kind.items()):
-            print(f"      {kind:<42} {peak:6.1f} MB")
-    else:
-        print("    PostgreSQL: not on this machine (its processes were not readable)")
+    peaks.report(width=42)
     print(f"  errors:             {errors} ({len(error_replies)} error replies, {len(error_lines)} ERROR log lines "
           f"(receivers, localnemo), {counter.errors} logged here, {sum(failed_posts.values())} failed posts)")
     for text, n in collections.Counter(text[:140] for text in error_replies).most_common(5):
