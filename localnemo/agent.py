@@ -37,7 +37,7 @@ from localnemo.captioning import CaptionCue, cues_from_words
 from localnemo.config import resolution_lines
 from localnemo.media import AudioAnalysis, analyse_audio
 from localnemo.music import MUSIC_TITLE
-from localnemo.speech import LanguageNotAvailable, Speech, SpeechError, Word
+from localnemo.speech import LanguageNotAvailable, Speech, SpeechError, Word, words_from_json, words_to_json
 from localnemo.state import SessionRecord
 from localnemo.subtitles import SubtitleError, read_cues, read_script
 from localnemo.timeline import video_length_ms
@@ -718,7 +718,7 @@ class PlannerAgent:
         key = SPEECH_KEY + src
         cached = session.video_analyses.get(key)
         if isinstance(cached, dict) and cached.get("language") == language:
-            return [Word(str(w), int(a), int(b)) for w, a, b in cached["words"]], str(cached.get("engine"))
+            return words_from_json(cached["words"]), str(cached.get("engine"))
         done, total = share
 
         def progress(fraction: float) -> None:
@@ -726,7 +726,7 @@ class PlannerAgent:
 
         words, engine = await self.speech.recognise(path, language, progress)
         session.video_analyses[key] = {
-            "language": language, "engine": engine, "words": [[w.text, w.start_ms, w.end_ms] for w in words],
+            "language": language, "engine": engine, "words": words_to_json(words),
         }  # fmt: skip
         return words, engine
 
@@ -790,7 +790,7 @@ class PlannerAgent:
             reply.say("no_speech_heard")
             return None
         session.video_analyses[SPEECH_KEY + src] = {
-            "language": "script", "engine": "alignment", "words": [[w.text, w.start_ms, w.end_ms] for w in words],
+            "language": "script", "engine": "alignment", "words": words_to_json(words),
         }  # fmt: skip
         shifted = [Word(w.text, w.start_ms + origin, w.end_ms + origin) for w in words]
         return self._place_spoken(session, cues_from_words(shifted), reply, "captions_aligned", "alignment")
@@ -1007,7 +1007,7 @@ def _known_words(session: SessionRecord, src: str) -> list[Word]:
     cached = session.video_analyses.get(SPEECH_KEY + src)
     if not isinstance(cached, dict):
         return []
-    return [Word(str(w), int(a), int(b)) for w, a, b in cached.get("words", [])]
+    return words_from_json(cached.get("words"))
 
 
 def keep_ranges(draft: timeline.Draft, ranges: list[tuple[float, float]]) -> None:

@@ -53,7 +53,16 @@ from psycopg.rows import dict_row
 from localnemo.config import LocalNemoConfig
 from localnemo.jobs import Changes, span_words
 from localnemo.render import Renderer, RenderError, RenderOutput
-from localnemo.speech import EngineName, LanguageNotAvailable, Progress, Speech, SpeechError, Word
+from localnemo.speech import (
+    EngineName,
+    LanguageNotAvailable,
+    Progress,
+    Speech,
+    SpeechError,
+    Word,
+    words_from_json,
+    words_to_json,
+)
 from localnemo.timeline import Draft
 
 log = logging.getLogger(__name__)
@@ -400,7 +409,7 @@ async def _write_transcript(app: App, key: str, query: str, params: tuple[Any, .
 
 
 async def _store_transcript(app: App, key: str, words: list[Word], engine: str, by: str) -> None:
-    heard = json.dumps([[w.text, w.start_ms, w.end_ms] for w in words])
+    heard = json.dumps(words_to_json(words))
     await _write_transcript(
         app, key,
         "UPDATE localnemo_transcripts SET status = 'completed', progress = 100, words = %s::jsonb, engine = %s, "
@@ -425,14 +434,12 @@ class QueuedSpeech(Speech):
     ) -> tuple[list[Word], str]:
         source = await self.queue.share(audio_path)
         key = f"{source}:{language}"
+        ticket = self.queue.ticket()
         row = await self.queue.ask_transcript(key, source, language)
         deadline = time.monotonic() + self.wait_seconds
         while True:
-            ticket = self.queue.ticket()
-            found = await self.queue.transcript(key)
-            row = found if found is not None else row
             if row["status"] == "completed":
-                return [Word(str(w), int(a), int(b)) for w, a, b in row["words"] or []], str(row["engine"])
+                return words_from_json(row["words"]), str(row["engine"])
             if row["status"] == "failed":
                 if row["language_missing"]:
                     raise LanguageNotAvailable(language)
@@ -448,6 +455,9 @@ class QueuedSpeech(Speech):
                 return words, engine
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ticket.wait(), _RECHECK_SECONDS)
+            # Taken before the row is read: a change announced meanwhile wakes the next wait.
+            ticket = self.queue.ticket()
+            row = await self.queue.transcript(key) or row
 
 
 def _remove_leftovers(folder: Path, output: str) -> None:

@@ -70,6 +70,15 @@ class Word:
     end_ms: int
 
 
+def words_to_json(words: Sequence[Word]) -> list[list[Any]]:
+    """Words as they are kept (a session's analyses, the render workers' transcripts): ``[text, start, end]``."""
+    return [[w.text, w.start_ms, w.end_ms] for w in words]
+
+
+def words_from_json(kept: Sequence[Sequence[Any]] | None) -> list[Word]:
+    return [Word(str(w), int(a), int(b)) for w, a, b in kept or []]
+
+
 class SpeechEngine(Protocol):
     name: str
 
